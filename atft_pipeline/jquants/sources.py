@@ -1,0 +1,80 @@
+"""Raw sources: which endpoint and which query give one trading day of each raw asset.
+
+Each raw asset partition holds exactly what the API returns for that date, by the date the
+endpoint defines (trade date, application date or publication date). This table is the one
+place that says so; the Dagster layer only iterates over it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from atft_pipeline.jquants.endpoints import ENDPOINTS, Endpoint, Plan
+
+
+def _by_date(day: dt.date) -> dict[str, str]:
+    return {"date": day.isoformat()}
+
+
+def _by_range(day: dt.date) -> dict[str, str]:
+    return {"from": day.isoformat(), "to": day.isoformat()}
+
+
+def _by_disc_date(day: dt.date) -> dict[str, str]:
+    return {"disc_date": day.isoformat()}
+
+
+@dataclass(frozen=True)
+class RawSource:
+    asset: str  # Dagster asset name
+    endpoint: Endpoint
+    query: Callable[[dt.date], dict[str, str]]
+    date_semantics: str  # what the partition date means for this source
+
+    @property
+    def plan(self) -> Plan:
+        return self.endpoint.plan
+
+    def params_for(self, day: dt.date) -> dict[str, str]:
+        return self.query(day)
+
+
+RAW_SOURCES: dict[str, RawSource] = {
+    s.asset: s
+    for s in (
+        RawSource("raw_daily_quotes", ENDPOINTS["equities/bars/daily"], _by_date, "trade date"),
+        RawSource("raw_listed_info", ENDPOINTS["equities/master"], _by_date, "snapshot date"),
+        RawSource("raw_topix", ENDPOINTS["indices/bars/daily/topix"], _by_range, "trade date"),
+        RawSource("raw_statements", ENDPOINTS["fins/summary"], _by_date, "disclosure date"),
+        RawSource(
+            "raw_weekly_margin_interest",
+            ENDPOINTS["markets/margin-interest"],
+            _by_date,
+            "application date (published 2 business days later)",
+        ),
+        RawSource(
+            "raw_daily_margin_interest",
+            ENDPOINTS["markets/margin-alert"],
+            _by_date,
+            "publication date",
+        ),
+        RawSource("raw_short_selling", ENDPOINTS["markets/short-ratio"], _by_date, "trade date"),
+        RawSource(
+            "raw_short_selling_positions",
+            ENDPOINTS["markets/short-sale-report"],
+            _by_disc_date,
+            "disclosure date",
+        ),
+        RawSource(
+            "raw_trades_spec", ENDPOINTS["equities/investor-types"], _by_range, "publication date"
+        ),
+        RawSource(
+            "raw_index_options",
+            ENDPOINTS["derivatives/bars/daily/options/225"],
+            _by_date,
+            "trade date",
+        ),
+    )
+}
