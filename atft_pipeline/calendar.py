@@ -95,3 +95,22 @@ def _as_date(value: dt.date | str) -> dt.date:
     if isinstance(value, dt.date):
         return value
     return dt.date.fromisoformat(str(value))
+
+
+def api_calendar_mismatches(frame: pl.DataFrame) -> list[dt.date]:
+    """Days where the API's calendar (``HolDiv`` 1/2 = open) disagrees with XTKS.
+
+    Only the overlap of the two calendars is compared; an empty list means they agree.
+    """
+    if frame.is_empty():
+        return []
+    first = max(frame["Date"].min(), _CALENDAR_FIRST)
+    last = min(frame["Date"].max(), _CALENDAR_LAST)
+    if first > last:
+        return []
+    sessions = set(trading_days(first, last))
+    in_range = frame.filter(pl.col("Date").is_between(first, last))
+    api_open = in_range.select(
+        pl.col("Date"), pl.col("HolDiv").is_in(["1", "2"]).alias("open")
+    ).iter_rows()
+    return sorted(d for d, is_open in api_open if is_open != (d in sessions))

@@ -119,3 +119,8 @@ class PartitionStore:
             path = self.path(asset, partition)
             if path.exists():
                 path.unlink()
+
+
+def lost_partitions(store: PartitionStore, asset: str, partition_keys: Iterable[str]) -> list[str]:
+    """Of the partitions recorded as materialized, those whose file is missing or unreadable."""
+    return sorted(k for k in partition_keys if not store.is_readable(asset, k))

@@ -137,10 +137,12 @@ def coerce_frame(endpoint: Endpoint, frame: pl.DataFrame, plan: Plan = Plan.PREM
             continue
         col = pl.col(f.name)
         source = frame.schema[f.name]
-        if source == target:
+        if f.kind is Kind.NUM and source.is_numeric():
+            # Like parse_number: NaN and +-inf become null (a Float64 file may hold them).
+            as_float = col.cast(pl.Float64)
+            exprs.append(pl.when(as_float.is_finite()).then(as_float).alias(f.name))
+        elif source == target:
             exprs.append(col)
-        elif f.kind is Kind.NUM and source.is_numeric():
-            exprs.append(col.cast(pl.Float64).fill_nan(None))
         elif f.kind is Kind.DATE and isinstance(source, pl.Datetime):
             exprs.append(col.dt.date())
         elif f.kind is Kind.STR:
@@ -186,7 +188,7 @@ def frame_to_rows(endpoint: Endpoint, frame: pl.DataFrame, plan: Plan = Plan.PRE
         for f in fields:
             value = _encode(f, record[f.name], endpoint.numbers_as_strings)
             if f.name in nested_cols:
-                nested[nested_cols[f.name]] = value if value is not None else "0"
+                nested[nested_cols[f.name]] = value
             else:
                 row[f.name] = value
         if nested_name:

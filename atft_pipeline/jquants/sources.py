@@ -8,10 +8,17 @@ place that says so; the Dagster layer only iterates over it.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import polars as pl
+
+from atft_pipeline import calendar
 from atft_pipeline.jquants.endpoints import ENDPOINTS, Endpoint, Plan
+
+if TYPE_CHECKING:
+    from atft_pipeline.jquants.client import JQuantsClient
 
 
 def _by_date(day: dt.date) -> dict[str, str]:
@@ -24,6 +31,15 @@ def _by_range(day: dt.date) -> dict[str, str]:
 
 def _by_disc_date(day: dt.date) -> dict[str, str]:
     return {"disc_date": day.isoformat()}
+
+
+# Weekly margin interest is published on the 2nd business day after its application date.
+WEEKLY_MARGIN_PUBLICATION_LAG = 2
+
+
+def _published_weekly_margin(day: dt.date) -> dict[str, str]:
+    """Partition = publication day; the query names the application date 2 sessions earlier."""
+    return {"date": calendar.shift_trading_days(day, -WEEKLY_MARGIN_PUBLICATION_LAG).isoformat()}
 
 
 @dataclass(frozen=True)
@@ -51,8 +67,8 @@ RAW_SOURCES: dict[str, RawSource] = {
         RawSource(
             "raw_weekly_margin_interest",
             ENDPOINTS["markets/margin-interest"],
-            _by_date,
-            "application date (published 2 business days later)",
+            _published_weekly_margin,
+            "publication date (rows carry the application date, 2 sessions earlier)",
         ),
         RawSource(
             "raw_daily_margin_interest",
@@ -78,3 +94,15 @@ RAW_SOURCES: dict[str, RawSource] = {
         ),
     )
 }
+
+
+async def fetch_raw_days(
+    client: JQuantsClient, source: RawSource, days: Sequence[dt.date]
+) -> dict[dt.date, pl.DataFrame]:
+    """Fetch one frame per trading day for ``source`` with the client's bounded concurrency.
+
+    Each day is one query (plus its pages); the result maps every requested day to its frame,
+    an empty typed frame where the API had no rows (a day without disclosures is not an error).
+    """
+    frames = await client.get_many(source.endpoint, [source.params_for(d) for d in days])
+    return dict(zip(days, frames, strict=True))

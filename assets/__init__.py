@@ -1,0 +1,1 @@
+"""Dagster assets, checks, partitions, jobs, schedules and sensors (``assets.definitions``)."""

@@ -1,0 +1,51 @@
+"""The code location: every asset, check, job, schedule, sensor and resource.
+
+Settings are read once from the environment (``atft_pipeline.settings.Settings``); the plan
+decides which raw sources are entitled (the others are defined but disabled and left out of
+the jobs). Importing this module must stay fast: nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from dagster import Definitions, EnvVar
+
+from assets.jobs import build_jobs, build_schedules
+from assets.partitions import trading_day_partitions
+from assets.raw import build_raw_assets, entitled_raw_assets
+from assets.recovery import build_recovery_sensor
+from atft_pipeline.jquants.sources import RAW_SOURCES
+from atft_pipeline.settings import Settings
+from resources.jquants import JQuantsResource
+from resources.storage import PolarsParquetIOManager, StorageResource
+
+
+def build_resources(settings: Settings) -> dict:
+    storage = StorageResource(root=str(settings.data_root.resolve()))
+    return {
+        "jquants": JQuantsResource(
+            api_key=EnvVar("JQUANTS_API_KEY") if settings.api_key is not None else None,
+            base_url=settings.base_url,
+            plan=settings.effective_plan.value,
+        ),
+        "storage": storage,
+        "parquet_io_manager": PolarsParquetIOManager(storage=storage),
+    }
+
+
+def build_definitions(settings: Settings | None = None, resources: dict | None = None) -> Definitions:
+    """The code location for ``settings``; ``resources`` replaces individual resources by key."""
+    settings = settings or Settings.from_env()
+    plan = settings.effective_plan
+    partitions_def = trading_day_partitions(settings.effective_start_date)
+    entitled = entitled_raw_assets(plan)
+    jobs = build_jobs(entitled, partitions_def)
+    return Definitions(
+        assets=build_raw_assets(settings.effective_start_date, plan),
+        jobs=jobs,
+        schedules=build_schedules({j.name: j for j in jobs}),
+        sensors=[build_recovery_sensor(list(RAW_SOURCES))],
+        resources={**build_resources(settings), **(resources or {})},
+    )
+
+
+defs = build_definitions()

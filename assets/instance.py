@@ -1,0 +1,37 @@
+"""The persistent local Dagster instance under ``ATFT_HOME`` (sqlite storage).
+
+``atft run`` / ``atft demo`` record their runs here, so ``atft ui`` shows them afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from atft_pipeline.settings import Settings
+
+# At most this many J-Quants-calling steps run at once across all runs (pool "jquants").
+JQUANTS_POOL_LIMIT = 2
+
+_DAGSTER_YAML = f"""\
+# Written by atft; edit freely (it is only created when missing).
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    default_limit: {JQUANTS_POOL_LIMIT}
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+"""
+
+
+def ensure_dagster_home(settings: Settings) -> Path:
+    """Create ``<ATFT_HOME>/dagster`` with a ``dagster.yaml`` and point DAGSTER_HOME at it."""
+    home = settings.dagster_home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(_DAGSTER_YAML)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home

@@ -1,0 +1,100 @@
+"""Jobs and schedules.
+
+``nightly_update`` runs in the evening (19:30 JST, after the 16:30–18:00 J-Quants updates) for
+the trading day that just closed. Nikkei 225 options for day D are published at 03:00 on D+1,
+so ``raw_index_options`` runs in its own early-morning job for the previous trading day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from dagster import (
+    AssetSelection,
+    DefaultScheduleStatus,
+    RunRequest,
+    ScheduleEvaluationContext,
+    SkipReason,
+    define_asset_job,
+    schedule,
+)
+
+from assets.partitions import TOKYO
+from atft_pipeline import calendar
+
+NIGHTLY_JOB = "nightly_update"
+OPTIONS_JOB = "options_morning_update"
+RAW_HISTORY_JOB = "raw_history"
+OPTIONS_ASSET = "raw_index_options"
+
+
+def build_jobs(entitled_raw: list[str], partitions_def):
+    nightly_assets = [a for a in entitled_raw if a != OPTIONS_ASSET]
+    jobs = [
+        define_asset_job(
+            NIGHTLY_JOB,
+            selection=AssetSelection.assets(*nightly_assets),
+            partitions_def=partitions_def,
+            description="Latest trading day: every entitled raw source (later: features, "
+            "dataset and next-day predictions).",
+        ),
+        define_asset_job(
+            RAW_HISTORY_JOB,
+            selection=AssetSelection.assets(*entitled_raw),
+            partitions_def=partitions_def,
+            description="Every entitled raw source; backfill it over a date range.",
+        ),
+    ]
+    if OPTIONS_ASSET in entitled_raw:
+        jobs.append(
+            define_asset_job(
+                OPTIONS_JOB, selection=AssetSelection.assets(OPTIONS_ASSET), partitions_def=partitions_def
+            )
+        )
+    return jobs
+
+
+def tonight_partition(evening: dt.datetime) -> str | None:
+    """The partition the nightly run at ``evening`` targets: that JST day, if it traded."""
+    day = evening.astimezone(TOKYO).date()
+    return day.isoformat() if calendar.is_trading_day(day) else None
+
+
+def previous_session_partition(morning: dt.datetime) -> str:
+    day = morning.astimezone(TOKYO).date()
+    return calendar.shift_trading_days(day, -1).isoformat()
+
+
+def build_schedules(jobs_by_name: dict):
+    schedules = []
+
+    @schedule(
+        name="nightly_update_schedule",
+        job=jobs_by_name[NIGHTLY_JOB],
+        cron_schedule="30 19 * * 1-5",
+        execution_timezone="Asia/Tokyo",
+        default_status=DefaultScheduleStatus.STOPPED,
+    )
+    def nightly_update_schedule(context: ScheduleEvaluationContext):
+        partition = tonight_partition(context.scheduled_execution_time)
+        if partition is None:
+            return SkipReason("not a JPX trading day")
+        return RunRequest(run_key=f"nightly:{partition}", partition_key=partition)
+
+    schedules.append(nightly_update_schedule)
+
+    if OPTIONS_JOB in jobs_by_name:
+
+        @schedule(
+            name="options_morning_schedule",
+            job=jobs_by_name[OPTIONS_JOB],
+            cron_schedule="30 4 * * 2-6",
+            execution_timezone="Asia/Tokyo",
+            default_status=DefaultScheduleStatus.STOPPED,
+        )
+        def options_morning_schedule(context: ScheduleEvaluationContext):
+            partition = previous_session_partition(context.scheduled_execution_time)
+            return RunRequest(run_key=f"options:{partition}", partition_key=partition)
+
+        schedules.append(options_morning_schedule)
+    return schedules

@@ -1,0 +1,203 @@
+"""The library part of the ``atft`` command: ``atft sandbox serve`` and ``atft sandbox export``.
+
+These commands need no Dagster. The top-level ``atft`` entry point builds its parser, calls
+``add_library_commands`` and adds the pipeline commands (run, demo, ui) beside them;
+``python -m atft_pipeline.cli`` offers the library commands alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from atft_pipeline.jquants.endpoints import Plan
+from atft_pipeline.sandbox.faults import FaultSettings, parse_faults
+from atft_pipeline.settings import SANDBOX_API_KEY
+
+_MARKET_OPTIONS = ("seed", "n_stocks", "start", "end")
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+
+
+def _faults(text: str) -> FaultSettings:
+    try:
+        return parse_faults(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _add_market_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "synthetic market", "unset options take the market's defaults"
+    )
+    group.add_argument("--seed", type=int, help="random seed of the market")
+    group.add_argument("--n-stocks", type=_positive_int, help="number of stocks")
+    group.add_argument("--start", type=_date, help="first calendar date (YYYY-MM-DD)")
+    group.add_argument("--end", type=_date, help="last calendar date (YYYY-MM-DD)")
+
+
+def add_library_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``sandbox serve`` and ``sandbox export`` on an ``atft`` subparsers object."""
+    sandbox = subparsers.add_parser(
+        "sandbox", help="the J-Quants V2 stand-in server and replay directories"
+    )
+    commands = sandbox.add_subparsers(dest="sandbox_command", metavar="{serve,export}")
+    commands.required = True
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve the synthetic market (or a replay directory) as a J-Quants V2 API",
+        description="Run the J-Quants V2 stand-in server in the foreground until interrupted.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8787, help="port, 0 for any free one (default: %(default)s)")
+    serve.add_argument(
+        "--api-key", default=SANDBOX_API_KEY, help="the x-api-key clients must send (default: sandbox)"
+    )
+    serve.add_argument(
+        "--plan", type=Plan, choices=list(Plan), default=Plan.PREMIUM,
+        help="subscription plan to emulate: entitlements, windows (default: %(default)s)",
+    )
+    serve.add_argument("--replay", type=Path, metavar="DIR", help="serve this replay directory")
+    serve.add_argument(
+        "--faults", type=_faults, metavar="SPEC",
+        help="inject faults, e.g. latency=0.05,error_rate=0.1,storm=5,truncate_rate=0.02,"
+        "fail=markets/short-ratio",
+    )
+    serve.add_argument("--page-size", type=_positive_int, help="rows per page (default: 5000)")
+    serve.add_argument("--rate-limit", type=_positive_int, metavar="N", help="requests per minute (default: off)")
+    serve.add_argument("--lockout", type=float, metavar="S", help="after a 429, block everything for S seconds")
+    serve.add_argument(
+        "--today", type=_date,
+        help="date the plan window is measured from (default: the data's last date)",
+    )
+    _add_market_options(serve)
+    serve.set_defaults(handler=_serve)
+
+    export = commands.add_parser(
+        "export",
+        help="write the synthetic market as a replay directory",
+        description="Write the synthetic market as a replay directory (manifest.json + Parquet).",
+    )
+    export.add_argument("directory", type=Path, metavar="DIR")
+    export.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    _add_market_options(export)
+    export.set_defaults(handler=_export)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atft", description="atft-pipeline library commands")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    add_library_commands(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+def _market_config(args: argparse.Namespace):  # -> MarketConfig
+    from atft_pipeline.sandbox.market import MarketConfig
+
+    given = {name: getattr(args, name) for name in _MARKET_OPTIONS if getattr(args, name) is not None}
+    return MarketConfig(**given)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from atft_pipeline.sandbox.server import ServerSettings, bind_socket, create_app, uvicorn_server
+
+    market_given = [f"--{n.replace('_', '-')}" for n in _MARKET_OPTIONS if getattr(args, n) is not None]
+    if args.replay is not None and market_given:
+        print(f"error: {', '.join(market_given)}: synthetic-market option(s), not used with --replay", file=sys.stderr)
+        return 2
+    settings_fields: dict[str, Any] = {"api_key": SecretStr(args.api_key), "plan": args.plan}
+    for field, value in (
+        ("page_size", args.page_size),
+        ("rate_limit_per_minute", args.rate_limit),
+        ("lockout_s", args.lockout),
+        ("today", args.today),
+        ("faults", args.faults),
+    ):
+        if value is not None:
+            settings_fields[field] = value
+    settings = ServerSettings(**settings_fields)
+
+    if args.replay is not None:
+        from atft_pipeline.sandbox.replay import ReplayError, read_replay
+
+        try:
+            tables = read_replay(args.replay)
+        except ReplayError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        source = f"replay {args.replay}"
+    else:
+        from atft_pipeline.sandbox.market import generate_market
+
+        market = generate_market(_market_config(args))
+        tables, source = market.tables, "synthetic market"
+
+    app = create_app(tables, settings=settings)
+    sock = bind_socket(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    host = f"[{host}]" if ":" in host else host
+    window = app.state.window
+    print(f"J-Quants V2 stand-in server listening on http://{host}:{port}/v2", flush=True)
+    print(
+        f"  serving {source}: {sum(1 for t in tables.values() if t.height)} endpoints with data; "
+        f"plan {settings.plan.value}, window {window.start} ~ {window.end or ''}; "
+        f"rate limit {settings.rate_limit_per_minute or 'off'}; press Ctrl+C to stop",
+        flush=True,
+    )
+    uvicorn_server(app, access_log=True).run(sockets=[sock])
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from atft_pipeline.sandbox.market import generate_market
+    from atft_pipeline.sandbox.replay import ReplayError, write_replay
+
+    config = _market_config(args)
+    market = generate_market(config)
+    metadata = {
+        "source": "atft-pipeline synthetic market",
+        "start": config.start,
+        "end": config.end,
+        "extra": {"market_config": config, "summary": market.summary()},
+    }
+    try:
+        path = write_replay(args.directory, market.tables, metadata, overwrite=args.overwrite)
+    except ReplayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rows = sum(t.height for t in market.tables.values())
+    print(f"wrote {len(market.tables)} endpoints ({rows} rows) to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

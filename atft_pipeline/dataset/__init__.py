@@ -1,0 +1,1 @@
+"""Targets, dataset assembly, splits and normalization."""

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REALDATA = REPO_ROOT.parent / "shared" / "realdata" / "tse_2013_2018"
+
+
+@pytest.fixture(scope="session")
+def realdata_dir() -> Path:
+    if not (REALDATA / "manifest.json").exists():
+        pytest.skip("../shared/realdata/tse_2013_2018 is not present")
+    return REALDATA
