@@ -10,7 +10,6 @@ from __future__ import annotations
 from dagster import Definitions, EnvVar
 
 from assets.jobs import build_jobs, build_schedules
-from assets.partitions import trading_day_partitions
 from assets.raw import build_raw_assets, entitled_raw_assets
 from assets.recovery import build_recovery_sensor
 from atft_pipeline.jquants.sources import RAW_SOURCES
@@ -36,9 +35,8 @@ def build_definitions(settings: Settings | None = None, resources: dict | None =
     """The code location for ``settings``; ``resources`` replaces individual resources by key."""
     settings = settings or Settings.from_env()
     plan = settings.effective_plan
-    partitions_def = trading_day_partitions(settings.effective_start_date)
     entitled = entitled_raw_assets(plan)
-    jobs = build_jobs(entitled, partitions_def)
+    jobs = build_jobs(entitled)
     return Definitions(
         assets=build_raw_assets(settings.effective_start_date, plan),
         jobs=jobs,

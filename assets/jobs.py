@@ -5,7 +5,6 @@ the trading day that just closed. Nikkei 225 options for day D are published at 
 so ``raw_index_options`` runs in its own early-morning job for the previous trading day.
 """
 
-from __future__ import annotations
 
 import datetime as dt
 
@@ -28,27 +27,25 @@ RAW_HISTORY_JOB = "raw_history"
 OPTIONS_ASSET = "raw_index_options"
 
 
-def build_jobs(entitled_raw: list[str], partitions_def):
+def build_jobs(entitled_raw: list[str]):
     nightly_assets = [a for a in entitled_raw if a != OPTIONS_ASSET]
     jobs = [
         define_asset_job(
             NIGHTLY_JOB,
             selection=AssetSelection.assets(*nightly_assets),
-            partitions_def=partitions_def,
             description="Latest trading day: every entitled raw source (later: features, "
             "dataset and next-day predictions).",
         ),
         define_asset_job(
             RAW_HISTORY_JOB,
             selection=AssetSelection.assets(*entitled_raw),
-            partitions_def=partitions_def,
             description="Every entitled raw source; backfill it over a date range.",
         ),
     ]
     if OPTIONS_ASSET in entitled_raw:
         jobs.append(
             define_asset_job(
-                OPTIONS_JOB, selection=AssetSelection.assets(OPTIONS_ASSET), partitions_def=partitions_def
+                OPTIONS_JOB, selection=AssetSelection.assets(OPTIONS_ASSET)
             )
         )
     return jobs

@@ -5,7 +5,6 @@ its whole range with the client's bounded concurrency and writes one file per pa
 ``jquants`` pool caps simultaneous API-calling steps across runs.
 """
 
-from __future__ import annotations
 
 import time
 

@@ -5,7 +5,6 @@ do. A partition recorded as materialized whose file is missing or unreadable get
 that asset and that partition only — never a re-download of other sources.
 """
 
-from __future__ import annotations
 
 from dagster import (
     AssetKey,

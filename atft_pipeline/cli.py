@@ -70,26 +70,42 @@ def add_library_commands(subparsers: argparse._SubParsersAction) -> None:
         help="serve the synthetic market (or a replay directory) as a J-Quants V2 API",
         description="Run the J-Quants V2 stand-in server in the foreground until interrupted.",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
-    serve.add_argument("--port", type=int, default=8787, help="port, 0 for any free one (default: %(default)s)")
     serve.add_argument(
-        "--api-key", default=SANDBOX_API_KEY, help="the x-api-key clients must send (default: sandbox)"
+        "--host", default="127.0.0.1", help="interface to bind (default: %(default)s)"
     )
     serve.add_argument(
-        "--plan", type=Plan, choices=list(Plan), default=Plan.PREMIUM,
+        "--port", type=int, default=8787, help="port, 0 for any free one (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--api-key",
+        default=SANDBOX_API_KEY,
+        help="the x-api-key clients must send (default: sandbox)",
+    )
+    serve.add_argument(
+        "--plan",
+        type=Plan,
+        choices=list(Plan),
+        default=Plan.PREMIUM,
         help="subscription plan to emulate: entitlements, windows (default: %(default)s)",
     )
     serve.add_argument("--replay", type=Path, metavar="DIR", help="serve this replay directory")
     serve.add_argument(
-        "--faults", type=_faults, metavar="SPEC",
+        "--faults",
+        type=_faults,
+        metavar="SPEC",
         help="inject faults, e.g. latency=0.05,error_rate=0.1,storm=5,truncate_rate=0.02,"
         "fail=markets/short-ratio",
     )
     serve.add_argument("--page-size", type=_positive_int, help="rows per page (default: 5000)")
-    serve.add_argument("--rate-limit", type=_positive_int, metavar="N", help="requests per minute (default: off)")
-    serve.add_argument("--lockout", type=float, metavar="S", help="after a 429, block everything for S seconds")
     serve.add_argument(
-        "--today", type=_date,
+        "--rate-limit", type=_positive_int, metavar="N", help="requests per minute (default: off)"
+    )
+    serve.add_argument(
+        "--lockout", type=float, metavar="S", help="after a 429, block everything for S seconds"
+    )
+    serve.add_argument(
+        "--today",
+        type=_date,
         help="date the plan window is measured from (default: the data's last date)",
     )
     _add_market_options(serve)
@@ -123,16 +139,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _market_config(args: argparse.Namespace):  # -> MarketConfig
     from atft_pipeline.sandbox.market import MarketConfig
 
-    given = {name: getattr(args, name) for name in _MARKET_OPTIONS if getattr(args, name) is not None}
+    given = {
+        name: getattr(args, name) for name in _MARKET_OPTIONS if getattr(args, name) is not None
+    }
     return MarketConfig(**given)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from atft_pipeline.sandbox.server import ServerSettings, bind_socket, create_app, uvicorn_server
 
-    market_given = [f"--{n.replace('_', '-')}" for n in _MARKET_OPTIONS if getattr(args, n) is not None]
+    market_given = [
+        f"--{n.replace('_', '-')}" for n in _MARKET_OPTIONS if getattr(args, n) is not None
+    ]
     if args.replay is not None and market_given:
-        print(f"error: {', '.join(market_given)}: synthetic-market option(s), not used with --replay", file=sys.stderr)
+        print(
+            f"error: {', '.join(market_given)}: synthetic-market option(s), not used with --replay",
+            file=sys.stderr,
+        )
         return 2
     settings_fields: dict[str, Any] = {"api_key": SecretStr(args.api_key), "plan": args.plan}
     for field, value in (

@@ -468,9 +468,9 @@ def test_errors_survive_pickling():
 @pytest.mark.parametrize(
     ("endpoint", "params", "match"),
     [
-        ("equities/bars/daily", {}, r"equities/bars/daily requires at least one of \['code', 'date'\]"),
+        ("equities/bars/daily", {}, r"bars/daily requires at least one of \['code', 'date'\]"),
         ("equities/bars/daily", {"from": "2023-01-01"}, r"requires at least one of"),
-        ("equities/bars/daily", {"date": "2023-03-24", "sector": "x"}, r"unknown parameter.*'sector'.*accepted"),
+        ("equities/bars/daily", {"date": "2023-03-24", "s33": "x"}, r"unknown.*'s33'.*accepted"),
         ("equities/bars/daily", {"date": "2023-03-24", "to": "2023-03-30"}, "mutually exclusive"),
         ("equities/bars/daily", {"date": 20230324.0}, "'date' must be a str, int or date"),
         ("markets/short-sale-report", {"date": "2023-03-24"}, r"unknown parameter.*\['date'\]"),
@@ -596,7 +596,7 @@ async def test_margin_alert_nested_pub_reason_is_flattened(clock):
         frame = await client.get("markets/margin-alert", date="2024-02-08")
     assert frame.schema == ALERT.schema(Plan.STANDARD) and "PubReason" not in frame.columns
     got = frame.row(0, named=True)
-    reasons = {k.removeprefix("PubReason."): v for k, v in got.items() if k.startswith("PubReason.")}
+    reasons = {k.split(".")[1]: v for k, v in got.items() if k.startswith("PubReason.")}
     assert reasons == {"Restricted": False, "DailyPublication": False, "Monitoring": False,
                        "RestrictedByJSF": False, "PrecautionByJSF": True,
                        "UnclearOrSecOnAlert": False}

@@ -30,26 +30,75 @@ def _tables() -> dict[str, pl.DataFrame]:
     bars = rows_to_frame(
         BARS,
         [
-            {"Date": "2024-01-05", "Code": "86970", "O": 2047.0, "C": 2045.5, "UL": "0", "LL": "1",
-             "Vo": 2202500, "AdjFactor": 1.0, "AdjC": 2045.5, "MO": 2040.0},
-            {"Date": "2024-01-04", "Code": "72030", "O": None, "C": None, "UL": "0", "LL": "0",
-             "Vo": None, "AdjFactor": 0.5, "AdjC": None},
-            {"Date": "2024-01-04", "Code": "13010", "O": 3000, "C": 3010, "UL": "1", "LL": "0",
-             "Vo": 100, "AdjFactor": 1.0, "AdjC": 3010},
+            {
+                "Date": "2024-01-05",
+                "Code": "86970",
+                "O": 2047.0,
+                "C": 2045.5,
+                "UL": "0",
+                "LL": "1",
+                "Vo": 2202500,
+                "AdjFactor": 1.0,
+                "AdjC": 2045.5,
+                "MO": 2040.0,
+            },
+            {
+                "Date": "2024-01-04",
+                "Code": "72030",
+                "O": None,
+                "C": None,
+                "UL": "0",
+                "LL": "0",
+                "Vo": None,
+                "AdjFactor": 0.5,
+                "AdjC": None,
+            },
+            {
+                "Date": "2024-01-04",
+                "Code": "13010",
+                "O": 3000,
+                "C": 3010,
+                "UL": "1",
+                "LL": "0",
+                "Vo": 100,
+                "AdjFactor": 1.0,
+                "AdjC": 3010,
+            },
         ],
     )
     summary = rows_to_frame(
         SUMMARY,
-        [{"DiscDate": "2024-01-30", "DiscTime": "15:00:00", "Code": "86970", "DiscNo": "1",
-          "DocType": "3QFinancialStatements_Consolidated_IFRS", "CurPerType": "3Q",
-          "Sales": "100529000000", "OdP": "", "EPS": "66.76", "MatChgSub": "false",
-          "ChgAcEst": "true", "SigChgInC": ""}],
+        [
+            {
+                "DiscDate": "2024-01-30",
+                "DiscTime": "15:00:00",
+                "Code": "86970",
+                "DiscNo": "1",
+                "DocType": "3QFinancialStatements_Consolidated_IFRS",
+                "CurPerType": "3Q",
+                "Sales": "100529000000",
+                "OdP": "",
+                "EPS": "66.76",
+                "MatChgSub": "false",
+                "ChgAcEst": "true",
+                "SigChgInC": "",
+            }
+        ],
     )
     alert = rows_to_frame(
         ALERT,
-        [{"PubDate": "2024-02-08", "Code": "13260", "AppDate": "2024-02-07",
-          "PubReason": {"Restricted": "0", "PrecautionByJSF": "1"}, "ShrtOut": 11.0,
-          "ShrtOutRatio": "*", "SLRatio": 1.6, "TSEMrgnRegCls": "001"}],
+        [
+            {
+                "PubDate": "2024-02-08",
+                "Code": "13260",
+                "AppDate": "2024-02-07",
+                "PubReason": {"Restricted": "0", "PrecautionByJSF": "1"},
+                "ShrtOut": 11.0,
+                "ShrtOutRatio": "*",
+                "SLRatio": 1.6,
+                "TSEMrgnRegCls": "001",
+            }
+        ],
     )
     return {BARS.path: bars, SUMMARY.path: summary, ALERT.path: alert}
 
@@ -112,7 +161,9 @@ def test_write_is_atomic_and_refuses_to_clobber(tmp_path: Path) -> None:
         write_replay(target, tables)
     # A failing write leaves the existing directory untouched and no staging directory behind.
     bad = {BARS.path: tables[BARS.path].with_columns(pl.lit(1).alias("Volume"))}
-    with pytest.raises(ReplayError, match=r"\['Volume'\] are not V2 fields of endpoint 'equities/bars/daily'"):
+    with pytest.raises(
+        ReplayError, match=r"\['Volume'\] are not V2 fields of endpoint 'equities/bars/daily'"
+    ):
         write_replay(target, bad, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
     assert set(read_replay(target)) == set(tables)
@@ -122,7 +173,9 @@ def test_write_is_atomic_and_refuses_to_clobber(tmp_path: Path) -> None:
 
 
 def test_bad_metadata_and_unknown_endpoints_are_rejected(tmp_path: Path) -> None:
-    with pytest.raises(ReplayError, match=r"unknown J-Quants V2 endpoint\(s\) \['prices/daily_quotes'\]"):
+    with pytest.raises(
+        ReplayError, match=r"unknown J-Quants V2 endpoint\(s\) \['prices/daily_quotes'\]"
+    ):
         write_replay(tmp_path / "a", {"prices/daily_quotes": pl.DataFrame()})
     with pytest.raises(ReplayError, match=r"\['seed'\] are not manifest fields"):
         write_replay(tmp_path / "b", _tables(), {"seed": 1})
@@ -162,7 +215,9 @@ GOOD = {"format": "jquants-replay", "version": 1, "api": "v2", "endpoints": {}}
         ("[1, 2]", r"expected a JSON object, got list"),
     ],
 )
-def test_manifest_errors_name_the_file_and_field(tmp_path: Path, body: object, message: str) -> None:
+def test_manifest_errors_name_the_file_and_field(
+    tmp_path: Path, body: object, message: str
+) -> None:
     directory = _write_manifest(tmp_path / "r", body)
     with pytest.raises(ReplayError, match=message) as info:
         read_replay(directory)
@@ -175,13 +230,20 @@ def test_missing_manifest_file_and_foreign_columns(tmp_path: Path) -> None:
     directory = _write_manifest(
         tmp_path / "r", {**GOOD, "endpoints": {"equities/master": "equities__master.parquet"}}
     )
-    with pytest.raises(ReplayError, match=r"equities__master.parquet: listed in manifest.json for endpoint 'equities/master' but missing"):
+    with pytest.raises(
+        ReplayError,
+        match=r"equities__master.parquet: listed in manifest.json for endpoint "
+        r"'equities/master' but missing",
+    ):
         read_replay(directory)
     # V1 column names are caught rather than silently read as an all-null frame.
-    pl.DataFrame({"Date": ["2024-01-04"], "Code": ["72030"], "CompanyName": ["Toyota"]}).write_parquet(
-        directory / "equities__master.parquet"
-    )
-    with pytest.raises(ReplayError, match=r"columns \['CompanyName'\] are not V2 fields of endpoint 'equities/master'"):
+    pl.DataFrame(
+        {"Date": ["2024-01-04"], "Code": ["72030"], "CompanyName": ["Toyota"]}
+    ).write_parquet(directory / "equities__master.parquet")
+    with pytest.raises(
+        ReplayError,
+        match=r"columns \['CompanyName'\] are not V2 fields of endpoint 'equities/master'",
+    ):
         read_replay(directory)
 
 
@@ -190,8 +252,13 @@ def test_stored_strings_are_coerced_to_registry_dtypes(tmp_path: Path) -> None:
         tmp_path / "r", {**GOOD, "endpoints": {"equities/bars/daily": "bars.parquet"}}
     )
     pl.DataFrame(
-        {"Date": ["20240104", "2024-01-05"], "Code": ["72030", "72030"], "C": ["2,500.5", "-"],
-         "UL": ["1", "0"], "Vo": [100, None]}
+        {
+            "Date": ["20240104", "2024-01-05"],
+            "Code": ["72030", "72030"],
+            "C": ["2,500.5", "-"],
+            "UL": ["1", "0"],
+            "Vo": [100, None],
+        }
     ).write_parquet(directory / "bars.parquet")
     bars = read_replay(directory)["equities/bars/daily"]
     assert bars.schema == BARS.schema(Plan.PREMIUM)
@@ -205,7 +272,9 @@ def test_synthetic_market_export_is_reproducible_per_seed(tmp_path: Path) -> Non
     from atft_pipeline.sandbox.market import MarketConfig, generate_market
 
     def export(seed: int, name: str) -> Path:
-        config = MarketConfig(seed=seed, n_stocks=12, start=dt.date(2024, 1, 4), end=dt.date(2024, 2, 29))
+        config = MarketConfig(
+            seed=seed, n_stocks=12, start=dt.date(2024, 1, 4), end=dt.date(2024, 2, 29)
+        )
         market = generate_market(config)
         meta = {"source": "synthetic", "extra": {"config": config, "summary": market.summary()}}
         return write_replay(tmp_path / name, market.tables, meta)
@@ -215,13 +284,19 @@ def test_synthetic_market_export_is_reproducible_per_seed(tmp_path: Path) -> Non
     assert len(files) == len(ENDPOINTS) + 1
     for name in files:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    assert (a / "equities__bars__daily.parquet").read_bytes() != (c / "equities__bars__daily.parquet").read_bytes()
+    assert (a / "equities__bars__daily.parquet").read_bytes() != (
+        c / "equities__bars__daily.parquet"
+    ).read_bytes()
     assert (a / MANIFEST_NAME).read_bytes() != (c / MANIFEST_NAME).read_bytes()
     back = read_replay(a)
-    market = generate_market(MarketConfig(seed=7, n_stocks=12, start=dt.date(2024, 1, 4), end=dt.date(2024, 2, 29)))
+    market = generate_market(
+        MarketConfig(seed=7, n_stocks=12, start=dt.date(2024, 1, 4), end=dt.date(2024, 2, 29))
+    )
     for path, frame in market.tables.items():
         assert back[path].schema == frame.schema, path
-        assert_frame_equal(back[path], frame.sort(back[path].columns, nulls_last=True), check_row_order=False)
+        assert_frame_equal(
+            back[path], frame.sort(back[path].columns, nulls_last=True), check_row_order=False
+        )
 
 
 @pytest.mark.realdata
@@ -231,14 +306,19 @@ def test_real_replay_reads_fast_with_registry_dtypes(realdata_dir: Path) -> None
     elapsed = time.perf_counter() - started
     assert elapsed < 5.0, f"reading the real replay took {elapsed:.1f} s"
     assert set(tables) == {
-        "equities/bars/daily", "equities/master", "indices/bars/daily/topix", "markets/calendar"
+        "equities/bars/daily",
+        "equities/master",
+        "indices/bars/daily/topix",
+        "markets/calendar",
     }
     for path, frame in tables.items():
         assert frame.schema == ENDPOINTS[path].schema(Plan.PREMIUM), path
     bars = tables["equities/bars/daily"]
     assert bars.height == 1_791_194
     assert bars["Code"].n_unique() == 1500
-    assert bars["Date"].min() == dt.date(2013, 11, 1) and bars["Date"].max() == dt.date(2018, 11, 16)
+    assert bars["Date"].min() == dt.date(2013, 11, 1) and bars["Date"].max() == dt.date(
+        2018, 11, 16
+    )
     assert bars.filter(pl.col("Date") == dt.date(2016, 10, 14)).height == 284
     # Columns the source lacks (UL/LL, the Premium sessions) are typed nulls, not strings.
     assert bars["UL"].dtype == pl.Boolean and bars["UL"].null_count() == bars.height

@@ -20,7 +20,7 @@ _INVALID_KEY_MARKERS = ("api key", "token")
 
 
 def describe_request(endpoint: str, params: Mapping[str, object]) -> str:
-    """``GET equities/bars/daily params={'date': '2024-01-05'}`` — how errors and logs name a call."""
+    """How errors and logs name a call: ``GET equities/bars/daily params={'date': '...'}``."""
     return f"GET {endpoint} params={dict(params)!r}"
 
 
@@ -55,7 +55,7 @@ class JQuantsHTTPError(JQuantsError):
             text += f" after {self.attempts} attempts"
         text += f": {self.message}"
         if self.hint:
-            text += f" Hint: {self.hint}"
+            text += f"{'' if text.endswith('.') else '.'} Hint: {self.hint}"
         return text
 
 
@@ -94,7 +94,7 @@ class ServerError(JQuantsHTTPError):
 
 
 class ResponseFormatError(JQuantsHTTPError):
-    """A success status with a body that is not a V2 envelope (truncated/invalid JSON, no ``data``)."""
+    """A success status whose body is not a V2 envelope (truncated/invalid JSON, no ``data``)."""
 
 
 class NetworkError(JQuantsError):
@@ -165,10 +165,10 @@ def _auth_hint(endpoint: Endpoint, plan: Plan, has_key: bool) -> str:
 
 
 def _params_hint(endpoint: Endpoint) -> str:
-    required = (
-        f"at least one of {list(endpoint.required_any)}; " if endpoint.required_any else ""
-    )
-    return f"{endpoint.path} takes {required}accepted parameters: {list(endpoint.params)}."
+    hint = f"{endpoint.path} accepts {list(endpoint.params)}"
+    if endpoint.required_any:
+        hint += f" and needs at least one of {list(endpoint.required_any)}"
+    return hint + "."
 
 
 def error_for_status(

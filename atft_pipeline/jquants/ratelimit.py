@@ -69,7 +69,11 @@ class RateLimiter:
 
     @classmethod
     def for_plan(
-        cls, requests_per_minute: int, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep
+        cls,
+        requests_per_minute: int,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
     ) -> RateLimiter:
         """The plan's total rate, plus the fins endpoints' 60/min cap (never above the total)."""
         buckets = {

@@ -12,6 +12,7 @@ answered in about a millisecond).
 from __future__ import annotations
 
 import bisect
+import contextlib
 import datetime as dt
 import re
 from collections.abc import Iterable
@@ -22,7 +23,11 @@ import polars as pl
 from atft_pipeline.jquants.endpoints import Endpoint, Plan
 
 # Date-valued parameters -> the column they select on (None: the endpoint's date field).
-_DATE_EQUALS: dict[str, str | None] = {"date": None, "disc_date": "DiscDate", "calc_date": "CalcDate"}
+_DATE_EQUALS: dict[str, str | None] = {
+    "date": None,
+    "disc_date": "DiscDate",
+    "calc_date": "CalcDate",
+}
 _DATE_RANGES: dict[tuple[str, str], str | None] = {
     ("from", "to"): None,
     ("disc_date_from", "disc_date_to"): "DiscDate",
@@ -107,10 +112,9 @@ def normalize_params(items: Iterable[tuple[str, str]]) -> dict[str, str]:
         if name == "pagination_key":
             continue
         if name in DATE_PARAMS:
-            try:
+            # An invalid date is recorded verbatim; the request itself is answered 400.
+            with contextlib.suppress(ApiError):
                 value = parse_query_date(name, value).isoformat()
-            except ApiError:
-                pass  # recorded verbatim; the request itself is answered 400
         out[name] = value
     return dict(sorted(out.items()))
 
@@ -130,9 +134,7 @@ class Query:
         return dict(sorted(params.items()))
 
 
-def parse_query(
-    endpoint: Endpoint, items: list[tuple[str, str]], window: PlanWindow
-) -> Query:
+def parse_query(endpoint: Endpoint, items: list[tuple[str, str]], window: PlanWindow) -> Query:
     """Validate query parameters the way the API does; raise ``ApiError(400, ...)`` otherwise."""
     names = [name for name, _ in items]
     repeated = sorted({n for n in names if names.count(n) > 1})
@@ -143,13 +145,12 @@ def parse_query(
     if unknown:
         supported = ", ".join(endpoint.params)
         raise ApiError(
-            400, f"Unsupported parameter(s) for this API: {', '.join(unknown)}. Supported: {supported}."
+            400,
+            f"Unsupported parameter(s) for this API: {', '.join(unknown)}. Supported: {supported}.",
         )
     if endpoint.required_any and not any(params.get(p) for p in endpoint.required_any):
-        raise ApiError(
-            400,
-            f"This API requires at least 1 parameter as follows; {', '.join(endpoint.required_any)}",
-        )
+        names = ", ".join(endpoint.required_any)
+        raise ApiError(400, f"This API requires at least 1 parameter as follows; {names}")
     for single, pair in _EXCLUSIVE:
         if single in params and any(p in params for p in pair):
             raise ApiError(400, f"'{single}' cannot be combined with '{pair[0]}'/'{pair[1]}'.")
@@ -167,7 +168,9 @@ def parse_query(
     if "code" in values:
         values["code"] = _normalize_code(values["code"])
     if "hol_div" in values and values["hol_div"] not in _HOL_DIVS:
-        raise ApiError(400, f"'hol_div' must be one of {sorted(_HOL_DIVS)}, got {values['hol_div']!r}.")
+        raise ApiError(
+            400, f"'hol_div' must be one of {sorted(_HOL_DIVS)}, got {values['hol_div']!r}."
+        )
     return Query(endpoint, dates, values, params.get("pagination_key"))
 
 
@@ -191,12 +194,7 @@ class EndpointTable:
         self._dates: list[dt.date] = []
         self._offsets: list[int] = [0]
         if date_field is not None and frame.height:
-            runs = (
-                self.frame.get_column(date_field)
-                .drop_nulls()
-                .rle()
-                .struct.unnest()
-            )
+            runs = self.frame.get_column(date_field).drop_nulls().rle().struct.unnest()
             self._dates = runs.get_column("value").to_list()
             lengths = runs.get_column("len").to_list()
             for n in lengths:

@@ -113,7 +113,9 @@ def read_replay(
         endpoint = ENDPOINTS[path]
         file = directory / name
         if not file.is_file():
-            raise ReplayError(f"{file}: listed in {MANIFEST_NAME} for endpoint {path!r} but missing")
+            raise ReplayError(
+                f"{file}: listed in {MANIFEST_NAME} for endpoint {path!r} but missing"
+            )
         try:
             frame = pl.read_parquet(file)
         except Exception as exc:  # polars raises several error types for corrupt files
@@ -168,7 +170,9 @@ def write_replay(
     return directory
 
 
-def _build_manifest(tables: Mapping[str, pl.DataFrame], metadata: Mapping[str, Any]) -> ReplayManifest:
+def _build_manifest(
+    tables: Mapping[str, pl.DataFrame], metadata: Mapping[str, Any]
+) -> ReplayManifest:
     allowed = {"start", "end", "source", "extra"}
     unexpected = sorted(set(metadata) - allowed)
     if unexpected:
@@ -179,7 +183,9 @@ def _build_manifest(tables: Mapping[str, pl.DataFrame], metadata: Mapping[str, A
     fields = dict(metadata)
     if fields.get("extra") is not None:
         # Normalise to plain JSON types now so the manifest is validated as it will be read.
-        fields["extra"] = json.loads(json.dumps(to_jsonable_python(fields["extra"]), sort_keys=True))
+        fields["extra"] = json.loads(
+            json.dumps(to_jsonable_python(fields["extra"]), sort_keys=True)
+        )
     try:
         return ReplayManifest(
             format=REPLAY_FORMAT,
@@ -215,7 +221,9 @@ def _canonical_frame(endpoint: Endpoint, frame: pl.DataFrame) -> pl.DataFrame:
     check_columns(endpoint, frame, where=f"table for endpoint {endpoint.path!r}")
     present = [name for name in endpoint.field_names if name in frame.columns]
     typed = coerce_frame(endpoint, frame, Plan.PREMIUM).select(present)
-    order = [c for c in endpoint.key if c in present] + [c for c in present if c not in endpoint.key]
+    order = [c for c in endpoint.key if c in present] + [
+        c for c in present if c not in endpoint.key
+    ]
     return typed.sort(order, nulls_last=True, maintain_order=True) if order else typed
 
 

@@ -23,10 +23,11 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Self
 
 import polars as pl
 import uvicorn
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -85,6 +86,12 @@ class ServerSettings(BaseModel):
     )
     faults: FaultSettings = FaultSettings()
 
+    @model_validator(mode="after")
+    def _lockout_needs_a_limit(self) -> Self:
+        if self.lockout_s is not None and self.rate_limit_per_minute is None:
+            raise ValueError("lockout_s only applies with rate_limit_per_minute set")
+        return self
+
 
 def create_app(
     tables: Mapping[str, pl.DataFrame], *, settings: ServerSettings | None = None
@@ -119,7 +126,9 @@ class _StandInApi:
     def __init__(self, tables: Mapping[str, pl.DataFrame], settings: ServerSettings) -> None:
         unknown = sorted(set(tables) - set(ENDPOINTS))
         if unknown:
-            raise ValueError(f"unknown J-Quants V2 endpoint(s) {unknown}; known: {sorted(ENDPOINTS)}")
+            raise ValueError(
+                f"unknown J-Quants V2 endpoint(s) {unknown}; known: {sorted(ENDPOINTS)}"
+            )
         self.settings = settings
         self.tables = {
             path: EndpointTable(endpoint, _prepare(endpoint, tables.get(path)))

@@ -50,7 +50,9 @@ class RequestStats:
         with self._lock:
             return len(self._records)
 
-    def count(self, endpoint: str | None = None, *, status: int | None = None, **params: str) -> int:
+    def count(
+        self, endpoint: str | None = None, *, status: int | None = None, **params: str
+    ) -> int:
         """Requests (pages included) to ``endpoint`` whose query includes ``params``.
 
         Dates may be given as YYYYMMDD or YYYY-MM-DD; use ``**{"from": ...}`` for ``from``.

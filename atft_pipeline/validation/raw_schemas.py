@@ -87,6 +87,13 @@ class RawAssetSpec:
             key = tuple(c for c in key if c != self.endpoint.date_field) or key
         return key + (("Code",) if "Code" in self.endpoint.field_names and "Code" not in key else ())
 
+    def reads(self, column: str, check: str) -> tuple[str, ...]:
+        """The columns the check ``check`` on ``column`` reads (shown in failure examples)."""
+        for rule in self.rules:
+            if rule.column == column and rule.name == check:
+                return rule.reads
+        return (column,)
+
     def severities(self) -> dict[str, Severity]:
         """Severity of every check this asset can report, by check name."""
         table = dict.fromkeys(STRUCTURAL_CHECKS, Severity.ERROR)

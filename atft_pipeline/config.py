@@ -1,0 +1,75 @@
+"""The pipeline configuration file: one typed section per concern, unknown keys are errors.
+
+``atft run --config FILE`` validates the file and keeps a copy as ``ATFT_HOME/config.yaml``,
+which the Dagster definitions read too, so the UI runs with exactly the configuration of the
+last command-line run. No file means every default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from atft_pipeline.dataset.splits import MIN_GAP, SplitConfig
+
+
+class DatasetConfig(BaseModel):
+    """Which feature families build the dataset.
+
+    ``families``: None = every family whose raw sources the plan entitles; a list names them
+    explicitly. ``disabled``: families to leave out (e.g. those whose sources a replay lacks).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    families: list[str] | None = None
+    disabled: list[str] = Field(default_factory=list)
+    min_history_days: int = Field(default=20, ge=0, description="universe: sessions listed")
+
+
+class SplitSpec(BaseModel):
+    """Explicit windows (``windows``) or chronological fractions of the run's range."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    windows: SplitConfig | None = None
+    val_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    gap: int = Field(default=MIN_GAP, ge=MIN_GAP)
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: DatasetConfig = DatasetConfig()
+    splits: SplitSpec = SplitSpec()
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config(path: str | Path | None) -> PipelineConfig:
+    """Read and validate a YAML configuration file (None or a missing default: all defaults)."""
+    if path is None:
+        return PipelineConfig()
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from exc
+
+
+def dump_config(config: PipelineConfig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=True), sort_keys=True))
+    tmp.replace(path)

@@ -1,0 +1,114 @@
+"""The default catalog (every family) and which families a plan / configuration enables."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+
+import polars as pl
+
+from atft_pipeline.features.catalog import FeatureCatalog, FeatureFamily, FeatureInputs
+from atft_pipeline.jquants.endpoints import Plan
+from atft_pipeline.jquants.sources import RAW_SOURCES
+
+FAMILY_MODULES = (
+    "price",
+    "technical",
+    "volatility",
+    "market",
+    "sector",
+    "statements",
+    "earnings",
+    "margin_weekly",
+    "margin_daily",
+    "short_selling",
+    "flow",
+    "options",
+    "graph",
+)
+
+
+@lru_cache(maxsize=1)
+def default_catalog() -> FeatureCatalog:
+    import importlib
+
+    families = [
+        importlib.import_module(f"atft_pipeline.features.{name}").FAMILY for name in FAMILY_MODULES
+    ]
+    return FeatureCatalog(families)
+
+
+class FeatureFamilyError(RuntimeError):
+    """A family failed or broke its contract; the run fails with the family named."""
+
+
+def entitled_families(catalog: FeatureCatalog, plan: Plan) -> list[str]:
+    return [
+        f.name
+        for f in catalog.enabled()
+        if all(plan.covers(RAW_SOURCES[s].plan) for s in f.sources if s in RAW_SOURCES)
+    ]
+
+
+def enabled_families(
+    catalog: FeatureCatalog, plan: Plan, families: Sequence[str] | None, disabled: Sequence[str]
+) -> list[str]:
+    """The families that build the dataset: entitled by the plan, minus ``disabled``.
+
+    Naming a family the plan does not entitle is an error, never a silently null family.
+    """
+    entitled = entitled_families(catalog, plan)
+    for name in [*(families or []), *disabled]:
+        catalog.family(name)  # unknown names raise
+    if families is not None:
+        not_entitled = sorted(set(families) - set(entitled))
+        if not_entitled:
+            raise FeatureFamilyError(
+                f"families {not_entitled} need sources plan '{plan.value}' does not include"
+            )
+        chosen = list(families)
+    else:
+        chosen = entitled
+    return [f.name for f in catalog.enabled(chosen) if f.name not in set(disabled)]
+
+
+def compute_family(
+    family: FeatureFamily,
+    raw: Mapping[str, pl.LazyFrame],
+    dates: Sequence[dt.date],
+    calendar: Sequence[dt.date],
+) -> pl.DataFrame:
+    """Run one family and enforce its contract: exact columns and dtypes, no NaN/inf.
+
+    Any exception inside the family is re-raised naming it: a broken family fails the run,
+    it never yields a narrower dataset.
+    """
+    inputs = FeatureInputs(raw=raw, dates=tuple(dates), calendar=tuple(calendar))
+    try:
+        frame = family.compute(inputs).collect()
+    except Exception as exc:
+        raise FeatureFamilyError(f"feature family {family.name!r} failed: {exc}") from exc
+    expected = ["date", "code", *family.columns]
+    if frame.columns != expected:
+        missing = [c for c in expected if c not in frame.columns]
+        extra = [c for c in frame.columns if c not in expected]
+        raise FeatureFamilyError(
+            f"feature family {family.name!r} returned the wrong columns "
+            f"(missing {missing[:10]}, unexpected {extra[:10]})"
+        )
+    for spec in family.features:
+        if frame.schema[spec.name] != spec.dtype:
+            raise FeatureFamilyError(
+                f"feature family {family.name!r}: column {spec.name!r} is "
+                f"{frame.schema[spec.name]}, catalog says {spec.dtype}"
+            )
+    floats = [s.name for s in family.features if s.dtype.is_float()]
+    if floats:
+        bad = frame.select(
+            [(~pl.col(c).is_finite() & pl.col(c).is_not_null()).sum().alias(c) for c in floats]
+        ).row(0, named=True)
+        bad = {c: n for c, n in bad.items() if n}
+        if bad:
+            raise FeatureFamilyError(f"feature family {family.name!r} produced NaN/inf in {bad}")
+    return frame

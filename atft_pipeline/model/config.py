@@ -1,0 +1,145 @@
+"""Typed configuration of the ATFT-GAT-FAN model and of its training loss.
+
+``n_features`` is not a free choice: it is the number of feature columns of the enabled
+catalog families, ``len(catalog.feature_columns(enabled))`` (DESIGN §3, §7). The demo and
+production presets differ only in sizes; both go through the same code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from atft_pipeline.features.catalog import HORIZONS
+from atft_pipeline.jquants.reference import MARKET_SEGMENTS, SECTOR33
+
+# Static categorical vocabularies: every S33 code plus "9999" (other); every market segment
+# plus one id for a segment the table does not know.
+N_SECTORS = len(SECTOR33) + 1
+N_SEGMENTS = len(MARKET_SEGMENTS) + 1
+
+
+class ModelConfig(BaseModel):
+    """Sizes and switches of :class:`~atft_pipeline.model.atft_gat_fan.ATFTGATFAN`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_features: int = Field(ge=1, description="input variables per step (from the catalog)")
+    window: int = Field(20, ge=2, description="time steps T of each input window")
+    hidden: int = Field(64, ge=2, description="model width")
+    lstm_layers: int = Field(1, ge=1)
+    attn_heads: int = Field(4, ge=1, description="interpretable attention heads")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    fan_top_k: int = Field(3, ge=1, description="frequencies FAN removes per instance/channel")
+    fan_include_dc: bool = Field(
+        False, description="whether the zero frequency (window mean) may be among the top-K"
+    )
+    gat_heads: tuple[int, ...] = Field((4, 2), min_length=1, description="heads per GAT layer")
+    gat_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="attention-coefficient dropout")
+    edge_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="edge drop rate in training")
+    graph_k: int = Field(10, ge=1, description="neighbours per stock in the per-date graph")
+    graph_threshold: float = Field(0.3, ge=0.0, le=1.0, description="minimum |ρ| for an edge")
+    graph_window: int = Field(60, ge=2, description="trailing return days behind ρ")
+    horizons: tuple[int, ...] = Field(HORIZONS, min_length=1)
+    quantiles: tuple[float, ...] = Field((0.05, 0.25, 0.5, 0.75, 0.95), min_length=1)
+    n_sectors: int = Field(N_SECTORS, ge=1, description="sector id vocabulary (S33 + other)")
+    n_segments: int = Field(N_SEGMENTS, ge=1, description="market segment id vocabulary")
+    target_daily_std: float = Field(
+        0.02,
+        gt=0.0,
+        description="typical cross-sectional std of a 1-day target; only used to initialise "
+        "quantile spreads (horizon h starts at std·√h)",
+    )
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> ModelConfig:
+        if self.hidden % self.attn_heads:
+            raise ValueError(f"hidden={self.hidden} is not divisible by attn_heads={self.attn_heads}")
+        if self.hidden % self.gat_heads[0]:
+            raise ValueError(
+                f"hidden={self.hidden} is not divisible by the first GAT layer's "
+                f"{self.gat_heads[0]} heads"
+            )
+        if any(h < 1 for h in self.gat_heads):
+            raise ValueError(f"gat_heads must be positive, got {self.gat_heads}")
+        n_bins = self.window // 2 + 1 - (0 if self.fan_include_dc else 1)
+        if self.fan_top_k > n_bins:
+            raise ValueError(
+                f"fan_top_k={self.fan_top_k} exceeds the {n_bins} candidate frequencies of a "
+                f"{self.window}-step window"
+            )
+        if any(h < 1 for h in self.horizons) or len(set(self.horizons)) != len(self.horizons):
+            raise ValueError(f"horizons must be distinct positive ints, got {self.horizons}")
+        qs = self.quantiles
+        if any(not 0.0 < q < 1.0 for q in qs) or any(a >= b for a, b in zip(qs, qs[1:])):
+            raise ValueError(f"quantiles must be strictly increasing in (0, 1), got {qs}")
+        if 0.5 not in qs:
+            raise ValueError(f"quantiles must contain the median 0.5 (point forecast), got {qs}")
+        return self
+
+    @property
+    def median_index(self) -> int:
+        return self.quantiles.index(0.5)
+
+    @classmethod
+    def demo(cls, n_features: int, **overrides: Any) -> ModelConfig:
+        """Small enough to train, validate and predict on 2 CPU cores in minutes."""
+        values: dict[str, Any] = dict(
+            n_features=n_features, window=20, hidden=32, lstm_layers=1, attn_heads=4,
+            dropout=0.1, fan_top_k=3, gat_heads=(4, 2), gat_dropout=0.1, edge_dropout=0.1,
+        )
+        return cls(**(values | overrides))
+
+    @classmethod
+    def production(cls, n_features: int, **overrides: Any) -> ModelConfig:
+        """The GPU configuration: 60-day windows, width 256."""
+        values: dict[str, Any] = dict(
+            n_features=n_features, window=60, hidden=256, lstm_layers=2, attn_heads=8,
+            dropout=0.2, fan_top_k=4, gat_heads=(8, 4), gat_dropout=0.2, edge_dropout=0.1,
+            graph_k=15,
+        )
+        return cls(**(values | overrides))
+
+    def parameter_count(self) -> int:
+        """Parameters of the model this config builds (built on the meta device: no memory)."""
+        import torch
+
+        from atft_pipeline.model.atft_gat_fan import ATFTGATFAN
+
+        with torch.device("meta"):
+            return ATFTGATFAN(self).parameter_count()
+
+
+class LossConfig(BaseModel):
+    """Weights and settings of :class:`~atft_pipeline.model.losses.CombinedLoss`.
+
+    total = quantile_weight·pinball − rank_ic_weight·RankIC~ − ic_weight·IC
+    − sharpe_weight·Sharpe (the correlation and Sharpe terms are maximised). The defaults
+    assume targets in raw return units.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    quantile_weight: float = Field(1.0, ge=0.0)
+    rank_ic_weight: float = Field(0.1, ge=0.0)
+    ic_weight: float = Field(0.05, ge=0.0)
+    sharpe_weight: float = Field(0.05, ge=0.0)
+    horizon_weights: tuple[float, ...] | None = Field(
+        None, description="relative weight per horizon (None: equal)"
+    )
+    min_stocks_per_date: int = Field(
+        10, ge=2, description="dates with fewer valid stocks are left out of correlations"
+    )
+    sharpe_fraction: float = Field(0.1, gt=0.0, le=0.5, description="long/short book share")
+    sharpe_temperature: float = Field(
+        0.1, gt=0.0, description="soft book membership width, in units of the date's pred std"
+    )
+
+    @model_validator(mode="after")
+    def _check_weights(self) -> LossConfig:
+        if self.horizon_weights is not None and (
+            any(w < 0 for w in self.horizon_weights) or sum(self.horizon_weights) <= 0
+        ):
+            raise ValueError(f"horizon_weights must be ≥ 0 with a positive sum, got {self.horizon_weights}")
+        return self

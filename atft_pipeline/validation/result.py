@@ -1,0 +1,202 @@
+"""Validate one raw partition against its schema and report every failure.
+
+``validate_raw`` never raises on bad data: pandera runs lazily (all failures collected) and each
+of its errors becomes a ``Failure`` naming the column, the check, how many rows failed and the
+first failing rows by their identifying columns. Programming errors (an unknown asset, a
+partition for an unpartitioned asset, something that is not a DataFrame) still raise.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, replace
+from typing import Any
+
+import polars as pl
+from pandera.config import ValidationDepth, config_context
+from pandera.constants import CHECK_OUTPUT_KEY
+from pandera.errors import SchemaError, SchemaErrorReason, SchemaErrors
+
+from atft_pipeline.jquants.endpoints import Plan
+from atft_pipeline.validation.raw_schemas import (
+    COLUMN_PRESENT,
+    DTYPE,
+    NO_EXTRA_COLUMNS,
+    NOT_NULL,
+    RULE_ERROR,
+    UNIQUE_KEY,
+    RawAssetSpec,
+    raw_asset_spec,
+    raw_schema,
+)
+from atft_pipeline.validation.rules import Severity
+
+MAX_EXAMPLES = 5
+_MAX_VALUE_CHARS = 40
+
+
+@dataclass(frozen=True)
+class Failure:
+    column: str  # for a duplicate key: the key columns, comma-separated
+    check: str
+    n_failed: int  # failing rows (every row for a column-wide failure such as a wrong dtype)
+    examples: tuple[str, ...]  # first failing rows: identifying columns and the failing value
+    severity: Severity
+    detail: str | None = None  # what is wrong, for column-wide failures
+    truncated: bool = False  # more failing rows (or duplicated keys) than examples
+
+    @property
+    def blocking(self) -> bool:
+        return self.severity is Severity.ERROR
+
+    def describe(self) -> str:
+        text = f"column '{self.column}' failed check '{self.check}'"
+        if self.detail is not None:
+            text += f": {self.detail}"
+        else:
+            rows = "row" if self.n_failed == 1 else "rows"
+            more = ", ..." if self.truncated else ""
+            text += f" on {self.n_failed} {rows} ({', '.join(self.examples)}{more})"
+        return text if self.blocking else f"{text} [warning]"
+
+
+@dataclass(frozen=True)
+class RawValidationResult:
+    asset: str
+    partition: dt.date | None
+    n_rows: int
+    failures: tuple[Failure, ...]  # blocking failures first
+
+    @property
+    def passed(self) -> bool:
+        """No blocking failure: the partition may feed downstream assets (warnings allowed)."""
+        return not self.blocking_failures
+
+    @property
+    def clean(self) -> bool:
+        """Not even a warning."""
+        return not self.failures
+
+    @property
+    def blocking_failures(self) -> tuple[Failure, ...]:
+        return tuple(f for f in self.failures if f.blocking)
+
+    @property
+    def warnings(self) -> tuple[Failure, ...]:
+        return tuple(f for f in self.failures if not f.blocking)
+
+    @property
+    def label(self) -> str:
+        return self.asset if self.partition is None else f"{self.asset}[{self.partition.isoformat()}]"
+
+    @property
+    def message(self) -> str:
+        if not self.failures:
+            return f"{self.label}: ok ({self.n_rows} rows)"
+        return f"{self.label}: " + "; ".join(f.describe() for f in self.failures)
+
+
+def validate_raw(
+    asset: str, partition: dt.date | None, frame: pl.DataFrame, plan: Plan = Plan.PREMIUM
+) -> RawValidationResult:
+    """Check one raw partition (``partition=None``: an unpartitioned asset or a multi-day frame,
+    without the partition-date rule). An empty frame with the right columns passes."""
+    if not isinstance(frame, pl.DataFrame):
+        raise TypeError(f"{asset}: expected a polars DataFrame, got {type(frame).__name__}")
+    schema = raw_schema(asset, plan, partition=partition)
+    spec = raw_asset_spec(asset)
+    try:
+        # pinned, so that PANDERA_* environment variables cannot turn the data checks off
+        with config_context(
+            validation_enabled=True, validation_depth=ValidationDepth.SCHEMA_AND_DATA
+        ):
+            schema.validate(frame, lazy=True)
+        errors: list[SchemaError] = []
+    except SchemaErrors as exc:
+        errors = exc.schema_errors
+    ids = [c for c in spec.id_columns(partitioned=partition is not None) if c in frame.columns]
+    failures = _merge_missing_columns(
+        [f for err in errors if (f := _failure(err, frame, ids, spec)) is not None]
+    )
+    failures.sort(key=lambda f: not f.blocking)  # stable: schema order within each group
+    return RawValidationResult(asset, partition, frame.height, tuple(failures))
+
+
+def _merge_missing_columns(failures: list[Failure]) -> list[Failure]:
+    """One failure for all missing columns (a frame of the wrong endpoint misses dozens)."""
+    missing = [f for f in failures if f.check == COLUMN_PRESENT]
+    if len(missing) < 2:
+        return failures
+    merged = replace(missing[0], column=", ".join(f.column for f in missing))
+    return [merged, *(f for f in failures if f.check != COLUMN_PRESENT)]
+
+
+def _failure(
+    err: SchemaError, frame: pl.DataFrame, ids: list[str], spec: RawAssetSpec
+) -> Failure | None:
+    reason = err.reason_code
+    column = str(getattr(err.schema, "name", None) or "")
+    if reason is SchemaErrorReason.WRONG_DATATYPE:
+        detail = f"expected {err.schema.dtype}, got {err.failure_cases}"
+        return Failure(column, DTYPE, frame.height, (), Severity.ERROR, detail)
+    if reason is SchemaErrorReason.COLUMN_NOT_IN_DATAFRAME:
+        return Failure(
+            str(err.failure_cases), COLUMN_PRESENT, frame.height, (), Severity.ERROR,
+            "missing from the frame",
+        )
+    if reason is SchemaErrorReason.COLUMN_NOT_IN_SCHEMA:
+        return Failure(
+            str(err.failure_cases), NO_EXTRA_COLUMNS, frame.height, (), Severity.ERROR,
+            "not a field of the endpoint",
+        )
+    if reason is SchemaErrorReason.DUPLICATES:
+        key = list(err.schema.unique)
+        if not set(key) <= set(frame.columns):
+            return None  # pandera checked a partial key; the missing column is reported instead
+        failing = _failing_rows(err, frame)
+        duplicated = failing.group_by(key, maintain_order=True).agg(rows=pl.len())
+        return Failure(
+            ", ".join(key), UNIQUE_KEY, failing.height, _examples(duplicated), Severity.ERROR,
+            truncated=duplicated.height > MAX_EXAMPLES,
+        )
+    if reason is SchemaErrorReason.SERIES_CONTAINS_NULLS:
+        failing = _failing_rows(err, frame)
+        return _row_failure(column, NOT_NULL, Severity.ERROR, failing, [*ids, column])
+    if reason is SchemaErrorReason.CHECK_ERROR:
+        detail = f"rule '{err.check.name}' could not be evaluated: {err.failure_cases}"
+        return Failure(column, RULE_ERROR, frame.height, (), Severity.ERROR, detail)
+    if reason is SchemaErrorReason.DATAFRAME_CHECK and err.check_output is not None:
+        name, failing = err.check.name, _failing_rows(err, frame)
+        shown = [*ids, column, *spec.reads(column, name)]
+        return _row_failure(column, name, spec.severities()[name], failing, shown)
+    # Anything else pandera can report is structural: block, and say what pandera said.
+    detail = str(err).splitlines()[0] if str(err) else reason.value
+    return Failure(column or "-", reason.value, frame.height, (), Severity.ERROR, detail)
+
+
+def _failing_rows(err: SchemaError, frame: pl.DataFrame) -> pl.DataFrame:
+    """The rows of ``frame`` where the check output is False (null output means not applicable)."""
+    passed = err.check_output.get_column(CHECK_OUTPUT_KEY).fill_null(True)
+    return frame.filter(~passed)
+
+
+def _row_failure(
+    column: str, check: str, severity: Severity, failing: pl.DataFrame, shown: list[str]
+) -> Failure:
+    examples = _examples(failing.select(list(dict.fromkeys(shown))))
+    return Failure(
+        column, check, failing.height, examples, severity,
+        truncated=failing.height > MAX_EXAMPLES,
+    )
+
+
+def _examples(rows: pl.DataFrame) -> tuple[str, ...]:
+    return tuple(
+        " ".join(f"{name}={_short(value)}" for name, value in row.items())
+        for row in rows.head(MAX_EXAMPLES).iter_rows(named=True)
+    )
+
+
+def _short(value: Any) -> str:
+    text = "null" if value is None else str(value)
+    return text if len(text) <= _MAX_VALUE_CHARS else text[: _MAX_VALUE_CHARS - 3] + "..."
