@@ -32,6 +32,7 @@ from resources.jquants import JQuantsResource
 RAW_GROUP = "raw"
 JQUANTS_POOL = "jquants"
 SCHEMA_CHECK = "raw_schema"
+WARNINGS_CHECK = "raw_data_warnings"
 CALENDAR_ASSET = "raw_trading_calendar"
 
 
@@ -66,7 +67,12 @@ def build_raw_asset(source: RawSource, start, plan: Plan) -> AssetsDefinition:
                 asset=source.asset,
                 blocking=True,
                 description="pandera schema: types, unique keys, domain rules, partition date",
-            )
+            ),
+            AssetCheckSpec(
+                WARNINGS_CHECK,
+                asset=source.asset,
+                description="non-blocking data-quality rules (code tables, identities, ranges)",
+            ),
         ],
     )
     def _raw_asset(context: AssetExecutionContext, jquants: JQuantsResource):
@@ -104,6 +110,17 @@ def build_raw_asset(source: RawSource, start, plan: Plan) -> AssetsDefinition:
                 "partitions_checked": len(results),
                 "partitions_failed": len(failed),
                 "failures": MetadataValue.md("\n".join(f"- {r.message}" for r in failed[:20]) or "none"),
+            },
+        )
+        warned = [r for r in results if r.warnings]
+        yield AssetCheckResult(
+            check_name=WARNINGS_CHECK,
+            asset_key=source.asset,
+            passed=not warned,
+            severity=AssetCheckSeverity.WARN,
+            metadata={
+                "partitions_with_warnings": len(warned),
+                "warnings": MetadataValue.md("\n".join(f"- {r.message}" for r in warned[:20]) or "none"),
             },
         )
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as dt
+from collections.abc import Mapping, Sequence
 
 import polars as pl
 
 from atft_pipeline.jquants.sources import RAW_SOURCES
+from atft_pipeline.storage import PartitionStore
 
 
 def raw_frames_from_tables(tables: Mapping[str, pl.DataFrame]) -> dict[str, pl.LazyFrame]:
@@ -23,3 +25,14 @@ def raw_frames_from_tables(tables: Mapping[str, pl.DataFrame]) -> dict[str, pl.L
             table = pl.DataFrame(schema=source.endpoint.schema())
         out[source.asset] = table.lazy()
     return out
+
+
+def load_raw_window(
+    store: PartitionStore, sources: Sequence[str], days: Sequence[dt.date]
+) -> dict[str, pl.LazyFrame]:
+    """Lazily scan the stored partitions of each raw source for ``days``.
+
+    A missing partition raises ``StorageError`` naming the asset and the day: features are
+    never computed from a silently shorter history.
+    """
+    return {source: store.scan(source, list(days)) for source in sources}

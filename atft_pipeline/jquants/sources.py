@@ -56,6 +56,12 @@ class RawSource:
     def params_for(self, day: dt.date) -> dict[str, str]:
         return self.query(day)
 
+    def row_date(self, day: dt.date) -> dt.date:
+        """The value of the endpoint's date field on every row of partition ``day``."""
+        params = self.query(day)
+        value = params.get("date") or params.get("disc_date") or params.get("from")
+        return dt.date.fromisoformat(value)
+
 
 RAW_SOURCES: dict[str, RawSource] = {
     s.asset: s

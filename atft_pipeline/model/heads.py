@@ -13,12 +13,13 @@ from atft_pipeline.model.grn import GatedResidualNetwork
 
 
 def non_crossing_quantiles(raw: Tensor, median_index: int) -> Tensor:
-    """Map unconstrained ``raw [..., Q]`` to strictly increasing quantiles ``[..., Q]``.
+    """Map unconstrained ``raw [..., Q]`` to increasing quantiles ``[..., Q]``.
 
     ``raw[..., median_index]`` is the median itself; every other entry is the softplus gap to
     the neighbouring quantile on the median's side, accumulated outwards:
     q_j = m + Σ_{m<i≤j} softplus(raw_i) above the median, q_j = m − Σ_{j≤i<m} softplus(raw_i)
-    below it.
+    below it. Gaps are positive, so quantiles never cross (a gap can round to 0 in float32
+    only when its raw value is below about −88).
     """
     median = raw[..., median_index : median_index + 1]
     above = torch.cumsum(F.softplus(raw[..., median_index + 1 :]), dim=-1)
@@ -39,7 +40,8 @@ class QuantileHeads(nn.Module):
 
     Initialisation puts the outputs on the targets' scale: horizon h starts with predictions
     of spread ≈ σ_h = ``target_daily_std``·√h and quantile gaps of a N(0, σ_h²). Without it
-    the heads start ~25× too wide for daily returns and spend many steps shrinking.
+    the heads would start some 30× too wide for daily returns (unit-scale outputs)
+    and spend many optimiser steps shrinking.
     """
 
     def __init__(

@@ -37,6 +37,7 @@ from atft_pipeline.validation.rules import (
     matches,
     non_negative,
     not_after,
+    not_blank,
     ohlc,
     ohlc_all_or_none,
     positive,
@@ -52,7 +53,9 @@ NO_EXTRA_COLUMNS = "no_extra_columns"
 UNIQUE_KEY = "unique_key"
 NOT_NULL = "not_null"
 RULE_ERROR = "rule_error"  # a rule could not be evaluated at all
-STRUCTURAL_CHECKS = frozenset({DTYPE, COLUMN_PRESENT, NO_EXTRA_COLUMNS, UNIQUE_KEY, NOT_NULL, RULE_ERROR})
+STRUCTURAL_CHECKS = frozenset(
+    {DTYPE, COLUMN_PRESENT, NO_EXTRA_COLUMNS, UNIQUE_KEY, NOT_NULL, RULE_ERROR}
+)
 
 E, W = Severity.ERROR, Severity.WARN
 # Identity tolerance: published figures are whole units (shares, thousand yen), so a sum of
@@ -61,7 +64,7 @@ ROUNDING_TOLERANCE = 1.0
 
 
 class PartitionRule(StrEnum):
-    EQUAL = "partition_date"  # every row's date field is the partition date
+    EQUAL = "partition_date"  # every row's date field is the date the partition holds
     # listed info: a snapshot row carries the date it took effect, on or before the partition
     ON_OR_BEFORE = "snapshot_not_after_partition"
 
@@ -76,7 +79,10 @@ class RawAssetSpec:
 
     def partition_rule(self, day: dt.date) -> Rule:
         assert self.partition is not None and self.endpoint.date_field is not None
-        field, bound = pl.col(self.endpoint.date_field), pl.lit(day, dtype=pl.Date)
+        # The source defines which row date a partition holds (weekly margin: publication
+        # partition, application-date rows 2 sessions earlier).
+        row_date = RAW_SOURCES[self.asset].row_date(day) if self.asset in RAW_SOURCES else day
+        field, bound = pl.col(self.endpoint.date_field), pl.lit(row_date, dtype=pl.Date)
         passes = field == bound if self.partition is PartitionRule.EQUAL else field <= bound
         return Rule(self.endpoint.date_field, self.partition.value, passes, Severity.ERROR)
 
@@ -85,7 +91,8 @@ class RawAssetSpec:
         key = self.endpoint.key
         if partitioned and self.partition is not None:
             key = tuple(c for c in key if c != self.endpoint.date_field) or key
-        return key + (("Code",) if "Code" in self.endpoint.field_names and "Code" not in key else ())
+        has_code = "Code" in self.endpoint.field_names and "Code" not in key
+        return key + (("Code",) if has_code else ())
 
     def reads(self, column: str, check: str) -> tuple[str, ...]:
         """The columns the check ``check`` on ``column`` reads (shown in failure examples)."""
@@ -97,7 +104,7 @@ class RawAssetSpec:
     def severities(self) -> dict[str, Severity]:
         """Severity of every check this asset can report, by check name."""
         table = dict.fromkeys(STRUCTURAL_CHECKS, Severity.ERROR)
-        table["finite"] = Severity.ERROR
+        table["finite"] = table["not_blank"] = Severity.ERROR
         if self.partition is not None:
             table[self.partition.value] = Severity.ERROR
         for rule in self.rules:
@@ -111,6 +118,7 @@ def _stock_code() -> Rule:
 
 
 _S33_CODES = (*SECTOR33, SECTOR33_OTHER)
+# non-sector issues (S33 "9999") are S17 "99"
 _S17_OF_S33 = {s33: s17 for s33, (_, _, s17) in SECTOR33.items()} | {SECTOR33_OTHER: "99"}
 
 
@@ -236,8 +244,10 @@ def _investor_rules() -> list[Rule]:
     for g in _INVESTOR_GROUPS:
         sell, buy = pl.col(f"{g}Sell"), pl.col(f"{g}Buy")
         rules += non_negative([f"{g}Sell", f"{g}Buy", f"{g}Tot"])
-        rules.append(equals_within(f"{g}Tot", "total_eq_sell_plus_buy", sell + buy, ROUNDING_TOLERANCE))
-        rules.append(equals_within(f"{g}Bal", "balance_eq_buy_minus_sell", buy - sell, ROUNDING_TOLERANCE))
+        rules += [
+            equals_within(f"{g}Tot", "total_eq_sell_plus_buy", sell + buy, ROUNDING_TOLERANCE),
+            equals_within(f"{g}Bal", "balance_eq_buy_minus_sell", buy - sell, ROUNDING_TOLERANCE),
+        ]
     for side in ("Sell", "Buy"):  # all trading = proprietary + brokerage
         rules.append(
             equals_within(
@@ -296,7 +306,10 @@ RAW_ASSET_SPECS: dict[str, RawAssetSpec] = {
         _spec("raw_trades_spec", ("PubDate", "Section", "StDate", "EnDate"), _investor_rules()),
         _spec("raw_index_options", ("Date", "Code"), _index_option_rules()),
         RawAssetSpec(
-            CALENDAR_ASSET, ENDPOINTS["markets/calendar"], ("Date", "HolDiv"), tuple(_calendar_rules()),
+            CALENDAR_ASSET,
+            ENDPOINTS["markets/calendar"],
+            required=("Date", "HolDiv"),
+            rules=tuple(_calendar_rules()),
             partition=None,
         ),
     )
@@ -307,7 +320,8 @@ def raw_asset_spec(asset: str) -> RawAssetSpec:
     try:
         return RAW_ASSET_SPECS[asset]
     except KeyError:
-        raise KeyError(f"no raw schema for asset {asset!r}; known: {sorted(RAW_ASSET_SPECS)}") from None
+        known = sorted(RAW_ASSET_SPECS)
+        raise KeyError(f"no raw schema for asset {asset!r}; known: {known}") from None
 
 
 def raw_schema(
@@ -325,6 +339,7 @@ def raw_schema(
     expected = spec.endpoint.schema(plan)
     rules = [r for r in spec.rules if r.column in expected and all(c in expected for c in r.reads)]
     rules += [finite(name) for name, dtype in expected.items() if dtype == pl.Float64]
+    rules += [not_blank(name) for name in spec.required if expected[name] == pl.String]
     if partition is not None:
         rules.append(spec.partition_rule(partition))
     columns = {

@@ -87,7 +87,9 @@ class RawValidationResult:
 
     @property
     def label(self) -> str:
-        return self.asset if self.partition is None else f"{self.asset}[{self.partition.isoformat()}]"
+        if self.partition is None:
+            return self.asset
+        return f"{self.asset}[{self.partition.isoformat()}]"
 
     @property
     def message(self) -> str:

@@ -65,9 +65,7 @@ def _col(name: str, zero_is_missing: bool) -> pl.Expr:
     return pl.when(col != 0).then(col) if zero_is_missing else col
 
 
-def ohlc(
-    o: str, h: str, low: str, c: str, *, zero_is_missing: bool = False
-) -> list[Rule]:
+def ohlc(o: str, h: str, low: str, c: str, *, zero_is_missing: bool = False) -> list[Rule]:
     """Bar consistency: L <= min(O, C), H >= max(O, C), L <= H (blocking).
 
     ``zero_is_missing``: the derivatives feed reports a session without trades as 0 rather
@@ -102,6 +100,11 @@ def non_negative(
 def finite(column: str) -> Rule:
     """Parsing maps NaN/inf to null, so a non-finite value means the frame bypassed it."""
     return Rule(column, "finite", pl.col(column).is_finite(), Severity.ERROR)
+
+
+def not_blank(column: str) -> Rule:
+    """An identifier sent as "" is as missing as a null one."""
+    return Rule(column, "not_blank", pl.col(column).str.strip_chars() != "", Severity.ERROR)
 
 
 def in_set(column: str, allowed: Collection[str], name: str, severity: Severity) -> Rule:

@@ -1,0 +1,165 @@
+"""Daily margin-alert features (``raw_daily_margin_interest``, by ``PubDate``).
+
+Only issues under a margin alert (daily publication, restriction, JSF precaution, ...) appear
+in this source, so its meaning at t is:
+
+- ``mrgd_alert`` = 1 when the stock has a regular row published on session t (a correction —
+  a row for an application date that was already published — does not by itself put a stock
+  under alert), else 0. Flags (alert history, publication reasons, regulation tier) are 0/1
+  or counts and are 0 for a stock not under alert: that *is* their value.
+- Quantities (balances, changes, ratios) exist only under alert; they come from the row
+  published at t (the latest application date) and are null otherwise — an unpublished
+  balance is unknown, not zero.
+
+A ``PubDate`` that is not a session counts from the next session (it is known by then).
+Balances are raw share counts; they are compared with the 20-session average raw volume in
+split-consistent base units (see ``margin_weekly.average_volume``).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from atft_pipeline.features import common
+from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
+from atft_pipeline.features.margin_weekly import average_volume
+from atft_pipeline.features.statements import log_split_at, raw_source, split_levels
+
+ALERT_WINDOW = 20
+SINCE_ALERT_CAP = 120  # sessions: "no alert in the last 120 sessions" is reported as 120
+
+_REASONS = (
+    ("Restricted", "mrgd_restricted", "restricted issue (TSE)"),
+    ("DailyPublication", "mrgd_daily_publication", "daily-publication issue (TSE)"),
+    ("Monitoring", "mrgd_monitoring", "issue under monitoring"),
+    ("RestrictedByJSF", "mrgd_restricted_by_jsf", "JSF lending restriction"),
+    ("PrecautionByJSF", "mrgd_precaution_by_jsf", "JSF lending precaution"),
+    ("UnclearOrSecOnAlert", "mrgd_unclear_or_sec_on_alert", "unclear disclosure / security on alert"),
+)
+# TSEMrgnRegCls: 003 restricted, 004-006 second- to fourth-tier restriction.
+_REGULATION_TIER = {"003": 1.0, "004": 2.0, "005": 3.0, "006": 4.0}
+_AMOUNTS = (
+    "ShrtOut", "ShrtOutChg", "ShrtOutRatio", "LongOut", "LongOutChg", "LongOutRatio", "SLRatio",
+    "ShrtNegOut", "LongNegOut",
+)
+
+
+def _published_rows(inputs: FeatureInputs) -> pl.LazyFrame:
+    """Per (code, session): the regular row published that session (latest AppDate)."""
+    reason_cols = [f"PubReason.{r}" for r, *_ in _REASONS]
+    raw = raw_source(
+        inputs,
+        "margin_daily",
+        "raw_daily_margin_interest",
+        ["PubDate", "Code", "AppDate", *reason_cols, *_AMOUNTS, "TSEMrgnRegCls"],
+    ).rename({"Code": "code"})
+    sessions = pl.LazyFrame({"date": list(inputs.calendar)}, schema={"date": pl.Date})
+    rows = raw.filter(
+        pl.col("PubDate").is_not_null() & pl.col("code").is_not_null() & pl.col("AppDate").is_not_null()
+    )
+    first_publication = pl.col("PubDate").min().over("code", "AppDate")
+    rows = (
+        rows.filter(pl.col("PubDate") == first_publication)
+        .sort("PubDate")
+        .join_asof(sessions, left_on="PubDate", right_on="date", strategy="forward")
+        .filter(pl.col("date").is_not_null())
+        .sort("code", "date", "AppDate", "PubDate")
+        .unique(subset=["code", "date"], keep="last", maintain_order=True)
+    )
+    return log_split_at(rows, "AppDate", split_levels(inputs)).with_columns(
+        pl.lit(1.0).alias("alert")
+    )
+
+
+FEATURES = (
+    FeatureSpec("mrgd_alert", "1 if the stock is under daily margin publication at t, else 0"),
+    FeatureSpec("mrgd_alert_new", "1 if under alert at t but not on the previous session", 1),
+    FeatureSpec("mrgd_alert_days_20", "Sessions under alert among the last 20", ALERT_WINDOW),
+    FeatureSpec(
+        "mrgd_days_since_alert",
+        f"Sessions since the last alert session (0 under alert, capped at {SINCE_ALERT_CAP})",
+        SINCE_ALERT_CAP,
+    ),
+    FeatureSpec("mrgd_short_out_to_adv", "Short margin outstanding / 20-session average volume", 20),
+    FeatureSpec("mrgd_long_out_to_adv", "Long margin outstanding / 20-session average volume", 20),
+    FeatureSpec("mrgd_short_chg_to_adv", "Daily change of short outstanding / 20-session average volume", 20),
+    FeatureSpec("mrgd_long_chg_to_adv", "Daily change of long outstanding / 20-session average volume", 20),
+    FeatureSpec("mrgd_sl_ratio", "Short/long margin ratio as published (SLRatio)"),
+    FeatureSpec("mrgd_short_out_ratio", "Short outstanding / listed shares as published (ShrtOutRatio)"),
+    FeatureSpec("mrgd_long_out_ratio", "Long outstanding / listed shares as published (LongOutRatio)"),
+    FeatureSpec("mrgd_short_neg_share", "Negotiable share of the short outstanding"),
+    FeatureSpec("mrgd_long_neg_share", "Negotiable share of the long outstanding"),
+    *[FeatureSpec(name, f"1 if published at t for: {what}, else 0") for _, name, what in _REASONS],
+    FeatureSpec("mrgd_reg_tier", "TSE restriction tier at t (1 restricted .. 4 fourth tier; 0 none)"),
+)
+_QUANTITIES = (
+    "mrgd_short_out_to_adv", "mrgd_long_out_to_adv", "mrgd_short_chg_to_adv",
+    "mrgd_long_chg_to_adv", "mrgd_sl_ratio", "mrgd_short_out_ratio", "mrgd_long_out_ratio",
+    "mrgd_short_neg_share", "mrgd_long_neg_share",
+)
+
+
+def compute(inputs: FeatureInputs) -> pl.LazyFrame:
+    panel = average_volume(inputs, "margin_daily").select("date", "code", "adv_b")
+    rows = _published_rows(inputs)
+    frame = panel.join(rows, on=["code", "date"], how="left")
+    alert = pl.col("alert").fill_null(0.0)
+    session = common.by_code(pl.int_range(pl.len()))  # per-code session number
+    last_alert = common.by_code(pl.when(alert > 0).then(session).forward_fill())
+    since = session - last_alert
+    to_base = pl.col("log_split").exp()  # AppDate share units -> base units
+
+    def per_adv(col: str) -> pl.Expr:
+        return common.safe_div(pl.col(col) * to_base, pl.col("adv_b"))
+
+    frame = frame.with_columns(
+        alert.alias("mrgd_alert"),
+        common.by_code(alert * (1.0 - alert.shift(1))).alias("mrgd_alert_new"),
+        common.by_code(alert.rolling_sum(ALERT_WINDOW, min_samples=ALERT_WINDOW)).alias(
+            "mrgd_alert_days_20"
+        ),
+        # Within the cap the distance is known; beyond it (or with no alert seen) it is
+        # "at least the cap" once the stock has that much history, unknown before.
+        pl.when(since <= SINCE_ALERT_CAP)
+        .then(since)
+        .when(session >= SINCE_ALERT_CAP)
+        .then(SINCE_ALERT_CAP)
+        .cast(pl.Float64)
+        .alias("mrgd_days_since_alert"),
+        per_adv("ShrtOut").alias("mrgd_short_out_to_adv"),
+        per_adv("LongOut").alias("mrgd_long_out_to_adv"),
+        per_adv("ShrtOutChg").alias("mrgd_short_chg_to_adv"),
+        per_adv("LongOutChg").alias("mrgd_long_chg_to_adv"),
+        pl.col("SLRatio").alias("mrgd_sl_ratio"),
+        pl.col("ShrtOutRatio").alias("mrgd_short_out_ratio"),
+        pl.col("LongOutRatio").alias("mrgd_long_out_ratio"),
+        common.safe_div(pl.col("ShrtNegOut"), pl.col("ShrtOut")).alias("mrgd_short_neg_share"),
+        common.safe_div(pl.col("LongNegOut"), pl.col("LongOut")).alias("mrgd_long_neg_share"),
+        *[
+            pl.col(f"PubReason.{reason}").fill_null(False).cast(pl.Float64).alias(name)
+            for reason, name, _ in _REASONS
+        ],
+        pl.col("TSEMrgnRegCls")
+        .replace_strict(_REGULATION_TIER, default=0.0, return_dtype=pl.Float64)
+        .fill_null(0.0)
+        .alias("mrgd_reg_tier"),
+    ).with_columns(
+        # Quantities of a stock not under alert are unknown (the row is absent anyway; this
+        # keeps the contract explicit).
+        *[pl.when(pl.col("mrgd_alert") > 0).then(pl.col(c)).alias(c) for c in _QUANTITIES]
+    )
+    return common.emit(frame, FAMILY, inputs.dates)
+
+
+FAMILY = FeatureFamily(
+    name="margin_daily",
+    sources=("raw_daily_quotes", "raw_daily_margin_interest"),
+    lookback=SINCE_ALERT_CAP,
+    features=FEATURES,
+    compute=compute,
+    description=(
+        "Daily margin-alert publications by PubDate: alert state and history, publication "
+        "reasons and restriction tier (0/1, 0 when not under alert), and outstanding "
+        "balances, changes and ratios of alerted issues (null when not under alert)."
+    ),
+)

@@ -1,0 +1,249 @@
+"""Price family: returns, gaps, ranges, liquidity, limit moves, listing age and trading activity.
+
+This module also holds the bar-series helpers the technical and volatility families share.
+A stock's *price series* is its traded bars in date order: a halted row (a bar row without
+prices) is skipped instead of breaking every window that spans it, so the return on the
+first bar after a halt runs from the last traded close. Windows count traded bars; the
+activity columns (``halted``, ``days_traded_20``, limit counts, ``age_days``) count sessions
+of the exchange calendar instead. Every window only looks back, so a row dated t uses bars
+dated <= t; prices are split-adjusted and only scale-free transforms of them are emitted
+(``log_price`` and the turnover columns use raw yen values).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+import datetime as dt
+
+import polars as pl
+
+from atft_pipeline.features import common
+from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
+
+SOURCES = ("raw_daily_quotes",)
+
+# Window partition of a price series: a stock's traded bars (halted rows form their own
+# partition, whose values are masked by ``emit_series``).
+SERIES = ("code", "traded")
+
+RETURN_HORIZONS = (1, 2, 3, 5, 10, 20, 60, 120, 250)
+AGE_CAP = 250  # trading days; the family's lookback covers it, so a capped age is exact
+ANNUALIZE = 252 ** 0.5
+PER_BILLION_YEN = 1e9
+
+
+def per_series(expr: pl.Expr) -> pl.Expr:
+    """Evaluate ``expr`` along one stock's traded bars in date order."""
+    return expr.over(SERIES, order_by="date")
+
+
+def bar_series(inputs: FeatureInputs) -> pl.LazyFrame:
+    """``common.bars`` plus ``bar``: the row's position in its price series (0 = first bar).
+
+    Sorted so each series is contiguous and in date order.
+    """
+    return (
+        common.bars(inputs)
+        .sort(*SERIES, "date")
+        .with_columns(bar=per_series(pl.int_range(pl.len(), dtype=pl.Int32)))
+    )
+
+
+def emit_series(
+    frame: pl.LazyFrame,
+    family: FeatureFamily,
+    dates: Sequence[dt.date],
+    session_columns: Iterable[str] = (),
+) -> pl.LazyFrame:
+    """``common.emit`` after nulling the price-series columns on halted rows.
+
+    ``session_columns`` are computed over every row of the universe (not a price series)
+    and keep their values on halted rows.
+    """
+    keep = set(session_columns)
+    masked = [
+        pl.when(pl.col("traded")).then(pl.col(name)).alias(name)
+        for name in family.columns
+        if name not in keep
+    ]
+    return common.emit(frame.with_columns(masked), family, dates)
+
+
+def safe_log(x: pl.Expr) -> pl.Expr:
+    """ln(x); null (not -inf/NaN) unless x is positive."""
+    return pl.when(x > 0).then(x.log())
+
+
+def log_ratio(num: pl.Expr, den: pl.Expr) -> pl.Expr:
+    """ln(num / den); null (not -inf/NaN) unless both are positive."""
+    return pl.when((num > 0) & (den > 0)).then((num / den).log())
+
+
+def with_sessions(frame: pl.LazyFrame, calendar: Sequence[dt.date]) -> pl.LazyFrame:
+    """Add ``session``: the index of the row's date among the window's trading days.
+
+    The index runs over the calendar together with any bar date it lacks, so every row has
+    one and a date's index depends only on earlier dates (never on later rows).
+    """
+    days = pl.concat(
+        [
+            pl.LazyFrame({"date": list(calendar)}, schema={"date": pl.Date}),
+            frame.select("date"),
+        ]
+    )
+    sessions = days.unique().sort("date").with_row_index("session")
+    return frame.join(sessions, on="date", how="left", maintain_order="left").with_columns(
+        pl.col("session").cast(pl.Int32)
+    )
+
+
+_SPECS: tuple[FeatureSpec, ...] = (
+    *(
+        FeatureSpec(f"logret_{h}d", f"log return of the adjusted close over {h} traded bars", h)
+        for h in RETURN_HORIZONS
+    ),
+    FeatureSpec("ret_1d", "simple return of the adjusted close over 1 traded bar", 1),
+    FeatureSpec("ret_5d", "simple return of the adjusted close over 5 traded bars", 5),
+    FeatureSpec("gap_overnight", "open / previous close - 1 (overnight gap)", 1),
+    FeatureSpec("ret_intraday", "close / open - 1 (open-to-close return)", 0),
+    FeatureSpec("hl_range", "high / low - 1 (the day's range)", 0),
+    FeatureSpec("close_location", "(close - low) / (high - low); null when high == low", 0),
+    FeatureSpec("turnover_yen", "trading value Va in yen", 0),
+    FeatureSpec("log_turnover", "ln(1 + Va), log trading value in yen", 0),
+    FeatureSpec("log_turnover_20d", "ln(1 + mean Va over 20 bars)", 19),
+    FeatureSpec("turnover_ratio_20", "Va / its 20-bar mean", 19),
+    FeatureSpec("volume_ratio_5_20", "mean adjusted volume over 5 bars / over 20 bars", 19),
+    FeatureSpec("volume_ratio_20_60", "mean adjusted volume over 20 bars / over 60 bars", 59),
+    FeatureSpec("amihud_20", "Amihud illiquidity: 20-bar mean of |ret_1d| / Va, per billion yen", 20),
+    FeatureSpec("limit_up", "1 when the close is at the daily upper price limit (UL)", 0),
+    FeatureSpec("limit_down", "1 when the close is at the daily lower price limit (LL)", 0),
+    FeatureSpec("limit_up_count_20", "limit-up days among the last 20 sessions", 19),
+    FeatureSpec("limit_down_count_20", "limit-down days among the last 20 sessions", 19),
+    FeatureSpec(
+        "age_days",
+        f"sessions since the stock's first bar, capped at {AGE_CAP}; null while unknown",
+        AGE_CAP,
+    ),
+    FeatureSpec("halted", "1 on a bar row without prices (trading halt / no trade)", 0),
+    FeatureSpec("days_traded_20", "sessions with a traded bar among the last 20 sessions", 19),
+    FeatureSpec("log_price", "ln(raw close C in yen), the price level", 0),
+    FeatureSpec("dist_high_20", "close / max high over 20 bars - 1", 19),
+    FeatureSpec("dist_low_20", "close / min low over 20 bars - 1", 19),
+    FeatureSpec("dist_high_60", "close / max high over 60 bars - 1", 59),
+    FeatureSpec("dist_low_60", "close / min low over 60 bars - 1", 59),
+    FeatureSpec("range_pos_60", "(close - 60-bar low) / (60-bar high - 60-bar low)", 59),
+    FeatureSpec("overnight_ret_20", "sum of log overnight gaps over 20 bars", 20),
+    FeatureSpec("intraday_ret_20", "sum of log open-to-close returns over 20 bars", 19),
+    FeatureSpec("up_days_20", "fraction of the last 20 bars with a positive return", 20),
+    FeatureSpec("volume_zscore_20", "(ln volume - 20-bar mean) / 20-bar std of ln volume", 19),
+)
+
+# Computed over every row of the universe by calendar session, not over a price series.
+SESSION_COLUMNS = (
+    "limit_up",
+    "limit_down",
+    "limit_up_count_20",
+    "limit_down_count_20",
+    "age_days",
+    "halted",
+    "days_traded_20",
+)
+ACTIVITY_WINDOW = 20
+
+
+def _session_features() -> list[pl.Expr]:
+    """Activity over the last 20 calendar sessions; null until the window holds 20 sessions."""
+
+    def count_20(flag: str) -> pl.Expr:
+        total = common.by_code(
+            pl.col(flag).cast(pl.Int32).rolling_sum_by("session", f"{ACTIVITY_WINDOW}i")
+        )
+        return pl.when(pl.col("session") >= ACTIVITY_WINDOW - 1).then(total)
+
+    first = common.by_code(pl.col("session").min())
+    age = pl.col("session") - first
+    # A stock already there on the window's first session has an unknown age until the
+    # window is longer than the cap.
+    known = (first > 0) | (pl.col("session") >= AGE_CAP)
+    return [
+        pl.col("limit_up").cast(pl.Float32),
+        pl.col("limit_down").cast(pl.Float32),
+        count_20("limit_up").alias("limit_up_count_20"),
+        count_20("limit_down").alias("limit_down_count_20"),
+        pl.when(known).then(pl.min_horizontal(age, AGE_CAP)).alias("age_days"),
+        (~pl.col("traded")).cast(pl.Float32).alias("halted"),
+        count_20("traded").alias("days_traded_20"),
+    ]
+
+
+def _series_features() -> tuple[list[pl.Expr], list[pl.Expr]]:
+    """(helper columns, features) along each price series; features may use the helpers."""
+    close, open_, high, low = (pl.col(c) for c in ("close", "open", "high", "low"))
+    volume, turnover = pl.col("volume"), pl.col("turnover")
+    helpers = [
+        per_series(close.shift(1)).alias("_prev_close"),
+        safe_log(volume).alias("_log_volume"),
+    ]
+    prev_close, log_volume = pl.col("_prev_close"), pl.col("_log_volume")
+    ret_1d = close / prev_close - 1.0
+
+    def mean(expr: pl.Expr, window: int) -> pl.Expr:
+        return per_series(expr.rolling_mean(window))
+
+    def total(expr: pl.Expr, window: int) -> pl.Expr:
+        return per_series(expr.rolling_sum(window))
+
+    high_20, low_20 = per_series(high.rolling_max(20)), per_series(low.rolling_min(20))
+    high_60, low_60 = per_series(high.rolling_max(60)), per_series(low.rolling_min(60))
+    features = [
+        *(
+            per_series(log_ratio(close, close.shift(h))).alias(f"logret_{h}d")
+            for h in RETURN_HORIZONS
+        ),
+        ret_1d.alias("ret_1d"),
+        per_series(close / close.shift(5) - 1.0).alias("ret_5d"),
+        (open_ / prev_close - 1.0).alias("gap_overnight"),
+        (close / open_ - 1.0).alias("ret_intraday"),
+        (high / low - 1.0).alias("hl_range"),
+        common.safe_div(close - low, high - low).alias("close_location"),
+        turnover.alias("turnover_yen"),
+        turnover.log1p().alias("log_turnover"),
+        mean(turnover, 20).log1p().alias("log_turnover_20d"),
+        common.safe_div(turnover, mean(turnover, 20)).alias("turnover_ratio_20"),
+        common.safe_div(mean(volume, 5), mean(volume, 20)).alias("volume_ratio_5_20"),
+        common.safe_div(mean(volume, 20), mean(volume, 60)).alias("volume_ratio_20_60"),
+        (mean(common.safe_div(ret_1d.abs(), turnover), 20) * PER_BILLION_YEN).alias("amihud_20"),
+        safe_log(pl.col("raw_close")).alias("log_price"),
+        (close / high_20 - 1.0).alias("dist_high_20"),
+        (close / low_20 - 1.0).alias("dist_low_20"),
+        (close / high_60 - 1.0).alias("dist_high_60"),
+        (close / low_60 - 1.0).alias("dist_low_60"),
+        common.safe_div(close - low_60, high_60 - low_60).alias("range_pos_60"),
+        total(log_ratio(open_, prev_close), 20).alias("overnight_ret_20"),
+        total(log_ratio(close, open_), 20).alias("intraday_ret_20"),
+        mean((close > prev_close).cast(pl.Float64), 20).alias("up_days_20"),
+        common.safe_div(
+            log_volume - mean(log_volume, 20), per_series(log_volume.rolling_std(20))
+        ).alias("volume_zscore_20"),
+    ]
+    return helpers, features
+
+
+def compute(inputs: FeatureInputs) -> pl.LazyFrame:
+    helpers, features = _series_features()
+    frame = with_sessions(bar_series(inputs), inputs.calendar).with_columns(helpers)
+    frame = frame.with_columns(*features, *_session_features())
+    return emit_series(frame, FAMILY, inputs.dates, session_columns=SESSION_COLUMNS)
+
+
+FAMILY = FeatureFamily(
+    name="price",
+    sources=SOURCES,
+    lookback=AGE_CAP + 10,  # 250-bar returns plus room for a few halted days
+    features=_SPECS,
+    compute=compute,
+    description=(
+        "Multi-horizon returns, gaps, daily range, turnover and volume ratios, Amihud "
+        "illiquidity, price-limit hits, listing age and trading activity from daily bars."
+    ),
+)
