@@ -273,7 +273,7 @@ def test_synthetic_market_export_is_reproducible_per_seed(tmp_path: Path) -> Non
 
     def export(seed: int, name: str) -> Path:
         config = MarketConfig(
-            seed=seed, n_stocks=12, start=dt.date(2024, 1, 4), end=dt.date(2024, 2, 29)
+            seed=seed, n_stocks=10, start=dt.date(2024, 1, 4), end=dt.date(2024, 4, 30)
         )
         market = generate_market(config)
         meta = {"source": "synthetic", "extra": {"config": config, "summary": market.summary()}}
@@ -290,7 +290,7 @@ def test_synthetic_market_export_is_reproducible_per_seed(tmp_path: Path) -> Non
     assert (a / MANIFEST_NAME).read_bytes() != (c / MANIFEST_NAME).read_bytes()
     back = read_replay(a)
     market = generate_market(
-        MarketConfig(seed=7, n_stocks=12, start=dt.date(2024, 1, 4), end=dt.date(2024, 2, 29))
+        MarketConfig(seed=7, n_stocks=10, start=dt.date(2024, 1, 4), end=dt.date(2024, 4, 30))
     )
     for path, frame in market.tables.items():
         assert back[path].schema == frame.schema, path

@@ -875,7 +875,7 @@ async def test_every_endpoint_of_the_synthetic_market_through_the_client() -> No
     from atft_pipeline.sandbox.market import MarketConfig, generate_market
 
     market = generate_market(
-        MarketConfig(seed=11, n_stocks=16, start=dt.date(2024, 1, 4), end=dt.date(2024, 3, 29))
+        MarketConfig(seed=11, n_stocks=12, start=dt.date(2024, 1, 4), end=dt.date(2024, 4, 30))
     )
     assert set(market.tables) == set(ENDPOINTS)
     app = create_app(market.tables, settings=ServerSettings(page_size=500))
@@ -970,11 +970,11 @@ def test_cli_serves_over_http_until_terminated() -> None:
         "--api-key",
         "cli-secret",
         "--n-stocks",
-        "8",
+        "10",
         "--start",
         "2024-01-04",
         "--end",
-        "2024-02-29",
+        "2024-04-30",
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
@@ -991,7 +991,7 @@ def test_cli_serves_over_http_until_terminated() -> None:
             )
             assert ok.status_code == 200
             rows = ok.json()["data"]
-            assert 0 < len(rows) <= 8 and {r["Date"] for r in rows} == {day}
+            assert 0 < len(rows) <= 10 and {r["Date"] for r in rows} == {day}
             missing = http.get("/equities/bars/daily", headers={"x-api-key": "cli-secret"})
             assert missing.status_code == 400 and "code, date" in missing.json()["message"]
             wrong = http.get(

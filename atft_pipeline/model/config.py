@@ -131,10 +131,6 @@ class LossConfig(BaseModel):
     min_stocks_per_date: int = Field(
         10, ge=2, description="dates with fewer valid stocks are left out of correlations"
     )
-    sharpe_fraction: float = Field(0.1, gt=0.0, le=0.5, description="long/short book share")
-    sharpe_temperature: float = Field(
-        0.1, gt=0.0, description="soft book membership width, in units of the date's pred std"
-    )
 
     @model_validator(mode="after")
     def _check_weights(self) -> LossConfig:

@@ -1,0 +1,13 @@
+# One image for the code location, the Dagster webserver/daemon and the MLflow server.
+FROM python:3.11-slim
+ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 ATFT_HOME=/data DAGSTER_HOME=/opt/dagster/home
+WORKDIR /app
+COPY pyproject.toml constraints.txt README.md ./
+COPY atft_pipeline ./atft_pipeline
+COPY resources ./resources
+COPY assets ./assets
+COPY workspace.yaml ./
+RUN pip install -c constraints.txt . \
+    && mkdir -p $DAGSTER_HOME /data
+COPY deploy/dagster.yaml $DAGSTER_HOME/dagster.yaml
+COPY deploy/workspace.docker.yaml /app/workspace.docker.yaml
