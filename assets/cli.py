@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="materialize the whole graph for a date range")
     run.add_argument("--start", type=_date, help="first trading day (default: ATFT_START_DATE)")
     run.add_argument("--end", type=_date, help="last trading day (default: the sandbox end / today)")
+    run.add_argument("--config", type=Path, help="pipeline configuration YAML (families, splits, ...)")
     run.set_defaults(handler=cmd_run)
 
     demo = sub.add_parser("demo", help="serve the sandbox market and run the pipeline on it")
@@ -58,17 +59,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from assets.definitions import build_definitions
     from assets.instance import ensure_dagster_home
-    from assets.pipeline import pipeline_assets, print_summary
+    from assets.layout import config_path, resolve_layout
+    from assets.pipeline import print_summary
     from assets.runner import materialize_range
+    from atft_pipeline.config import dump_config, load_config
 
     settings = Settings.from_env()
+    config = load_config(args.config) if getattr(args, "config", None) else None
+    if config is not None:
+        # The UI's code location reads the same file, so it runs with this configuration too.
+        dump_config(config, config_path(settings))
     ensure_dagster_home(settings)
+    layout = resolve_layout(settings, config)
+    for family, reason in layout.disabled.items():
+        print(f"feature family {family!r} disabled: {reason}")
     start = args.start or settings.effective_start_date
     uses_sandbox_data = settings.api_key is None or settings.api_key.get_secret_value() == SANDBOX_API_KEY
     end = args.end or (SANDBOX_END if uses_sandbox_data else dt.date.today())
-    defs = build_definitions(settings)
+    defs = build_definitions(settings, config=layout.config)
     with DagsterInstance.get() as instance:
-        result = materialize_range(defs, instance, pipeline_assets(settings), start, end)
+        result = materialize_range(defs, instance, layout.pipeline_assets(), start, end)
     print_summary(result, settings)
     return 0 if result.success else 1
 
@@ -91,7 +101,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             JQUANTS_PLAN="premium",
             ATFT_START_DATE=SANDBOX_START.isoformat(),
         )
-        return cmd_run(argparse.Namespace(start=SANDBOX_START, end=SANDBOX_END))
+        return cmd_run(argparse.Namespace(start=SANDBOX_START, end=SANDBOX_END, config=None))
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

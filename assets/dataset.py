@@ -15,7 +15,8 @@ from dagster import (
     asset,
 )
 
-from assets.features import TARGETS_ASSET, by_date, lookback_window
+from assets.features import by_date, lookback_window
+from assets.layout import DATASET_ASSET, STATS_ASSET, TARGETS_ASSET
 from assets.partitions import partition_dates, trading_day_lookback, trading_day_partitions
 from atft_pipeline.config import PipelineConfig
 from atft_pipeline.dataset.assemble import assemble_dataset, build_meta
@@ -25,8 +26,6 @@ from atft_pipeline.features.catalog import FeatureCatalog
 from resources.storage import StorageResource
 
 DATASET_GROUP = "dataset"
-DATASET_ASSET = "ml_dataset"
-STATS_ASSET = "normalization_stats"
 CATALOG_CHECK = "columns_equal_catalog"
 
 

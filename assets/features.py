@@ -19,6 +19,7 @@ from dagster import (
     asset,
 )
 
+from assets.layout import TARGETS_ASSET
 from assets.partitions import partition_dates, trading_day_lookback, trading_day_partitions
 from atft_pipeline import calendar
 from atft_pipeline.dataset.raw_frames import load_raw_window
@@ -28,7 +29,6 @@ from atft_pipeline.features.registry import compute_family
 from resources.storage import StorageResource
 
 FEATURES_GROUP = "features"
-TARGETS_ASSET = "targets"
 TARGET_REACH = 1 + max(HORIZONS)  # sessions after t that targets look at
 
 

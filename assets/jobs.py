@@ -18,36 +18,49 @@ from dagster import (
     schedule,
 )
 
+from assets.features import TARGET_REACH
+from assets.layout import DATASET_ASSET, TARGETS_ASSET, Layout
 from assets.partitions import TOKYO
+from assets.runner import range_tags
 from atft_pipeline import calendar
 
 NIGHTLY_JOB = "nightly_update"
 OPTIONS_JOB = "options_morning_update"
 RAW_HISTORY_JOB = "raw_history"
+DATASET_JOB = "dataset_build"
+TARGETS_REFRESH_JOB = "targets_refresh"
 OPTIONS_ASSET = "raw_index_options"
 
 
-def build_jobs(entitled_raw: list[str]):
-    nightly_assets = [a for a in entitled_raw if a != OPTIONS_ASSET]
+def build_jobs(layout: Layout):
+    raw = layout.raw_assets
+    derived = [*layout.feature_assets, TARGETS_ASSET, DATASET_ASSET]
     jobs = [
         define_asset_job(
             NIGHTLY_JOB,
-            selection=AssetSelection.assets(*nightly_assets),
-            description="Latest trading day: every entitled raw source (later: features, "
-            "dataset and next-day predictions).",
+            selection=AssetSelection.assets(*[a for a in raw if a != OPTIONS_ASSET], *derived),
+            description="The trading day that just closed: every entitled raw source, its "
+            "feature families and the dataset row.",
+        ),
+        define_asset_job(
+            TARGETS_REFRESH_JOB,
+            selection=AssetSelection.assets(TARGETS_ASSET, DATASET_ASSET),
+            description=f"Re-materialize targets and ml_dataset for the last {TARGET_REACH} "
+            "sessions, whose targets become known as days pass.",
         ),
         define_asset_job(
             RAW_HISTORY_JOB,
-            selection=AssetSelection.assets(*entitled_raw),
+            selection=AssetSelection.assets(*raw),
             description="Every entitled raw source; backfill it over a date range.",
         ),
+        define_asset_job(
+            DATASET_JOB,
+            selection=AssetSelection.assets(*derived),
+            description="Feature families, targets and ml_dataset; backfill over a range.",
+        ),
     ]
-    if OPTIONS_ASSET in entitled_raw:
-        jobs.append(
-            define_asset_job(
-                OPTIONS_JOB, selection=AssetSelection.assets(OPTIONS_ASSET)
-            )
-        )
+    if OPTIONS_ASSET in raw:
+        jobs.append(define_asset_job(OPTIONS_JOB, selection=AssetSelection.assets(OPTIONS_ASSET)))
     return jobs
 
 
@@ -79,6 +92,24 @@ def build_schedules(jobs_by_name: dict):
         return RunRequest(run_key=f"nightly:{partition}", partition_key=partition)
 
     schedules.append(nightly_update_schedule)
+
+    @schedule(
+        name="targets_refresh_schedule",
+        job=jobs_by_name[TARGETS_REFRESH_JOB],
+        cron_schedule="45 19 * * 1-5",
+        execution_timezone="Asia/Tokyo",
+        default_status=DefaultScheduleStatus.STOPPED,
+    )
+    def targets_refresh_schedule(context: ScheduleEvaluationContext):
+        partition = tonight_partition(context.scheduled_execution_time)
+        if partition is None:
+            return SkipReason("not a JPX trading day")
+        day = dt.date.fromisoformat(partition)
+        first = calendar.shift_trading_days(day, -TARGET_REACH)
+        last = calendar.shift_trading_days(day, -1)
+        return RunRequest(run_key=f"targets:{partition}", tags=range_tags(first, last))
+
+    schedules.append(targets_refresh_schedule)
 
     if OPTIONS_JOB in jobs_by_name:
 

@@ -1,15 +1,9 @@
-"""What ``atft run`` materializes, in dependency order, and how it reports."""
+"""How ``atft run`` reports."""
 
 from __future__ import annotations
 
-from assets.raw import CALENDAR_ASSET, entitled_raw_assets
 from assets.runner import RangeResult
 from atft_pipeline.settings import Settings
-
-
-def pipeline_assets(settings: Settings) -> list[str]:
-    """Every asset of the graph that the configured plan entitles, upstream first."""
-    return [CALENDAR_ASSET, *entitled_raw_assets(settings.effective_plan)]
 
 
 def print_summary(result: RangeResult, settings: Settings) -> None:

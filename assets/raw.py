@@ -22,6 +22,7 @@ from dagster import (
     asset,
 )
 
+from assets.layout import CALENDAR_ASSET
 from assets.partitions import partition_dates, trading_day_partitions
 from atft_pipeline import calendar
 from atft_pipeline.jquants.endpoints import ENDPOINTS, Plan
@@ -33,7 +34,6 @@ RAW_GROUP = "raw"
 JQUANTS_POOL = "jquants"
 SCHEMA_CHECK = "raw_schema"
 WARNINGS_CHECK = "raw_data_warnings"
-CALENDAR_ASSET = "raw_trading_calendar"
 
 
 def _entitlement_note(source: RawSource, plan: Plan) -> str:
@@ -169,7 +169,3 @@ def build_calendar_asset() -> AssetsDefinition:
 
 def build_raw_assets(start, plan: Plan) -> list[AssetsDefinition]:
     return [build_raw_asset(s, start, plan) for s in RAW_SOURCES.values()] + [build_calendar_asset()]
-
-
-def entitled_raw_assets(plan: Plan) -> list[str]:
-    return [s.asset for s in RAW_SOURCES.values() if plan.covers(s.plan)]

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from atft_pipeline.jquants.endpoints import Plan
 from atft_pipeline.sandbox.faults import FaultSettings, parse_faults
 from atft_pipeline.settings import SANDBOX_API_KEY
+
+if TYPE_CHECKING:  # the market pulls in numpy and friends; commands import it when they run
+    from atft_pipeline.sandbox.market import MarketConfig
 
 _MARKET_OPTIONS = ("seed", "n_stocks", "start", "end")
 
@@ -136,7 +140,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     return args.handler(args)
 
 
-def _market_config(args: argparse.Namespace):  # -> MarketConfig
+class _CommandError(Exception):
+    """A user error: reported as one ``error:`` line on stderr, exit status 2."""
+
+
+def _reports_errors(command: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    """Turn user errors (bad options, a bad replay directory, a busy port) into a one-line
+    message and exit status 2 instead of a traceback."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        from atft_pipeline.sandbox.replay import ReplayError
+
+        try:
+            return command(args)
+        except (_CommandError, ReplayError, OSError) as exc:
+            message = str(exc)
+        except ValidationError as exc:
+            message = "invalid option(s): " + "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"]
+                for e in exc.errors()
+            )
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+    return run
+
+
+def _market_config(args: argparse.Namespace) -> MarketConfig:
     from atft_pipeline.sandbox.market import MarketConfig
 
     given = {
@@ -145,6 +176,7 @@ def _market_config(args: argparse.Namespace):  # -> MarketConfig
     return MarketConfig(**given)
 
 
+@_reports_errors
 def _serve(args: argparse.Namespace) -> int:
     from atft_pipeline.sandbox.server import ServerSettings, bind_socket, create_app, uvicorn_server
 
@@ -152,40 +184,35 @@ def _serve(args: argparse.Namespace) -> int:
         f"--{n.replace('_', '-')}" for n in _MARKET_OPTIONS if getattr(args, n) is not None
     ]
     if args.replay is not None and market_given:
-        print(
-            f"error: {', '.join(market_given)}: synthetic-market option(s), not used with --replay",
-            file=sys.stderr,
+        raise _CommandError(
+            f"{', '.join(market_given)}: synthetic-market option(s), not used with --replay"
         )
-        return 2
-    settings_fields: dict[str, Any] = {"api_key": SecretStr(args.api_key), "plan": args.plan}
-    for field, value in (
-        ("page_size", args.page_size),
-        ("rate_limit_per_minute", args.rate_limit),
-        ("lockout_s", args.lockout),
-        ("today", args.today),
-        ("faults", args.faults),
-    ):
-        if value is not None:
-            settings_fields[field] = value
-    settings = ServerSettings(**settings_fields)
-
+    optional = {
+        "page_size": args.page_size,
+        "rate_limit_per_minute": args.rate_limit,
+        "lockout_s": args.lockout,
+        "today": args.today,
+        "faults": args.faults,
+    }
+    settings = ServerSettings(
+        api_key=SecretStr(args.api_key),
+        plan=args.plan,
+        **{name: value for name, value in optional.items() if value is not None},
+    )
     if args.replay is not None:
-        from atft_pipeline.sandbox.replay import ReplayError, read_replay
+        from atft_pipeline.sandbox.replay import read_replay
 
-        try:
-            tables = read_replay(args.replay)
-        except ReplayError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        source = f"replay {args.replay}"
+        tables, source = read_replay(args.replay), f"replay {args.replay}"
     else:
         from atft_pipeline.sandbox.market import generate_market
 
-        market = generate_market(_market_config(args))
-        tables, source = market.tables, "synthetic market"
+        tables, source = generate_market(_market_config(args)).tables, "synthetic market"
 
     app = create_app(tables, settings=settings)
-    sock = bind_socket(args.host, args.port)
+    try:
+        sock = bind_socket(args.host, args.port)
+    except OSError as exc:
+        raise _CommandError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     host, port = sock.getsockname()[:2]
     host = f"[{host}]" if ":" in host else host
     window = app.state.window
@@ -200,10 +227,13 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reports_errors
 def _export(args: argparse.Namespace) -> int:
     from atft_pipeline.sandbox.market import generate_market
-    from atft_pipeline.sandbox.replay import ReplayError, write_replay
+    from atft_pipeline.sandbox.replay import write_replay
 
+    if args.directory.exists() and not args.overwrite:
+        raise _CommandError(f"{args.directory} already exists; use --overwrite to replace it")
     config = _market_config(args)
     market = generate_market(config)
     metadata = {
@@ -212,11 +242,7 @@ def _export(args: argparse.Namespace) -> int:
         "end": config.end,
         "extra": {"market_config": config, "summary": market.summary()},
     }
-    try:
-        path = write_replay(args.directory, market.tables, metadata, overwrite=args.overwrite)
-    except ReplayError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    path = write_replay(args.directory, market.tables, metadata, overwrite=args.overwrite)
     rows = sum(t.height for t in market.tables.values())
     print(f"wrote {len(market.tables)} endpoints ({rows} rows) to {path}")
     return 0

@@ -458,7 +458,7 @@ def test_model_learns_a_cross_sectional_signal():
     for _ in range(40):
         out = model(x, sid, di)
         terms = loss_fn(out.quantiles, out.point, target, di)
-        first = first or {k: float(v) for k, v in terms.items()}
+        first = first or {k: float(v.detach()) for k, v in terms.items()}
         optimiser.zero_grad()
         terms["total"].backward()
         optimiser.step()

@@ -336,7 +336,7 @@ def test_duplicate_date_code_is_blocking():
     assert expected in result.message
 
 
-@pytest.mark.parametrize("code", ["1301", "13010 ", "a3010", "130a0", ""])
+@pytest.mark.parametrize("code", ["1301", "13010 ", "a3010", "130a0"])
 def test_malformed_stock_code_is_blocking(code):
     rows = _rows("raw_daily_quotes")
     rows[2]["Code"] = code
@@ -344,9 +344,10 @@ def test_malformed_stock_code_is_blocking(code):
     assert _only(result, "code_format").blocking and not result.passed
 
 
-def test_null_code_is_blocking():
+@pytest.mark.parametrize("code", [None, ""])  # the wire's "" parses to null
+def test_null_code_is_blocking(code):
     rows = _rows("raw_daily_quotes")
-    rows[2]["Code"] = None
+    rows[2]["Code"] = code
     result = _validate("raw_daily_quotes", rows)
     failure = _only(result, "not_null")
     assert failure.column == "Code" and failure.n_failed == 1 and not result.passed
@@ -532,11 +533,12 @@ def test_index_option_defects(change, column, check, blocking):
 
 def test_statement_identifiers_and_periods():
     rows = _rows("raw_statements")
-    rows[0].update(DocType="", CurPerSt="2024-04-01")  # blank, and a period ending before it starts
+    # "" is the API's blank and parses to null; and a period ending before it starts
+    rows[0].update(DocType="", CurPerSt="2024-04-01")
     rows[1]["DiscNo"] = None
     result = _validate("raw_statements", rows)
     assert {(f.column, f.check, f.blocking) for f in result.failures} == {
-        ("DocType", "not_blank", True),
+        ("DocType", "not_null", True),
         ("DiscNo", "not_null", True),
         ("CurPerSt", "period_start_le_end", False),
     }

@@ -170,6 +170,13 @@ def test_write_is_atomic_and_refuses_to_clobber(tmp_path: Path) -> None:
     write_replay(target, {BARS.path: tables[BARS.path]}, overwrite=True)
     assert set(read_replay(target)) == {BARS.path}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+    # overwrite never deletes a directory that is not a replay directory.
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(ReplayError, match="is not a replay directory"):
+        write_replay(precious, tables, overwrite=True)
+    assert (precious / "notes.txt").read_text() == "keep me"
 
 
 def test_bad_metadata_and_unknown_endpoints_are_rejected(tmp_path: Path) -> None:
@@ -324,3 +331,25 @@ def test_real_replay_reads_fast_with_registry_dtypes(realdata_dir: Path) -> None
     assert bars["UL"].dtype == pl.Boolean and bars["UL"].null_count() == bars.height
     manifest = read_manifest(realdata_dir)
     assert manifest.start == dt.date(2013, 11, 1) and manifest.end == dt.date(2018, 11, 16)
+
+
+def test_cli_export_writes_the_market_with_its_summary(tmp_path: Path, capsys) -> None:
+    from atft_pipeline.cli import main
+
+    argv = ["sandbox", "export", str(tmp_path / "r"), "--seed", "3", "--n-stocks", "10"]
+    argv += ["--start", "2024-01-04", "--end", "2024-04-30"]
+    assert main(argv) == 0
+    assert f"to {tmp_path / 'r'}" in capsys.readouterr().out
+    manifest = read_manifest(tmp_path / "r")
+    assert set(manifest.endpoints) == set(ENDPOINTS)
+    assert (manifest.start, manifest.end) == (dt.date(2024, 1, 4), dt.date(2024, 4, 30))
+    assert manifest.extra["market_config"]["seed"] == 3
+    summary = manifest.extra["summary"]
+    assert summary["n_stocks"] == 10
+    bars = read_replay(tmp_path / "r")["equities/bars/daily"]
+    assert summary["rows"]["equities/bars/daily"] == bars.height > 0
+    # An existing directory is kept unless --overwrite is given.
+    assert main(argv) == 2
+    assert "use --overwrite" in capsys.readouterr().err
+    assert main([*argv, "--overwrite", "--n-stocks", "11"]) == 0
+    assert read_manifest(tmp_path / "r").extra["summary"]["n_stocks"] == 11

@@ -11,10 +11,12 @@ The table functions (``daily_ic``, ``long_short_returns``, ``daily_jpx_spread``,
 ``decile_returns``) take ``by``: the key columns that identify one prediction series
 (``model``, ``split``, ``horizon``), so a whole predictions frame is evaluated in one vectorized
 pass. The scalar functions (``ic_summary``, ``jpx_competition_score``, ``hit_rate``,
-``top_decile_precision``) take a single series and refuse a frame that mixes several.
+``top_decile_precision``) take a single series. Every function refuses a frame that mixes
+several values of a key it was not told to group by (that would pool models within a date).
 
 Ranking ties (equal predictions on a date) are broken by ``code`` so portfolios are
-deterministic.
+deterministic. Values are reproducible up to the summation order of Polars' parallel
+aggregations (differences of order 1e-15 relative).
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "hit_rate", "top_decile_precision", "n_dates", "n_rows",
 )
 
-_EPS = 1e-9  # guards floor(n · q) against binary rounding (e.g. 30 · 0.1 = 3.0000000000000004)
+_RELATIVE_NOISE = 1e-12  # a std below this fraction of |mean| is floating-point noise
+_EPS = 1e-9  # guards floor(n · q) against binary rounding (100 · 0.29 = 28.999999999999996)
 
 
 # --------------------------------------------------------------------------- input checks
@@ -53,9 +56,7 @@ def validate_predictions(frame: pl.DataFrame) -> None:
     Required columns must exist; ``prediction``, ``target`` and quantile columns must never be
     NaN/inf (null is the only "unknown"); the series keys present must have no nulls.
     """
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"predictions lack column(s) {missing}; have {frame.columns}")
+    _require(frame, REQUIRED_COLUMNS)
     keys = [k for k in SERIES_KEYS if k in frame.columns]
     for key in ["date", "code", *keys]:
         if frame[key].null_count():
@@ -80,10 +81,11 @@ def _require(frame: pl.DataFrame, columns: Sequence[str]) -> None:
         raise ValueError(f"predictions lack column(s) {missing}; have {frame.columns}")
 
 
-def _single_series(frame: pl.DataFrame) -> None:
-    """A scalar metric of a frame mixing models / splits / horizons would pool them: refuse."""
+def _single_series(frame: pl.DataFrame, by: Sequence[str] = ()) -> None:
+    """A metric over a frame mixing models / splits / horizons that are not among its ``by``
+    keys would pool them within a date: refuse."""
     for key in SERIES_KEYS:
-        if key in frame.columns and frame[key].n_unique() > 1:
+        if key not in by and key in frame.columns and frame[key].n_unique() > 1:
             raise ValueError(
                 f"predictions mix {frame[key].n_unique()} values of {key!r} "
                 f"({sorted(frame[key].unique().drop_nulls().to_list())}); filter to one series or "
@@ -92,8 +94,9 @@ def _single_series(frame: pl.DataFrame) -> None:
 
 
 def _valid(frame: pl.DataFrame, by: Sequence[str], extra: Sequence[str] = ()) -> pl.LazyFrame:
-    """The rows that carry both a prediction and a known target, as Float64."""
+    """The rows that carry both a finite prediction and a known target, as Float64."""
     _require(frame, [*by, "date", "prediction", "target", *extra])
+    _single_series(frame, by)
     return (
         frame.lazy()
         .select(
@@ -117,9 +120,13 @@ def _aggregate(frame: pl.LazyFrame, by: Sequence[str], exprs: Sequence[pl.Expr])
 
 
 def _ratio(col: str) -> pl.Expr:
-    """mean / std (ddof=1) of a column; null when fewer than 2 values or zero dispersion."""
-    std = pl.col(col).std(ddof=1)
-    return pl.when(std > 0).then(pl.col(col).mean() / std)
+    """mean / std (ddof=1) of a column; null when fewer than 2 values or no dispersion.
+
+    "No dispersion" includes a std that is only rounding noise around identical values
+    (e.g. daily ICs that are all −1 up to the last bit), which would give a ratio of ~1e16.
+    """
+    mean, std = pl.col(col).mean(), pl.col(col).std(ddof=1)
+    return pl.when(std > _RELATIVE_NOISE * mean.abs()).then(mean / std)
 
 
 # --------------------------------------------------------------------------- IC / RankIC
@@ -183,7 +190,6 @@ def ic_summary(frame: pl.DataFrame) -> dict[str, float | int | None]:
     IC / RankIC are means over dates of the daily correlations; ICIR = mean / std (ddof=1)
     over dates (not annualized). Undefined values (no dates, one date) are None.
     """
-    _single_series(frame)
     return _ic_stats(frame, ()).collect().row(0, named=True)
 
 
@@ -232,11 +238,15 @@ def long_short_returns(
     they are, never presented as daily ones. ``lag`` may be an expression over the key columns
     (``pl.col("horizon")``).
     """
+    return _book(_ranked(frame, by), by, quantile, lag).collect()
+
+
+def _book(ranked: pl.LazyFrame, by: Sequence[str], quantile: float, lag: int | pl.Expr) -> pl.LazyFrame:
     group = [*by, "date"]
     lag_expr = lag if isinstance(lag, pl.Expr) else pl.lit(lag)
     size = _leg_size(quantile)
     legs = (
-        _ranked(frame, by)
+        ranked
         .filter(pl.col("_n") >= 2)
         .with_columns(
             pl.when(pl.col("_pos") >= pl.col("_n") - size)
@@ -279,7 +289,6 @@ def long_short_returns(
         returns.join(turnover, on=group, how="left")
         .select(*group, "long", "short", (pl.col("long") - pl.col("short")).alias("spread"), "turnover")
         .sort(group)
-        .collect()
     )
 
 
@@ -319,6 +328,10 @@ def daily_jpx_spread(
     and a return in return units here. A date with fewer than ``top + bottom`` stocks uses
     ``n // 2`` per leg (the competition assumed ~2,000 stocks and would fail there).
     """
+    return _jpx_spread(_ranked(frame, by), by, top, bottom).collect()
+
+
+def _jpx_spread(ranked: pl.LazyFrame, by: Sequence[str], top: int, bottom: int) -> pl.LazyFrame:
     if top < 1 or bottom < 1:
         raise ValueError(f"top and bottom must be >= 1, got {top}, {bottom}")
     group = [*by, "date"]
@@ -330,21 +343,18 @@ def daily_jpx_spread(
     w_top = pl.when(from_best < top_size).then(_jpx_weight(from_best, top_size))
     w_bottom = pl.when(from_worst < bottom_size).then(_jpx_weight(from_worst, bottom_size))
     return (
-        _ranked(frame, by)
-        .filter(pl.col("_n") >= 2)
+        ranked.filter(pl.col("_n") >= 2)
         .group_by(group)
         .agg(
             ((w_top * pl.col("target")).sum() / w_top.sum()
              - (w_bottom * pl.col("target")).sum() / w_bottom.sum()).alias("spread")
         )
         .sort(group)
-        .collect()
     )
 
 
 def jpx_competition_score(frame: pl.DataFrame, top: int = 200, bottom: int = 200) -> float | None:
     """mean / std (ddof=1) of ``daily_jpx_spread`` — not annualized (the competition's score)."""
-    _single_series(frame)
     daily = daily_jpx_spread(frame, top, bottom)
     return daily.select(_ratio("spread")).item()
 
@@ -360,16 +370,14 @@ def _hit_rate_stats(frame: pl.DataFrame, by: Sequence[str]) -> pl.LazyFrame:
 
 def hit_rate(frame: pl.DataFrame) -> float | None:
     """Share of (date, stock) rows with sign(prediction) = sign(target); zeros excluded."""
-    _single_series(frame)
     return _hit_rate_stats(frame, ()).collect().item()
 
 
-def _top_decile_stats(frame: pl.DataFrame, by: Sequence[str], quantile: float) -> pl.LazyFrame:
+def _top_decile_stats(ranked: pl.LazyFrame, by: Sequence[str], quantile: float) -> pl.LazyFrame:
     size = _leg_size(quantile)
     above_median = pl.col("target") > pl.col("target").median().over([*by, "date"])
     top = (
-        _ranked(frame, by)
-        .filter(pl.col("_n") >= 2)
+        ranked.filter(pl.col("_n") >= 2)
         .with_columns(above_median.alias("_above"))
         .filter(pl.col("_pos") >= pl.col("_n") - size)
     )
@@ -381,8 +389,7 @@ def top_decile_precision(frame: pl.DataFrame, quantile: float = 0.1) -> float | 
 
     The long leg is the same top ``floor(n·quantile)`` (≥ 1) names as ``long_short_returns``.
     """
-    _single_series(frame)
-    return _top_decile_stats(frame, (), quantile).collect().item()
+    return _top_decile_stats(_ranked(frame, ()), (), quantile).collect().item()
 
 
 def decile_returns(frame: pl.DataFrame, n_bins: int = 10, by: Sequence[str] = ()) -> pl.DataFrame:
@@ -435,11 +442,11 @@ def evaluate(
         .cast(pl.Int64)
         .alias("n_rows")
     )
-    book = long_short_returns(frame, quantile, by=keys, lag=pl.col("horizon"))
+    ranked = _ranked(frame, keys).collect().lazy()  # sorted once, shared by every portfolio metric
+    book = _book(ranked, keys, quantile, lag=pl.col("horizon"))
     periods = pl.lit(TRADING_DAYS_PER_YEAR, dtype=pl.Float64) / pl.col("horizon")
     sharpes = (
-        book.lazy()
-        .with_columns(net_returns(pl.col("spread"), pl.col("turnover"), cost_bp).alias("net"))
+        book.with_columns(net_returns(pl.col("spread"), pl.col("turnover"), cost_bp).alias("net"))
         .group_by(keys)
         .agg(_ratio("spread").alias("sharpe_gross"), _ratio("net").alias("sharpe_net"))
         .with_columns(
@@ -447,11 +454,8 @@ def evaluate(
             (pl.col("sharpe_net") * periods.sqrt()),
         )
     )
-    jpx = (
-        daily_jpx_spread(frame, jpx_top, jpx_bottom, by=keys)
-        .lazy()
-        .group_by(keys)
-        .agg(_ratio("spread").alias("jpx_score"))
+    jpx = _jpx_spread(ranked, keys, jpx_top, jpx_bottom).group_by(keys).agg(
+        _ratio("spread").alias("jpx_score")
     )
     table = series
     for part in (
@@ -459,7 +463,7 @@ def evaluate(
         sharpes,
         jpx,
         _hit_rate_stats(frame, keys),
-        _top_decile_stats(frame, keys, quantile),
+        _top_decile_stats(ranked, keys, quantile),
     ):
         table = table.join(part, on=keys, how="left")
     return (

@@ -28,7 +28,7 @@ import polars as pl
 from atft_pipeline.features import common
 from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
 from atft_pipeline.features.short_selling import listed_info_asof
-from atft_pipeline.features.statements import raw_source
+from atft_pipeline.features.statements import raw_source, universe
 
 MARKET_RESTRUCTURING = dt.date(2022, 4, 4)
 Z_WEEKS = 52
@@ -77,7 +77,7 @@ def _tier_states(inputs: FeatureInputs) -> pl.LazyFrame:
             & pl.col("PubDate").is_not_null()
             & pl.col("EnDate").is_not_null()
         )
-        .sort("tier", "EnDate", "StDate", "PubDate")
+        .sort("tier", "EnDate", "StDate", "PubDate", maintain_order=True)
         .unique(subset=["tier", "StDate", "EnDate", "PubDate"], keep="last", maintain_order=True)
     )
     states = versions.select("tier", pl.col("PubDate").alias("s")).unique()
@@ -87,7 +87,7 @@ def _tier_states(inputs: FeatureInputs) -> pl.LazyFrame:
         .with_columns(
             pl.col("PubDate").min().over("tier", "s", "StDate", "EnDate").alias("first_pub")
         )
-        .sort("tier", "s", "EnDate", "StDate", "PubDate")
+        .sort("tier", "s", "EnDate", "StDate", "PubDate", maintain_order=True)
         .unique(subset=["tier", "s", "StDate", "EnDate"], keep="last", maintain_order=True)
     )
 
@@ -159,7 +159,7 @@ def _daily_by_tier(inputs: FeatureInputs) -> pl.LazyFrame:
 
 
 def compute(inputs: FeatureInputs) -> pl.LazyFrame:
-    panel = listed_info_asof(inputs, "flow", common.bars(inputs).select("date", "code"), {"Mkt": "mkt"})
+    panel = listed_info_asof(inputs, "flow", universe(inputs, "flow"), {"Mkt": "mkt"})
     segment = pl.col("mkt")
     tier = (
         pl.when(pl.col("date") >= MARKET_RESTRUCTURING)

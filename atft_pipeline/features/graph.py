@@ -34,6 +34,7 @@ from atft_pipeline.features.graph_builder import CorrelationGraph, GraphConfig, 
 from atft_pipeline.features.market import RETURN_HORIZONS, SESSION, stock_panel
 from atft_pipeline.features.sector import sector_membership
 
+FAMILY_NAME = "graph"
 GRAPH = GraphConfig(window=60, k=10, threshold=0.3, min_obs=40)
 PAGERANK_DAMPING = 0.85
 PAGERANK_TOL = 1e-10
@@ -149,14 +150,22 @@ def graph_features(
 def _listed_returns(inputs: FeatureInputs) -> pl.DataFrame:
     """Listed (code, session) rows of the sessions the emitted dates' windows need, sorted by
     session, code, with an integer code id and an integer S33 id (-1 = none)."""
-    panel = sector_membership(inputs, stock_panel(inputs).filter(pl.col("listed")))
-    emitted = panel.filter(pl.col("date").is_in(list(inputs.dates))).select(SESSION)
-    first = emitted.select((pl.col(SESSION).min() - (GRAPH.window - 1)).alias("_first"))
-    last = emitted.select(pl.col(SESSION).max().alias("_last"))
+    panel = (
+        sector_membership(
+            inputs, stock_panel(inputs, FAMILY_NAME).filter(pl.col("listed")), FAMILY_NAME
+        )
+        .select("date", SESSION, "code", "sector33", *_RETURNS)
+        .collect()
+    )
+    emitted = panel.filter(pl.col("date").is_in(list(inputs.dates)))[SESSION]
+    if emitted.is_empty():
+        return panel.clear().with_columns(
+            pl.lit(0, pl.Int64).alias("_code_id"), pl.lit(0, pl.Int64).alias("_sector_id")
+        )
     return (
-        panel.join(first, how="cross")
-        .join(last, how="cross")
-        .filter(pl.col(SESSION).is_between(pl.col("_first"), pl.col("_last")))
+        panel.filter(
+            pl.col(SESSION).is_between(emitted.min() - (GRAPH.window - 1), emitted.max())
+        )
         .select(
             "date",
             SESSION,
@@ -166,50 +175,43 @@ def _listed_returns(inputs: FeatureInputs) -> pl.DataFrame:
             *(pl.col(r).fill_null(np.nan) for r in _RETURNS),
         )
         .sort(SESSION, "code")
-        .collect()
     )
 
 
 def compute_graph(inputs: FeatureInputs) -> pl.LazyFrame:
     rows = _listed_returns(inputs)
-    schema = {"date": pl.Date, "code": pl.String, **{f.name: pl.Float64 for f in FEATURES}}
-    if rows.height == 0:
-        return common.emit(pl.LazyFrame(schema=schema), FAMILY, inputs.dates)
-
     session = rows[SESSION].to_numpy()
     code_id = rows["_code_id"].to_numpy()
     sector = rows["_sector_id"].to_numpy()
     returns = {r: rows[r].to_numpy() for r in _RETURNS}
-    first_session = int(session[0])
-    daily = np.full((int(session[-1]) - first_session + 1, int(code_id.max()) + 1), np.nan)
-    daily[session - first_session, code_id] = returns["ret_1d"]
+    emitted = rows["date"].is_in(list(inputs.dates)).to_numpy()
 
-    wanted = set(inputs.dates)
-    bounds = np.flatnonzero(np.diff(session)) + 1
-    starts = np.concatenate([[0], bounds])
-    stops = np.concatenate([bounds, [session.size]])
-    outputs: list[pl.DataFrame] = []
-    for lo, hi in zip(starts, stops, strict=True):
-        if rows["date"][int(lo)] not in wanted:
-            continue
-        t = int(session[lo]) - first_session
-        cols = code_id[lo:hi]
-        window = daily[max(0, t - GRAPH.window + 1) : t + 1, cols]
-        graph = build_correlation_graph(
-            window, k=GRAPH.k, threshold=GRAPH.threshold, min_obs=GRAPH.min_obs
-        )
-        features = graph_features(
-            graph, {r: values[lo:hi] for r, values in returns.items()}, sector[lo:hi]
-        )
-        outputs.append(rows.slice(int(lo), int(hi - lo)).select("date", "code").with_columns(
-            pl.Series(name, values) for name, values in features.items()
-        ))
-    frame = pl.concat(outputs) if outputs else pl.DataFrame(schema=schema)
+    columns: dict[str, np.ndarray] = {f.name: np.full(rows.height, np.nan) for f in FEATURES}
+    if rows.height:
+        first_session = int(session[0])
+        daily = np.full((int(session[-1]) - first_session + 1, int(code_id.max()) + 1), np.nan)
+        daily[session - first_session, code_id] = returns["ret_1d"]
+        # rows are sorted by session: one [lo, hi) slice per date
+        cuts = np.flatnonzero(np.diff(session)) + 1
+        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, rows.height], strict=True):
+            if not emitted[lo]:
+                continue
+            t = int(session[lo]) - first_session
+            window = daily[max(0, t - GRAPH.window + 1) : t + 1, code_id[lo:hi]]
+            graph = build_correlation_graph(
+                window, k=GRAPH.k, threshold=GRAPH.threshold, min_obs=GRAPH.min_obs
+            )
+            today = {r: values[lo:hi] for r, values in returns.items()}
+            for name, values in graph_features(graph, today, sector[lo:hi]).items():
+                columns[name][lo:hi] = values
+    frame = rows.select("date", "code").with_columns(
+        pl.Series(name, values, dtype=pl.Float64) for name, values in columns.items()
+    )
     return common.emit(frame.lazy(), FAMILY, inputs.dates)
 
 
 FAMILY = FeatureFamily(
-    name="graph",
+    name=FAMILY_NAME,
     sources=("raw_daily_quotes", "raw_listed_info"),
     lookback=GRAPH.window,
     features=FEATURES,

@@ -13,7 +13,7 @@ in this source, so its meaning at t is:
 
 A ``PubDate`` that is not a session counts from the next session (it is known by then).
 Balances are raw share counts; they are compared with the 20-session average raw volume in
-split-consistent base units (see ``margin_weekly.average_volume``).
+split-consistent base units (see ``margin_weekly.with_average_volume``).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import polars as pl
 
 from atft_pipeline.features import common
 from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
-from atft_pipeline.features.margin_weekly import average_volume
-from atft_pipeline.features.statements import log_split_at, raw_source, split_levels
+from atft_pipeline.features.margin_weekly import volume_panel
+from atft_pipeline.features.statements import log_split_at, raw_source
 
 ALERT_WINDOW = 20
 SINCE_ALERT_CAP = 120  # sessions: "no alert in the last 120 sessions" is reported as 120
@@ -44,7 +44,7 @@ _AMOUNTS = (
 )
 
 
-def _published_rows(inputs: FeatureInputs) -> pl.LazyFrame:
+def _published_rows(inputs: FeatureInputs, levels: pl.LazyFrame) -> pl.LazyFrame:
     """Per (code, session): the regular row published that session (latest AppDate)."""
     reason_cols = [f"PubReason.{r}" for r, *_ in _REASONS]
     raw = raw_source(
@@ -60,13 +60,13 @@ def _published_rows(inputs: FeatureInputs) -> pl.LazyFrame:
     first_publication = pl.col("PubDate").min().over("code", "AppDate")
     rows = (
         rows.filter(pl.col("PubDate") == first_publication)
-        .sort("PubDate")
+        .sort("PubDate", maintain_order=True)
         .join_asof(sessions, left_on="PubDate", right_on="date", strategy="forward")
         .filter(pl.col("date").is_not_null())
-        .sort("code", "date", "AppDate", "PubDate")
+        .sort("code", "date", "AppDate", "PubDate", maintain_order=True)
         .unique(subset=["code", "date"], keep="last", maintain_order=True)
     )
-    return log_split_at(rows, "AppDate", split_levels(inputs)).with_columns(
+    return log_split_at(rows, "AppDate", levels).with_columns(
         pl.lit(1.0).alias("alert")
     )
 
@@ -100,9 +100,9 @@ _QUANTITIES = (
 
 
 def compute(inputs: FeatureInputs) -> pl.LazyFrame:
-    panel = average_volume(inputs, "margin_daily").select("date", "code", "adv_b")
-    rows = _published_rows(inputs)
-    frame = panel.join(rows, on=["code", "date"], how="left")
+    panel = volume_panel(inputs, "margin_daily")
+    rows = _published_rows(inputs, panel.select("date", "code", "log_split"))
+    frame = panel.drop("log_split").join(rows, on=["code", "date"], how="left")
     alert = pl.col("alert").fill_null(0.0)
     session = common.by_code(pl.int_range(pl.len()))  # per-code session number
     last_alert = common.by_code(pl.when(alert > 0).then(session).forward_fill())

@@ -6,7 +6,7 @@ before t. Week-over-week statistics are computed on the weekly rows themselves (
 earlier weeks, which were published earlier) and then joined by publication date.
 
 Balances are share counts not adjusted for corporate actions, so they are carried in the
-split-consistent base units of ``statements.split_levels`` (``shares × exp(L(Date))``) and
+split-consistent base units of ``statements.split_panel`` (``shares × exp(L(Date))``) and
 compared with the 20-session average raw volume in the same units — "days of volume" held
 long or short, which is scale-free and unaffected by splits before or after t.
 
@@ -20,7 +20,7 @@ import polars as pl
 
 from atft_pipeline.features import common
 from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
-from atft_pipeline.features.statements import asof_bar, raw_source, split_levels
+from atft_pipeline.features.statements import asof_bar, narrow, raw_source, split_panel
 from atft_pipeline.jquants.sources import WEEKLY_MARGIN_PUBLICATION_LAG
 
 ADV_WINDOW = 20
@@ -43,29 +43,26 @@ def cs_rank(expr: pl.Expr) -> pl.Expr:
     )
 
 
-def average_volume(inputs: FeatureInputs, family: str) -> pl.LazyFrame:
-    """``date, code, log_split, adv_b``: ``ADV_WINDOW``-session mean raw volume in base units.
+def with_average_volume(panel: pl.LazyFrame) -> pl.LazyFrame:
+    """Add ``adv_b`` to a ``split_panel`` with ``raw_volume``: the ``ADV_WINDOW``-session mean
+    raw volume in base units (``Vo × exp(L)``).
 
     A session without trades (halt: null volume) counts as zero volume; the mean needs a full
     window of sessions.
     """
-    volume = raw_source(inputs, family, "raw_daily_quotes", ["Date", "Code", "Vo"]).select(
-        pl.col("Date").alias("date"), pl.col("Code").alias("code"), pl.col("Vo").fill_null(0.0)
-    )
-    base = pl.col("Vo") * pl.col("log_split").exp()
-    return (
-        split_levels(inputs)
-        .join(volume, on=["date", "code"], how="left")
-        .select(
-            "date",
-            "code",
-            "log_split",
-            common.by_code(base.rolling_mean(ADV_WINDOW, min_samples=ADV_WINDOW)).alias("adv_b"),
-        )
+    base = pl.col("raw_volume").fill_null(0.0) * pl.col("log_split").exp()
+    return panel.with_columns(
+        common.by_code(base.rolling_mean(ADV_WINDOW, min_samples=ADV_WINDOW)).alias("adv_b")
     )
 
 
-def _weekly_rows(inputs: FeatureInputs) -> pl.LazyFrame:
+def volume_panel(inputs: FeatureInputs, family: str) -> pl.LazyFrame:
+    """``date, code, log_split, adv_b`` for every row of the universe."""
+    panel = split_panel(inputs, family, {"Vo": "raw_volume"})
+    return with_average_volume(panel).select("date", "code", "log_split", "adv_b")
+
+
+def _weekly_rows(inputs: FeatureInputs, panel: pl.LazyFrame) -> pl.LazyFrame:
     """One row per (code, application date) with its week-over-week statistics."""
     raw = raw_source(
         inputs,
@@ -75,13 +72,13 @@ def _weekly_rows(inputs: FeatureInputs) -> pl.LazyFrame:
     ).rename({"Date": "app", "Code": "code"})
     weekly = (
         raw.filter(pl.col("app").is_not_null() & pl.col("code").is_not_null())
-        .sort("code", "app")
+        .sort("code", "app", maintain_order=True)
         .unique(subset=["code", "app"], keep="last", maintain_order=True)
     )
     weekly = common.add_sessions(
         weekly, "app", WEEKLY_MARGIN_PUBLICATION_LAG, inputs.calendar, "published"
     ).filter(pl.col("published").is_not_null())
-    weekly = asof_bar(weekly, "app", average_volume(inputs, "margin_weekly"))
+    weekly = asof_bar(weekly, "app", panel)
 
     to_base = pl.col("log_split").fill_null(0.0).exp()
     weekly = weekly.with_columns(
@@ -127,8 +124,10 @@ def _weekly_rows(inputs: FeatureInputs) -> pl.LazyFrame:
         (pl.col("IssType") == "2").fill_null(False).cast(pl.Float64).alias("mrgw_iss_loan"),
     )
     # Two application dates published the same session (a holiday week): the later one wins.
-    return rows.sort("code", "published", "app").unique(
-        subset=["code", "published"], keep="last", maintain_order=True
+    return narrow(
+        rows.sort("code", "published", "app", maintain_order=True).unique(
+            subset=["code", "published"], keep="last", maintain_order=True
+        )
     )
 
 
@@ -175,8 +174,10 @@ FEATURES = (
 
 
 def compute(inputs: FeatureInputs) -> pl.LazyFrame:
-    panel = common.bars(inputs).select("date", "code")
-    frame = common.asof_published(panel, _weekly_rows(inputs), "published")
+    panel = volume_panel(inputs, "margin_weekly")
+    frame = common.asof_published(
+        panel.select("date", "code"), _weekly_rows(inputs, panel), "published"
+    )
     age = (pl.col("date") - pl.col("published")).dt.total_days()
     fresh = age.is_not_null() & (age <= MAX_STALE_DAYS)
     frame = frame.with_columns(

@@ -30,6 +30,7 @@ import polars as pl
 
 from atft_pipeline.features import common
 from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
+from atft_pipeline.features.statements import raw_source
 
 TRADING_DAYS_PER_YEAR = 252
 ANNUALIZE = math.sqrt(TRADING_DAYS_PER_YEAR)
@@ -49,14 +50,20 @@ def min_obs(window: int) -> int:
 # --------------------------------------------------------------------------------------
 
 
-def session_index(inputs: FeatureInputs) -> pl.LazyFrame:
+BAR_COLUMNS = ("Date", "Code", "AdjC", "AdjVo", "C", "Vo", "Va")
+TOPIX_COLUMNS = ("Date", "O", "H", "L", "C")
+
+
+def session_index(inputs: FeatureInputs, family: str) -> pl.LazyFrame:
     """Every session of the window, ascending, numbered from 0 in column ``session``.
 
     Sessions are the calendar's trading days plus any date that has bars (a bar on a date the
     calendar lacks still counts, so no row is dropped).
     """
     calendar = pl.LazyFrame({"date": list(inputs.calendar)}, schema={"date": pl.Date})
-    bar_dates = inputs.raw["raw_daily_quotes"].select(pl.col("Date").alias("date"))
+    bar_dates = raw_source(inputs, family, "raw_daily_quotes", ["Date"]).select(
+        pl.col("Date").alias("date")
+    )
     return (
         pl.concat([calendar, bar_dates])
         .unique()
@@ -72,7 +79,7 @@ def _positive(col: str) -> pl.Expr:
     return pl.when(value > 0).then(value).otherwise(None)
 
 
-def stock_panel(inputs: FeatureInputs) -> pl.LazyFrame:
+def stock_panel(inputs: FeatureInputs, family: str) -> pl.LazyFrame:
     """One row per (code, session) from the code's first to its last bar, sorted by code, date.
 
     Columns:
@@ -90,9 +97,9 @@ def stock_panel(inputs: FeatureInputs) -> pl.LazyFrame:
     - ``at_high_20d`` / ``at_low_20d``: close at its 20-session high/low.
     - ``volume_ratio``: volume over its mean of the previous 20 sessions.
     """
-    sessions = session_index(inputs)
+    sessions = session_index(inputs, family)
     quotes = (
-        inputs.raw["raw_daily_quotes"]
+        raw_source(inputs, family, "raw_daily_quotes", BAR_COLUMNS)
         .select(
             pl.col("Date").alias("date"),
             pl.col("Code").alias("code"),
@@ -152,10 +159,10 @@ def _at(value: pl.Expr, level: pl.Expr) -> pl.Expr:
     return pl.when(value.is_not_null() & level.is_not_null()).then(value == level)
 
 
-def topix_returns(inputs: FeatureInputs) -> pl.LazyFrame:
+def topix_returns(inputs: FeatureInputs, family: str) -> pl.LazyFrame:
     """TOPIX on the session grid: ``date``, ``session``, ``tpx_open/high/low/close`` and
     ``tpx_ret_{1,5,20,60}d`` (simple returns over n sessions; null where a close is missing)."""
-    topix = inputs.raw["raw_topix"].select(
+    topix = raw_source(inputs, family, "raw_topix", TOPIX_COLUMNS).select(
         pl.col("Date").alias("date"),
         _positive("O").alias("tpx_open"),
         _positive("H").alias("tpx_high"),
@@ -164,7 +171,7 @@ def topix_returns(inputs: FeatureInputs) -> pl.LazyFrame:
     )
     close = pl.col("tpx_close")
     return (
-        session_index(inputs)
+        session_index(inputs, family)
         .join(topix, on="date", how="left")
         .sort(SESSION)
         .with_columns(
@@ -280,6 +287,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
     _F("mkt_resid_ret_1d", "stock return minus 60-session beta times TOPIX return today", 60),
 )
 
+FAMILY_NAME = "market"
 # Minimum observations for the per-stock regressions.
 BETA_MIN_OBS = {60: min_obs(60), 120: min_obs(120)}
 DOWNSIDE_MIN_OBS = 15  # TOPIX down days (of ~30 expected in 60 sessions)
@@ -302,7 +310,7 @@ def _topix_features(inputs: FeatureInputs) -> pl.LazyFrame:
     sma50 = close.rolling_mean(50, min_samples=50)
     sma200 = close.rolling_mean(200, min_samples=200)
     return (
-        topix_returns(inputs)
+        topix_returns(inputs, FAMILY_NAME)
         .with_columns(
             pl.col("tpx_ret_1d").alias("mkt_ret_1d"),
             pl.col("tpx_ret_5d").alias("mkt_ret_5d"),
@@ -418,7 +426,7 @@ def _exposure_features(panel: pl.LazyFrame, topix: pl.LazyFrame) -> pl.LazyFrame
 
 
 def compute_market(inputs: FeatureInputs) -> pl.LazyFrame:
-    panel = stock_panel(inputs)
+    panel = stock_panel(inputs, FAMILY_NAME)
     topix = _topix_features(inputs)
     frame = (
         _exposure_features(panel, topix)
@@ -430,7 +438,7 @@ def compute_market(inputs: FeatureInputs) -> pl.LazyFrame:
 
 
 FAMILY = FeatureFamily(
-    name="market",
+    name=FAMILY_NAME,
     sources=("raw_daily_quotes", "raw_topix"),
     lookback=VOL_REGIME_WINDOW + 20,
     features=FEATURES,

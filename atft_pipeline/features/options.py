@@ -27,7 +27,7 @@ import polars as pl
 from atft_pipeline.features import common
 from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
 from atft_pipeline.features.margin_weekly import rolling_zscore
-from atft_pipeline.features.statements import raw_source
+from atft_pipeline.features.statements import raw_source, universe
 
 MIN_DAYS_TO_EXPIRY = 5
 PUT_MONEYNESS, CALL_MONEYNESS = 0.95, 1.05
@@ -159,7 +159,7 @@ def compute(inputs: FeatureInputs) -> pl.LazyFrame:
     # the latest one is in force.
     daily = (
         daily.filter(pl.col("published").is_not_null())
-        .sort("published", "Date")
+        .sort("published", "Date", maintain_order=True)
         .unique(subset=["published"], keep="last", maintain_order=True)
         .drop("Date")
     )
@@ -170,7 +170,7 @@ def compute(inputs: FeatureInputs) -> pl.LazyFrame:
     by_session = by_session.select(
         "date", *[pl.when(fresh).then(pl.col(c)).alias(c) for c in FAMILY.columns]
     )
-    panel = common.bars(inputs).select("date", "code")
+    panel = universe(inputs, "options")
     frame = panel.join(by_session, on="date", how="left")
     return common.emit(frame, FAMILY, inputs.dates)
 

@@ -1,19 +1,32 @@
 """Price family: returns, gaps, ranges, liquidity, limit moves, listing age and trading activity.
 
-This module also holds the bar-series helpers the technical and volatility families share.
+This module also holds the bar-series machinery the technical and volatility families share.
+
 A stock's *price series* is its traded bars in date order: a halted row (a bar row without
 prices) is skipped instead of breaking every window that spans it, so the return on the
-first bar after a halt runs from the last traded close. Windows count traded bars; the
-activity columns (``halted``, ``days_traded_20``, limit counts, ``age_days``) count sessions
-of the exchange calendar instead. Every window only looks back, so a row dated t uses bars
-dated <= t; prices are split-adjusted and only scale-free transforms of them are emitted
-(``log_price`` and the turnover columns use raw yen values).
+first bar after a halt runs from the last traded close. ``bar_series`` sorts the bars so each
+series is one contiguous block and numbers its rows (``bar``). Two kinds of expressions then
+run along a series:
+
+- a *windowed* expression looks back a fixed number of bars (shifts, rolling windows). It is
+  evaluated on the whole column at once, and ``emit_series`` keeps a value only where
+  ``bar >= FeatureSpec.lookback``: there the window lies inside the series, and before it
+  the value is null (warm-up), never 0. A spec's lookback is therefore exactly the first bar
+  at which its feature is defined.
+- a *recursive* expression (exponential averages, cumulative sums) depends on the whole
+  series and is evaluated per series with ``per_series``.
+
+Windows count traded bars; the activity columns (``halted``, ``days_traded_20``, limit
+counts, ``age_days``) count calendar sessions over every row of the universe instead. Every
+window only looks back, so a row dated t uses bars dated <= t. Prices are split-adjusted and
+only scale-free transforms of them are emitted (``log_price`` and the turnover columns use
+raw yen values).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 import datetime as dt
+from collections.abc import Iterable, Sequence
 
 import polars as pl
 
@@ -22,31 +35,31 @@ from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, Feature
 
 SOURCES = ("raw_daily_quotes",)
 
-# Window partition of a price series: a stock's traded bars (halted rows form their own
-# partition, whose values are masked by ``emit_series``).
-SERIES = ("code", "traded")
-
 RETURN_HORIZONS = (1, 2, 3, 5, 10, 20, 60, 120, 250)
 AGE_CAP = 250  # trading days; the family's lookback covers it, so a capped age is exact
-ANNUALIZE = 252 ** 0.5
+ANNUALIZE = 252**0.5
 PER_BILLION_YEN = 1e9
 
 
-def per_series(expr: pl.Expr) -> pl.Expr:
-    """Evaluate ``expr`` along one stock's traded bars in date order."""
-    return expr.over(SERIES, order_by="date")
-
-
 def bar_series(inputs: FeatureInputs) -> pl.LazyFrame:
-    """``common.bars`` plus ``bar``: the row's position in its price series (0 = first bar).
+    """``common.bars`` sorted by (code, traded, date), with two more columns.
 
-    Sorted so each series is contiguous and in date order.
+    ``series``: an id shared by the rows of one price series (a stock's traded bars; its
+    halted rows form a series of their own, which ``emit_series`` masks);
+    ``bar``: the row's position in its series (0 = first bar in the window).
     """
     return (
         common.bars(inputs)
-        .sort(*SERIES, "date")
+        .sort("code", "traded", "date")
+        .with_columns(series=pl.struct("code", "traded").rle_id())
         .with_columns(bar=per_series(pl.int_range(pl.len(), dtype=pl.Int32)))
     )
+
+
+def per_series(expr: pl.Expr) -> pl.Expr:
+    """Evaluate a recursive ``expr`` separately on each price series of a ``bar_series``
+    frame (already in date order within a series, so the window needs no sort)."""
+    return expr.over("series")
 
 
 def emit_series(
@@ -55,16 +68,19 @@ def emit_series(
     dates: Sequence[dt.date],
     session_columns: Iterable[str] = (),
 ) -> pl.LazyFrame:
-    """``common.emit`` after nulling the price-series columns on halted rows.
+    """``common.emit`` after keeping each price-series feature only on traded rows with at
+    least ``lookback`` earlier bars in the series.
 
-    ``session_columns`` are computed over every row of the universe (not a price series)
-    and keep their values on halted rows.
+    ``session_columns`` are computed over every row of the universe (not along a price
+    series) and are emitted as they are.
     """
     keep = set(session_columns)
     masked = [
-        pl.when(pl.col("traded")).then(pl.col(name)).alias(name)
-        for name in family.columns
-        if name not in keep
+        pl.when(pl.col("traded") & (pl.col("bar") >= spec.lookback))
+        .then(pl.col(spec.name))
+        .alias(spec.name)
+        for spec in family.features
+        if spec.name not in keep
     ]
     return common.emit(frame.with_columns(masked), family, dates)
 
@@ -176,63 +192,48 @@ def _session_features() -> list[pl.Expr]:
     ]
 
 
-def _series_features() -> tuple[list[pl.Expr], list[pl.Expr]]:
-    """(helper columns, features) along each price series; features may use the helpers."""
+def _series_features() -> list[pl.Expr]:
+    """Windowed expressions along each price series."""
     close, open_, high, low = (pl.col(c) for c in ("close", "open", "high", "low"))
     volume, turnover = pl.col("volume"), pl.col("turnover")
-    helpers = [
-        per_series(close.shift(1)).alias("_prev_close"),
-        safe_log(volume).alias("_log_volume"),
-    ]
-    prev_close, log_volume = pl.col("_prev_close"), pl.col("_log_volume")
+    prev_close, log_volume = close.shift(1), safe_log(volume)
     ret_1d = close / prev_close - 1.0
 
-    def mean(expr: pl.Expr, window: int) -> pl.Expr:
-        return per_series(expr.rolling_mean(window))
-
-    def total(expr: pl.Expr, window: int) -> pl.Expr:
-        return per_series(expr.rolling_sum(window))
-
-    high_20, low_20 = per_series(high.rolling_max(20)), per_series(low.rolling_min(20))
-    high_60, low_60 = per_series(high.rolling_max(60)), per_series(low.rolling_min(60))
-    features = [
-        *(
-            per_series(log_ratio(close, close.shift(h))).alias(f"logret_{h}d")
-            for h in RETURN_HORIZONS
-        ),
+    high_20, low_20 = high.rolling_max(20), low.rolling_min(20)
+    high_60, low_60 = high.rolling_max(60), low.rolling_min(60)
+    return [
+        *(log_ratio(close, close.shift(h)).alias(f"logret_{h}d") for h in RETURN_HORIZONS),
         ret_1d.alias("ret_1d"),
-        per_series(close / close.shift(5) - 1.0).alias("ret_5d"),
+        (close / close.shift(5) - 1.0).alias("ret_5d"),
         (open_ / prev_close - 1.0).alias("gap_overnight"),
         (close / open_ - 1.0).alias("ret_intraday"),
         (high / low - 1.0).alias("hl_range"),
         common.safe_div(close - low, high - low).alias("close_location"),
         turnover.alias("turnover_yen"),
         turnover.log1p().alias("log_turnover"),
-        mean(turnover, 20).log1p().alias("log_turnover_20d"),
-        common.safe_div(turnover, mean(turnover, 20)).alias("turnover_ratio_20"),
-        common.safe_div(mean(volume, 5), mean(volume, 20)).alias("volume_ratio_5_20"),
-        common.safe_div(mean(volume, 20), mean(volume, 60)).alias("volume_ratio_20_60"),
-        (mean(common.safe_div(ret_1d.abs(), turnover), 20) * PER_BILLION_YEN).alias("amihud_20"),
+        turnover.rolling_mean(20).log1p().alias("log_turnover_20d"),
+        common.safe_div(turnover, turnover.rolling_mean(20)).alias("turnover_ratio_20"),
+        common.safe_div(volume.rolling_mean(5), volume.rolling_mean(20)).alias("volume_ratio_5_20"),
+        common.safe_div(volume.rolling_mean(20), volume.rolling_mean(60)).alias("volume_ratio_20_60"),
+        (common.safe_div(ret_1d.abs(), turnover).rolling_mean(20) * PER_BILLION_YEN).alias("amihud_20"),
         safe_log(pl.col("raw_close")).alias("log_price"),
         (close / high_20 - 1.0).alias("dist_high_20"),
         (close / low_20 - 1.0).alias("dist_low_20"),
         (close / high_60 - 1.0).alias("dist_high_60"),
         (close / low_60 - 1.0).alias("dist_low_60"),
         common.safe_div(close - low_60, high_60 - low_60).alias("range_pos_60"),
-        total(log_ratio(open_, prev_close), 20).alias("overnight_ret_20"),
-        total(log_ratio(close, open_), 20).alias("intraday_ret_20"),
-        mean((close > prev_close).cast(pl.Float64), 20).alias("up_days_20"),
+        log_ratio(open_, prev_close).rolling_sum(20).alias("overnight_ret_20"),
+        log_ratio(close, open_).rolling_sum(20).alias("intraday_ret_20"),
+        (close > prev_close).cast(pl.Float64).rolling_mean(20).alias("up_days_20"),
         common.safe_div(
-            log_volume - mean(log_volume, 20), per_series(log_volume.rolling_std(20))
+            log_volume - log_volume.rolling_mean(20), log_volume.rolling_std(20)
         ).alias("volume_zscore_20"),
     ]
-    return helpers, features
 
 
 def compute(inputs: FeatureInputs) -> pl.LazyFrame:
-    helpers, features = _series_features()
-    frame = with_sessions(bar_series(inputs), inputs.calendar).with_columns(helpers)
-    frame = frame.with_columns(*features, *_session_features())
+    frame = with_sessions(bar_series(inputs), inputs.calendar)
+    frame = frame.with_columns(*_series_features(), *_session_features())
     return emit_series(frame, FAMILY, inputs.dates, session_columns=SESSION_COLUMNS)
 
 

@@ -87,7 +87,9 @@ def compute_family(
     inputs = FeatureInputs(raw=raw, dates=tuple(dates), calendar=tuple(calendar))
     try:
         frame = family.compute(inputs).collect()
-    except Exception as exc:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # polars panics surface as pyo3 PanicException (a BaseException)
         raise FeatureFamilyError(f"feature family {family.name!r} failed: {exc}") from exc
     expected = ["date", "code", *family.columns]
     if frame.columns != expected:

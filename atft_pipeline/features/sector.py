@@ -22,6 +22,7 @@ import polars as pl
 from atft_pipeline.features import common
 from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
 from atft_pipeline.features.market import ANNUALIZE, RETURN_HORIZONS, SESSION, stock_panel
+from atft_pipeline.features.statements import raw_source
 from atft_pipeline.jquants.reference import SECTOR33_OTHER
 
 # TSE segments before and after the April 2022 reorganisation, grouped into the three tiers
@@ -40,18 +41,22 @@ SEGMENT_TIERS: dict[str, str] = {
 }
 TIERS = ("prime", "standard", "growth")
 
+FAMILY_NAME = "sector"
 RANK_MIN_MEMBERS = 2
 ZSCORE_MIN_MEMBERS = 3
 TURNOVER_WINDOW = 20
 
 
-def sector_membership(inputs: FeatureInputs, frame: pl.LazyFrame) -> pl.LazyFrame:
+MASTER_COLUMNS = ("Date", "Code", "S33", "S17", "Mkt")
+
+
+def sector_membership(inputs: FeatureInputs, frame: pl.LazyFrame, family: str) -> pl.LazyFrame:
     """Attach ``sector33``, ``sector17`` and ``segment_tier`` in force at each row's date.
 
     ``frame`` needs ``code`` and ``date``; the result is sorted by code, date. The master row
     used is the latest one with ``Date <= date`` (``common.asof_published``).
     """
-    master = inputs.raw["raw_listed_info"].select(
+    master = raw_source(inputs, family, "raw_listed_info", MASTER_COLUMNS).select(
         pl.col("Code").alias("code"),
         pl.col("Date").alias("published"),
         pl.when(pl.col("S33").is_in(["", SECTOR33_OTHER]).not_())
@@ -202,7 +207,9 @@ def _sector_level(members: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def compute_sector(inputs: FeatureInputs) -> pl.LazyFrame:
-    members = sector_membership(inputs, stock_panel(inputs).filter(pl.col("listed")))
+    members = sector_membership(
+        inputs, stock_panel(inputs, FAMILY_NAME).filter(pl.col("listed")), FAMILY_NAME
+    )
     stock_level = members.with_columns(
         *(
             (pl.col(f"ret_{n}d") - _leave_one_out_mean(f"ret_{n}d")).alias(f"sec_rel_ret_{n}d")
@@ -241,7 +248,7 @@ def compute_sector(inputs: FeatureInputs) -> pl.LazyFrame:
 
 
 FAMILY = FeatureFamily(
-    name="sector",
+    name=FAMILY_NAME,
     sources=("raw_daily_quotes", "raw_listed_info"),
     lookback=60,
     features=FEATURES,

@@ -25,7 +25,7 @@ import polars as pl
 from atft_pipeline.features import common
 from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
 from atft_pipeline.features.margin_weekly import cs_rank, rolling_zscore
-from atft_pipeline.features.statements import asof_bar, raw_source
+from atft_pipeline.features.statements import asof_bar, raw_source, universe
 
 REPORT_THRESHOLD = 0.005  # positions below 0.5% of shares outstanding are not reported
 POSITION_MAX_AGE_DAYS = 365
@@ -42,7 +42,7 @@ def listed_info_asof(
         raw_source(inputs, family, "raw_listed_info", ["Date", "Code", *columns])
         .rename({"Date": "date", "Code": "code", **columns})
         .filter(pl.col("date").is_not_null() & pl.col("code").is_not_null())
-        .sort("code", "date")
+        .sort("code", "date", maintain_order=True)
         .unique(subset=["code", "date"], keep="last", maintain_order=True)
     )
     return asof_bar(panel, "date", master)
@@ -110,7 +110,7 @@ def _positions(inputs: FeatureInputs) -> pl.LazyFrame:
     reports = (
         raw.filter(pl.col("known").is_not_null() & pl.col("code").is_not_null())
         .with_columns(*[pl.col(c).fill_null("") for c in _HOLDER])
-        .sort("code", *_HOLDER, "known", "CalcDate")
+        .sort("code", *_HOLDER, "known", "CalcDate", "ShrtPosToSO", maintain_order=True)
         .unique(subset=["code", *_HOLDER, "known"], keep="last", maintain_order=True)
     )
     next_report = pl.col("known").shift(-1).over(["code", *_HOLDER], order_by="known")
@@ -176,7 +176,7 @@ FEATURES = (
 
 def compute(inputs: FeatureInputs) -> pl.LazyFrame:
     panel = listed_info_asof(
-        inputs, "short_selling", common.bars(inputs).select("date", "code"), {"S33": "sector33"}
+        inputs, "short_selling", universe(inputs, "short_selling"), {"S33": "sector33"}
     )
     sectors, market = _sector_ratios(inputs)
     positions = _positions(inputs)

@@ -22,7 +22,7 @@ Units:
   disclosure date, while the raw close ``C`` at t is in the units of t. A split between the
   two would bias PER/PBR/yields by the split ratio, so every per-share figure is carried in
   *base units* (``value × exp(−L(DiscDate))``, share counts ``× exp(L(DiscDate))``), where
-  ``L`` is the cumulative log ``AdjFactor`` of the stock (``split_levels``), and brought to the
+  ``L`` is the cumulative log ``AdjFactor`` of the stock (``split_panel``), and brought to the
   units of t with ``exp(L(t))``. Only factors between the disclosure and t matter, so the
   correction is exact as long as the family's lookback covers the disclosure. Caveat: a
   company that already restates its EPS for a split effective after the period end but before
@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import polars as pl
+import polars.selectors as cs
 
 from atft_pipeline.features import common
 from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
@@ -79,18 +80,39 @@ def raw_source(
     return frame.select(wanted)
 
 
-def split_levels(inputs: FeatureInputs) -> pl.LazyFrame:
-    """``date, code, log_split``: cumulative ``log(AdjFactor)`` of each code up to ``date``.
+def universe(
+    inputs: FeatureInputs, family: str, fields: Mapping[str, str] | None = None
+) -> pl.LazyFrame:
+    """The rows to emit (``date, code`` of ``raw_daily_quotes``) plus raw bar ``fields``
+    (J-Quants name -> column name), in the source's order.
+
+    Window expressions here order by date themselves (``over(order_by=...)``), so the panel
+    never pays for a code-major sort of every bar.
+    """
+    fields = dict(fields or {})
+    return raw_source(inputs, family, "raw_daily_quotes", ["Date", "Code", *fields]).select(
+        pl.col("Date").alias("date"),
+        pl.col("Code").alias("code"),
+        *[pl.col(field).alias(name) for field, name in fields.items()],
+    )
+
+
+def split_panel(
+    inputs: FeatureInputs, family: str, fields: Mapping[str, str] | None = None
+) -> pl.LazyFrame:
+    """``universe`` plus ``log_split``: the cumulative ``log(AdjFactor)`` of the code up to
+    and including ``date``.
 
     A 1:2 split (AdjFactor 0.5 on the ex-date) lowers the level by log 2, so a per-share
-    figure known at d is ``x × exp(L(t) − L(d))`` in the units of t. Missing or non-positive
-    factors count as 1 (no corporate action).
+    figure known at d is ``x × exp(L(t) − L(d))`` in the units of t, and a share count
+    ``n × exp(L(d) − L(t))``. Missing or non-positive factors count as 1 (no corporate action).
     """
-    factor = pl.col("adj_factor")
+    panel = universe(inputs, family, {"AdjFactor": "_adj_factor", **(fields or {})})
+    factor = pl.col("_adj_factor")
     step = pl.when(factor > 0).then(factor.log()).otherwise(0.0)
-    return common.bars(inputs).select(
-        "date", "code", common.by_code(step.cum_sum()).alias("log_split")
-    )
+    return panel.with_columns(
+        common.by_code(step.cum_sum()).alias("log_split")
+    ).drop("_adj_factor")
 
 
 def asof_bar(frame: pl.LazyFrame, date_col: str, bar_frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -98,7 +120,7 @@ def asof_bar(frame: pl.LazyFrame, date_col: str, bar_frame: pl.LazyFrame) -> pl.
     on the last bar date on or before ``date_col`` (null before the code's first bar)."""
     right = bar_frame.rename({"date": "_bar_date"})
     return (
-        frame.sort(date_col)
+        frame.sort(date_col, maintain_order=True)
         .join_asof(
             right.sort("_bar_date"),
             left_on=date_col,
@@ -114,6 +136,12 @@ def log_split_at(frame: pl.LazyFrame, date_col: str, levels: pl.LazyFrame) -> pl
     """Add ``log_split`` = the code's split level on ``date_col`` (0 before its first bar, the
     level every cumulative sum starts from)."""
     return asof_bar(frame, date_col, levels).with_columns(pl.col("log_split").fill_null(0.0))
+
+
+def narrow(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Float64 columns as Float32 (the catalog's feature dtype) before a frame is joined onto
+    the daily panel: the join copies every column into every row, and Float32 halves that."""
+    return frame.with_columns(cs.float().cast(pl.Float32))
 
 
 def growth(current: pl.Expr, prior: pl.Expr) -> pl.Expr:
@@ -138,7 +166,7 @@ def _documents(inputs: FeatureInputs, levels: pl.LazyFrame) -> pl.LazyFrame:
         .rename({"DiscDate": "known", "Code": "code"})
         .filter(pl.col("known").is_not_null() & pl.col("code").is_not_null())
     )
-    return log_split_at(docs, "known", levels).sort("code", "known", "DiscTime", "DiscNo")
+    return log_split_at(docs, "known", levels).sort("code", "known", "DiscTime", "DiscNo", maintain_order=True)
 
 
 def _is_statement() -> pl.Expr:
@@ -219,7 +247,7 @@ def _forecast_events(docs: pl.LazyFrame) -> pl.LazyFrame:
         )
         .filter(pl.col("fy").is_not_null())
         .with_columns(values)
-        .sort("code", "fy", *order)
+        .sort("code", "fy", *order, maintain_order=True)
         .unique(subset=["code", "fy", "known"], keep="last", maintain_order=True)
     )
     in_year = {"partition_by": ["code", "fy"], "order_by": "known"}
@@ -247,7 +275,7 @@ def _frontier(table: pl.LazyFrame, end: str, keys: Mapping[str, str]) -> pl.Lazy
     running_max = pl.col(end).cum_max().over("code", order_by=["known", end])
     return (
         table.filter(pl.col(end) >= running_max)
-        .sort("code", "known", end)
+        .sort("code", "known", end, maintain_order=True)
         .unique(subset=["code", "known"], keep="last", maintain_order=True)
         .select("code", "known", *[pl.col(src).alias(dst) for src, dst in keys.items()])
     )
@@ -330,18 +358,21 @@ def _states(docs: pl.LazyFrame) -> pl.LazyFrame:
         "fa_",
         ["op"],
     )
-    # Accruals need operating cash flow, which 1Q/3Q statements usually omit: use the most
-    # recent period that reported it.
-    with_cfo = versions.filter(pl.col("cfo").is_not_null())
-    states = _attach_frontier(
-        states, _frontier(with_cfo, "per_end", {"fy": "cfo_fy", "per": "cfo_per"})
-    )
+    # Operating cash flow and book value per share are often left out of 1Q/3Q statements:
+    # accruals and PBR use the most recent period that reported them.
+    states = _latest_reporting(states, versions, "cfo", "cf_", ["np", "cfo", "ta"])
+    return _latest_reporting(states, versions, "bps_b", "bv_", ["bps_b"])
+
+
+def _latest_reporting(
+    states: pl.LazyFrame, versions: pl.LazyFrame, column: str, prefix: str, columns: list[str]
+) -> pl.LazyFrame:
+    """Attach ``columns`` of the latest version of the most recent period reporting ``column``."""
+    reporting = versions.filter(pl.col(column).is_not_null())
+    keys = {"fy": f"{prefix}fy", "per": f"{prefix}per"}
+    states = _attach_frontier(states, _frontier(reporting, "per_end", keys))
     return _lookup(
-        states,
-        with_cfo,
-        {"fy": pl.col("cfo_fy"), "per": pl.col("cfo_per")},
-        "cf_",
-        ["np", "cfo", "ta"],
+        states, reporting, {c: pl.col(alias) for c, alias in keys.items()}, prefix, columns
     )
 
 
@@ -409,7 +440,7 @@ def _state_features(states: pl.LazyFrame) -> pl.LazyFrame:
         ttm("sales").alias("sales_ttm"),
         pl.col("f_feps_b").alias("feps_b"),
         pl.col("f_fdiv_b").alias("fdiv_b"),
-        c("bps_b").alias("bps_b"),
+        pl.col("bv_bps_b").alias("bps_b"),
         c("shares_b").alias("shares_b"),
     )
 
@@ -441,7 +472,7 @@ FEATURES = (
     FeatureSpec("stmt_div_yield_fwd", "Forecast annual dividend per share / raw close at t", 400),
     FeatureSpec("stmt_per_fwd", "Raw close / forecast EPS (null when forecast EPS <= 0)", 400),
     FeatureSpec("stmt_per_ttm", "Raw close / trailing-twelve-month EPS (null when TTM EPS <= 0)", 400),
-    FeatureSpec("stmt_pbr", "Raw close / book value per share (null when BPS <= 0)", 400),
+    FeatureSpec("stmt_pbr", "Raw close / latest reported book value per share (null when <= 0)", 400),
     FeatureSpec("stmt_earnings_yield_fwd", "Forecast EPS / raw close", 400),
     FeatureSpec("stmt_earnings_yield_ttm", "Trailing-twelve-month EPS / raw close", 400),
     FeatureSpec("stmt_sales_to_price", "Trailing-twelve-month net sales / market capitalization at t", 400),
@@ -454,11 +485,9 @@ FEATURES = (
 
 
 def compute(inputs: FeatureInputs) -> pl.LazyFrame:
-    levels = split_levels(inputs)
-    states = _state_features(_states(_documents(inputs, levels)))
-    panel = common.bars(inputs).select("date", "code", "raw_close").join(
-        levels, on=["date", "code"], how="left"
-    )
+    panel = split_panel(inputs, "statements", {"C": "raw_close"})
+    documents = _documents(inputs, panel.select("date", "code", "log_split"))
+    states = narrow(_state_features(_states(documents)))
     close = pl.col("raw_close")
     to_t = pl.col("log_split").exp()  # base units -> units of t (per share)
     eps_ttm, feps = pl.col("eps_ttm_b") * to_t, pl.col("feps_b") * to_t

@@ -1,8 +1,9 @@
 """Technical family: moving-average distances, oscillators, channels and trend strength.
 
 The indicator functions below are plain Polars expressions over *one* price series (a
-stock's traded bars in date order, see ``price.per_series``); the family evaluates each of
-them per series. They follow the conventions of the ``ta`` package (0.11) exactly, so that
+stock's traded bars in date order); the family evaluates the recursive ones per series and
+the windowed ones on the whole column, masked by their spec's lookback (see ``price``).
+They follow the conventions of the ``ta`` package (0.11) exactly, so that
 every value can be checked against it after warm-up:
 
 - ``ta`` seeds exponential averages with the first value (``ewm(adjust=False)``) and its
@@ -139,13 +140,13 @@ def obv(close: pl.Expr, volume: pl.Expr) -> pl.Expr:
     return pl.when(close < close.shift(1)).then(-volume).otherwise(volume).cum_sum()
 
 
-def obv_slope(close: pl.Expr, volume: pl.Expr, n: int) -> pl.Expr:
+def obv_slope(obv_: pl.Expr, volume: pl.Expr, n: int) -> pl.Expr:
     """Least-squares slope of OBV over the last n bars per bar, over the mean volume.
 
     The centred weights sum to zero, so the slope does not depend on where OBV started.
     """
     centred = [k - (n - 1) / 2.0 for k in range(n)]
-    slope = obv(close, volume).rolling_sum(n, weights=centred) / sum(c * c for c in centred)
+    slope = obv_.rolling_sum(n, weights=centred) / sum(c * c for c in centred)
     return common.safe_div(slope, volume.rolling_mean(n))
 
 
@@ -223,74 +224,68 @@ _SPECS: tuple[FeatureSpec, ...] = (
 )
 
 
-def _helpers() -> list[pl.Expr]:
-    """Moving averages, ATR, DI and %K: inputs of other features."""
+def _recursive() -> list[pl.Expr]:
+    """Exponential averages (and ATR, +DI/-DI built on them), per price series."""
     close, high, low = pl.col("close"), pl.col("high"), pl.col("low")
     plus_di, minus_di = directional_indicators(high, low, close, 14)
     return [
-        *(per_series(sma(close, n)).alias(f"_sma_{n}") for n in SMA_WINDOWS),
         *(per_series(ema(close, n)).alias(f"_ema_{n}") for n in EMA_SPANS),
         per_series(atr(high, low, close, 14)).alias("_atr_14"),
         per_series(plus_di).alias("plus_di_14"),
         per_series(minus_di).alias("minus_di_14"),
-        per_series(stochastic_k(high, low, close, 14)).alias("stoch_k_14"),
+        per_series(rsi(close, 2)).alias("rsi_2"),
+        per_series(rsi(close, 14)).alias("rsi_14"),
+        per_series(obv(close, pl.col("volume"))).alias("_obv"),
     ]
 
 
 def _features() -> list[pl.Expr]:
+    """Everything else: windowed expressions, and recursions over the columns above."""
     close, high, low, volume = (pl.col(c) for c in ("close", "high", "low", "volume"))
+    sma_of = {n: sma(close, n) for n in SMA_WINDOWS}
     macd_line = pl.col("_ema_12") - pl.col("_ema_26")
     macd_signal = per_series(ema(macd_line, 9))
-    std_20 = per_series(close.rolling_std(20, ddof=0))
-    low_20, high_20 = per_series(low.rolling_min(20)), per_series(high.rolling_max(20))
+    std_20 = close.rolling_std(20, ddof=0)
+    stoch_k = stochastic_k(high, low, close, 14)
+    low_20, high_20 = low.rolling_min(20), high.rolling_max(20)
     return [
-        *(
-            (common.safe_div(close, pl.col(f"_sma_{n}")) - 1.0).alias(f"dist_sma_{n}")
-            for n in SMA_WINDOWS
-        ),
+        *((common.safe_div(close, sma_of[n]) - 1.0).alias(f"dist_sma_{n}") for n in SMA_WINDOWS),
         *(
             (common.safe_div(close, pl.col(f"_ema_{n}")) - 1.0).alias(f"dist_ema_{n}")
             for n in EMA_SPANS
         ),
         *(
-            (common.safe_div(pl.col(f"_sma_{a}"), pl.col(f"_sma_{b}")) - 1.0).alias(
-                f"sma_spread_{a}_{b}"
-            )
+            (common.safe_div(sma_of[a], sma_of[b]) - 1.0).alias(f"sma_spread_{a}_{b}")
             for a, b in SMA_PAIRS
         ),
-        *(
-            (pl.col(f"_sma_{a}") - pl.col(f"_sma_{b}")).sign().alias(f"sma_cross_{a}_{b}")
-            for a, b in SMA_PAIRS
-        ),
-        (common.safe_div(pl.col("_sma_20"), per_series(pl.col("_sma_20").shift(5))) - 1.0).alias(
-            "sma_20_slope_5"
-        ),
-        per_series(rsi(close, 2)).alias("rsi_2"),
-        per_series(rsi(close, 14)).alias("rsi_14"),
+        *((sma_of[a] - sma_of[b]).sign().alias(f"sma_cross_{a}_{b}") for a, b in SMA_PAIRS),
+        (common.safe_div(sma_of[20], sma_of[20].shift(5)) - 1.0).alias("sma_20_slope_5"),
         common.safe_div(macd_line, close).alias("macd"),
         common.safe_div(macd_signal, close).alias("macd_signal"),
         common.safe_div(macd_line - macd_signal, close).alias("macd_hist"),
-        common.safe_div(close - (pl.col("_sma_20") - 2.0 * std_20), 4.0 * std_20).alias("bb_pctb_20"),
-        common.safe_div(4.0 * std_20, pl.col("_sma_20")).alias("bb_width_20"),
+        common.safe_div(close - (sma_of[20] - 2.0 * std_20), 4.0 * std_20).alias("bb_pctb_20"),
+        common.safe_div(4.0 * std_20, sma_of[20]).alias("bb_width_20"),
         (100.0 * common.safe_div(pl.col("_atr_14"), close)).alias("natr_14"),
         per_series(adx(pl.col("plus_di_14"), pl.col("minus_di_14"), 14)).alias("adx_14"),
-        per_series(pl.col("stoch_k_14").rolling_mean(3)).alias("stoch_d_14_3"),
-        per_series(cci(high, low, close, 20)).alias("cci_20"),
+        stoch_k.alias("stoch_k_14"),
+        stoch_k.rolling_mean(3).alias("stoch_d_14_3"),
+        cci(high, low, close, 20).alias("cci_20"),
+        # Per series: ta counts the first bar's money flow as 0 and its first value includes it.
         per_series(mfi(high, low, close, volume, 14)).alias("mfi_14"),
-        per_series(obv_slope(close, volume, 20)).alias("obv_slope_20"),
-        per_series(chaikin_money_flow(high, low, close, volume, 20)).alias("cmf_20"),
-        per_series(ultimate_oscillator(high, low, close)).alias("uo"),
+        obv_slope(pl.col("_obv"), volume, 20).alias("obv_slope_20"),
+        chaikin_money_flow(high, low, close, volume, 20).alias("cmf_20"),
+        ultimate_oscillator(high, low, close).alias("uo"),
         channel_position(close, low_20, high_20).alias("donchian_pos_20"),
-        per_series(keltner_position(high, low, close, 20)).alias("keltner_pos_20"),
-        (close / per_series(high.rolling_max(YEAR)) - 1.0).alias("dist_high_250"),
-        (close / per_series(low.rolling_min(YEAR)) - 1.0).alias("dist_low_250"),
-        per_series(roc(close, 10)).alias("roc_10"),
-        per_series(roc(close, 20)).alias("roc_20"),
+        keltner_position(high, low, close, 20).alias("keltner_pos_20"),
+        (close / high.rolling_max(YEAR) - 1.0).alias("dist_high_250"),
+        (close / low.rolling_min(YEAR) - 1.0).alias("dist_low_250"),
+        roc(close, 10).alias("roc_10"),
+        roc(close, 20).alias("roc_20"),
     ]
 
 
 def compute(inputs: FeatureInputs) -> pl.LazyFrame:
-    frame = bar_series(inputs).with_columns(_helpers()).with_columns(_features())
+    frame = bar_series(inputs).with_columns(_recursive()).with_columns(_features())
     return emit_series(frame, FAMILY, inputs.dates)
 
 

@@ -115,16 +115,21 @@ class LossConfig(BaseModel):
     """Weights and settings of :class:`~atft_pipeline.model.losses.CombinedLoss`.
 
     total = quantile_weight·pinball − rank_ic_weight·RankIC~ − ic_weight·IC
-    − sharpe_weight·Sharpe (the correlation and Sharpe terms are maximised). The defaults
-    assume targets in raw return units.
+    − sharpe_weight·Sharpe (the correlation and Sharpe terms are maximised).
+
+    The defaults assume targets in raw return units (daily std ≈ 0.02). The ranking terms are
+    scale-free, so their gradients grow as 1/(prediction spread) — for return-sized
+    predictions ~50× the pinball gradient per unit weight — and optimiser steps on a
+    scale-free objective inflate the prediction scale, which only the pinball term anchors.
+    Hence small weights; tune them on validation RankIC.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     quantile_weight: float = Field(1.0, ge=0.0)
-    rank_ic_weight: float = Field(0.1, ge=0.0)
-    ic_weight: float = Field(0.05, ge=0.0)
-    sharpe_weight: float = Field(0.05, ge=0.0)
+    rank_ic_weight: float = Field(0.02, ge=0.0)
+    ic_weight: float = Field(0.01, ge=0.0)
+    sharpe_weight: float = Field(0.005, ge=0.0)
     horizon_weights: tuple[float, ...] | None = Field(
         None, description="relative weight per horizon (None: equal)"
     )

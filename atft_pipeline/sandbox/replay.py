@@ -146,8 +146,17 @@ def write_replay(
     unknown = sorted(set(tables) - set(ENDPOINTS))
     if unknown:
         raise ReplayError(f"unknown J-Quants V2 endpoint(s) {unknown}; known: {sorted(ENDPOINTS)}")
-    if directory.exists() and not overwrite:
-        raise ReplayError(f"{directory}: already exists (pass overwrite=True to replace it)")
+    if directory.exists():
+        if not overwrite:
+            raise ReplayError(f"{directory}: already exists (pass overwrite=True to replace it)")
+        # Replacing deletes the old directory: only ever do that to a replay directory.
+        if not directory.is_dir() or (
+            any(directory.iterdir()) and not (directory / MANIFEST_NAME).is_file()
+        ):
+            raise ReplayError(
+                f"{directory}: exists and is not a replay directory (no {MANIFEST_NAME}); "
+                "refusing to replace it"
+            )
     manifest = _build_manifest(tables, metadata or {})
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
@@ -204,6 +213,7 @@ def _manifest_json(manifest: ReplayManifest) -> str:
 
 
 def check_columns(endpoint: Endpoint, frame: pl.DataFrame, where: str) -> None:
+    """Reject columns that are not V2 fields of ``endpoint`` (V1 names, typos, extras)."""
     unknown = [c for c in frame.columns if c not in endpoint.field_names]
     if unknown:
         raise ReplayError(

@@ -35,13 +35,11 @@ class CorporateActions:
     splits: tuple[Split, ...]
     adj_factor: np.ndarray  # [T, N] AdjFactor of each potential bar (1 except on ex-dates)
     halted: np.ndarray  # [T, N] bool: listed but no trade
+    cumulative_factor: np.ndarray  # [T, N] product of AdjFactor up to and including the day
 
     def shares_on(self, universe: Universe, stock: np.ndarray, day: np.ndarray) -> np.ndarray:
         """Shares outstanding of ``stock`` on session ``day`` (a 1:2 split doubles them)."""
-        shares = universe.shares[stock].astype(float)
-        for s in self.splits:
-            shares = np.where((stock == s.stock) & (day >= s.day), shares / s.factor, shares)
-        return np.round(shares)
+        return np.round(universe.shares[stock] / self.cumulative_factor[day, stock])
 
 
 def schedule_actions(config: MarketConfig, universe: Universe, timeline: Timeline) -> CorporateActions:
@@ -71,9 +69,7 @@ def schedule_actions(config: MarketConfig, universe: Universe, timeline: Timelin
     for s in splits:
         adj_factor[s.day, s.stock] = s.factor
 
-    listed = (np.arange(t)[:, None] >= universe.listing_day[None, :]) & (
-        np.arange(t)[:, None] <= universe.delisting_day[None, :]
-    )
+    listed = universe.listed_matrix(t)
     starts = np.argwhere((rng.random((t, n), dtype=np.float32) < HALT_RATE) & listed)
     lengths = np.array([k for k, _ in _HALT_LENGTHS])
     p_len = np.array([w for _, w in _HALT_LENGTHS])
@@ -84,4 +80,4 @@ def schedule_actions(config: MarketConfig, universe: Universe, timeline: Timelin
     halted &= listed
     halted[universe.listing_day, np.arange(n)] = False
     halted[adj_factor != 1.0] = False
-    return CorporateActions(tuple(splits), adj_factor, halted)
+    return CorporateActions(tuple(splits), adj_factor, halted, np.cumprod(adj_factor, axis=0))

@@ -57,7 +57,7 @@ class MarketConfig(BaseModel):
 
     # --- planted signals ----------------------------------------------------------------
     reversal_strength: float = Field(
-        0.0012, ge=0, lt=0.05, description="Short-term reversal of the last 5 days' return."
+        0.0015, ge=0, lt=0.05, description="Short-term reversal of the last 5 days' return."
     )
     reversal_half_life: float = Field(1.5, gt=0, le=250)
     momentum_strength: float = Field(
@@ -69,11 +69,11 @@ class MarketConfig(BaseModel):
     )
     margin_half_life: float = Field(4.0, gt=0, le=250)
     earnings_strength: float = Field(
-        0.0150, ge=0, lt=0.2, description="Post-earnings drift of the profit surprise."
+        0.025, ge=0, lt=0.2, description="Post-earnings drift of the profit surprise."
     )
-    earnings_half_life: float = Field(12.0, gt=0, le=250)
+    earnings_half_life: float = Field(15.0, gt=0, le=250)
     peer_strength: float = Field(
-        0.0010, ge=0, lt=0.05, description="Lead-lag from hidden peers' last 3 days' return."
+        0.0012, ge=0, lt=0.05, description="Lead-lag from hidden peers' last 3 days' return."
     )
     peer_half_life: float = Field(1.5, gt=0, le=250)
     n_peers: int = Field(3, ge=1, le=10, description="Hidden peers per stock.")

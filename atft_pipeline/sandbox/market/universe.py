@@ -47,7 +47,7 @@ _CODE_BLOCKS: dict[str, tuple[tuple[int, int], ...]] = {
     "6050": ((8000, 8199),), "6100": ((7400, 7699), (8200, 8299)), "7050": ((8300, 8399),),
     "7100": ((8600, 8699),), "7150": ((8700, 8799),), "7200": ((8400, 8599),),
     "8050": ((3200, 3299), (8800, 8999)),
-    "9050": ((2100, 2199), (2300, 2499), (4300, 4799), (6000, 6099), (9600, 9799)),
+    "9050": ((2100, 2199), (2300, 2499), (4300, 4499), (4600, 4799), (6000, 6099), (9600, 9799)),
 }
 # Words that make a company name sound like its sector: (Japanese, English).
 _SECTOR_WORDS = {
@@ -131,11 +131,34 @@ class Universe:
                 out[r.stock] = r.sector
         return out
 
+    def sector_of(self, stock: np.ndarray, day: np.ndarray) -> np.ndarray:
+        """Sector index of (stock, session) pairs, vectorized."""
+        out = self.sector[stock]
+        for r in self.reclassifications:
+            out = np.where((stock == r.stock) & (day >= r.day), r.sector, out)
+        return out
+
+    def sector_matrix(self, n_days: int) -> np.ndarray:
+        """[T, N] sector index of every stock on every session."""
+        out = np.repeat(self.sector[None, :], n_days, axis=0)
+        for r in self.reclassifications:
+            out[r.day :, r.stock] = r.sector
+        return out
+
+    def segment_of(self, stock: np.ndarray, day: np.ndarray) -> np.ndarray:
+        return np.where(day < self.migration_day, self.segment_before[stock],
+                        self.segment_after[stock])
+
     def segments_at(self, day: int) -> np.ndarray:
         return self.segment_before if day < self.migration_day else self.segment_after
 
     def listed_at(self, day: int) -> np.ndarray:
         return (self.listing_day <= day) & (day <= self.delisting_day)
+
+    def listed_matrix(self, n_days: int) -> np.ndarray:
+        """[T, N] True where the issue has a bar row (listed that session)."""
+        days = np.arange(n_days)[:, None]
+        return (days >= self.listing_day[None, :]) & (days <= self.delisting_day[None, :])
 
 
 def _choice(rng: np.random.Generator, table: tuple[tuple[object, float], ...], n: int) -> np.ndarray:
@@ -160,6 +183,7 @@ def _assign_codes(rng: np.random.Generator, sectors: np.ndarray) -> np.ndarray:
     for s, sector in enumerate(SECTOR_CODES):
         members = np.flatnonzero(sectors == s)
         pool = np.concatenate([np.arange(lo, hi + 1) for lo, hi in _CODE_BLOCKS[sector]])
+        pool = np.setdiff1d(pool, np.fromiter(taken, dtype=np.int64, count=len(taken)))
         k = min(len(members), len(pool))
         picked = rng.choice(pool, size=k, replace=False)
         codes[members[:k]] = picked

@@ -1,0 +1,311 @@
+"""The two non-neural baselines the ATFT-GAT-FAN model is compared with.
+
+- **LightGBM** (``model="lightgbm"``): one gradient-boosted regressor per horizon on the same
+  dataset rows and catalog features, fit on the raw forward return with L2 loss, early-stopped
+  on the validation window (by default on the mean per-date RankIC, the criterion the neural
+  model is selected by). Deterministic: ``deterministic=True, force_row_wise=True``, one seed,
+  a fixed thread count.
+- **Momentum / reversal rule** (``model="rule"``): a fixed score, no fitting.
+
+Both emit the long predictions contract (DESIGN §5): ``date, code, horizon, prediction,
+q05 … q95, target, split, model``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from atft_pipeline.dataset.normalization import cross_sectional_normalize
+from atft_pipeline.evaluation.metrics import PREDICTION_COLUMNS, QUANTILE_COLUMNS, QUANTILE_LEVELS, ic_summary
+from atft_pipeline.features.catalog import HORIZONS
+
+LIGHTGBM_MODEL = "lightgbm"
+RULE_MODEL = "rule"
+
+
+class LightGBMConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_boost_round: int = Field(1000, ge=1, description="upper bound on trees")
+    early_stopping_rounds: int = Field(50, ge=1)
+    early_stopping_metric: Literal["rank_ic", "l2"] = Field(
+        "rank_ic", description="val criterion: mean per-date Spearman, or L2 of the raw target"
+    )
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    num_leaves: int = Field(63, ge=2)
+    max_depth: int = Field(-1, ge=-1, description="-1: unlimited")
+    min_data_in_leaf: int = Field(200, ge=1)
+    feature_fraction: float = Field(0.8, gt=0, le=1)
+    bagging_fraction: float = Field(0.8, gt=0, le=1)
+    bagging_freq: int = Field(1, ge=0)
+    lambda_l2: float = Field(1.0, ge=0)
+    max_bin: int = Field(255, ge=2)
+    seed: int = 42
+    num_threads: int = Field(2, ge=1)
+
+    def params(self) -> dict[str, object]:
+        return {
+            "objective": "regression",
+            "metric": "l2" if self.early_stopping_metric == "l2" else "None",
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "max_depth": self.max_depth,
+            "min_data_in_leaf": self.min_data_in_leaf,
+            "feature_fraction": self.feature_fraction,
+            "bagging_fraction": self.bagging_fraction,
+            "bagging_freq": self.bagging_freq,
+            "lambda_l2": self.lambda_l2,
+            "max_bin": self.max_bin,
+            "seed": self.seed,  # derives the bagging / feature-fraction / data seeds
+            "deterministic": True,
+            "force_row_wise": True,
+            "num_threads": self.num_threads,
+            "verbosity": -1,
+        }
+
+
+def _target_column(horizon: int) -> str:
+    return f"target_{horizon}d"
+
+
+def _horizon_of(target: str) -> int:
+    for h in HORIZONS:
+        if target == _target_column(h):
+            return h
+    raise ValueError(f"unknown target column {target!r}; expected one of target_{{{HORIZONS}}}d")
+
+
+def _split_column(frame: pl.DataFrame, split: str | None) -> pl.Expr:
+    if split is not None:
+        return pl.lit(split, dtype=pl.String)
+    if "split" in frame.columns:
+        return pl.col("split").cast(pl.String)
+    raise ValueError("frame has no 'split' column; pass split='val' / 'test' / 'live'")
+
+
+def _long_format(
+    frame: pl.DataFrame,
+    horizon: int,
+    prediction: pl.Series,
+    quantiles: Mapping[str, pl.Expr],
+    model: str,
+    split: str | None,
+) -> pl.DataFrame:
+    """Rows of ``frame`` (``date, code``, its ``target_{h}d`` when present) in contract form."""
+    target = _target_column(horizon)
+    target_expr = pl.col(target) if target in frame.columns else pl.lit(None)
+    return frame.select(
+        "date",
+        "code",
+        pl.lit(horizon, dtype=pl.Int32).alias("horizon"),
+        prediction.cast(pl.Float64).alias("prediction"),
+        target_expr.cast(pl.Float64).alias("target"),
+        _split_column(frame, split).alias("split"),
+        pl.lit(model, dtype=pl.String).alias("model"),
+    ).with_columns(**{q: expr.cast(pl.Float64) for q, expr in quantiles.items()}).select(
+        PREDICTION_COLUMNS
+    )
+
+
+def _require_columns(frame: pl.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{what} lacks column(s) {missing}")
+
+
+def _features(frame: pl.DataFrame, feature_columns: Sequence[str]) -> np.ndarray:
+    """Feature matrix with nulls as NaN (LightGBM's missing value)."""
+    return frame.select(pl.col(list(feature_columns)).cast(pl.Float32)).to_numpy()
+
+
+# --------------------------------------------------------------------------- LightGBM
+
+
+@dataclass(frozen=True)
+class LightGBMModel:
+    """One horizon's booster (trimmed to its best iteration) and its quantile offsets.
+
+    ``residual_offsets`` maps each quantile column to quantile_q − median of the validation
+    residuals (target − prediction) at the best iteration; a row's ``qXX`` is its point
+    prediction plus that offset, and ``q50`` is the point prediction itself (the contract's
+    median). The offsets are ordered, so the quantiles never cross. They are fit on the
+    validation window, so val quantile coverage is in-sample; test coverage is honest.
+    """
+
+    horizon: int
+    target: str
+    feature_columns: tuple[str, ...]
+    booster: lgb.Booster
+    best_iteration: int
+    residual_offsets: dict[str, float]
+    val_rank_ic: float | None
+
+    def predict(self, frame: pl.DataFrame, split: str | None = None) -> pl.DataFrame:
+        """Long-format predictions for every row of ``frame`` (features may be null)."""
+        _require_columns(frame, ["date", "code", *self.feature_columns], f"frame for {self.target}")
+        point = pl.Series("prediction", self.booster.predict(_features(frame, self.feature_columns)))
+        quantiles = {q: pl.lit(point) + offset for q, offset in self.residual_offsets.items()}
+        return _long_format(frame, self.horizon, point, quantiles, LIGHTGBM_MODEL, split)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "horizon": self.horizon,
+            "target": self.target,
+            "feature_columns": list(self.feature_columns),
+            "booster": self.booster.model_to_string(),
+            "best_iteration": self.best_iteration,
+            "residual_offsets": self.residual_offsets,
+            "val_rank_ic": self.val_rank_ic,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> LightGBMModel:
+        return cls(
+            horizon=int(data["horizon"]),
+            target=str(data["target"]),
+            feature_columns=tuple(data["feature_columns"]),
+            booster=lgb.Booster(model_str=data["booster"]),
+            best_iteration=int(data["best_iteration"]),
+            residual_offsets={k: float(v) for k, v in dict(data["residual_offsets"]).items()},
+            val_rank_ic=data["val_rank_ic"],
+        )
+
+
+def _rank_ic_feval(val: pl.DataFrame, target: str):
+    """LightGBM eval function: mean per-date Spearman of the current predictions on val."""
+    base = val.select("date", pl.col(target).alias("target"))
+
+    def feval(preds: np.ndarray, _data: lgb.Dataset) -> tuple[str, float, bool]:
+        score = ic_summary(base.with_columns(prediction=pl.Series(preds)))["rank_ic"]
+        return "rank_ic", (score if score is not None else float("-inf")), True
+
+    return feval
+
+
+def train_lightgbm(
+    train: pl.DataFrame,
+    val: pl.DataFrame,
+    feature_columns: Sequence[str],
+    target: str = "target_1d",
+    config: LightGBMConfig | None = None,
+) -> LightGBMModel:
+    """Fit one horizon's regressor on ``train`` and early-stop it on ``val``.
+
+    Rows with a null target are dropped (their outcome is unknown); null features stay null
+    and LightGBM routes them as missing.
+    """
+    config = config or LightGBMConfig()
+    horizon = _horizon_of(target)
+    columns = ["date", "code", *feature_columns, target]
+    _require_columns(train, columns, "train frame")
+    _require_columns(val, columns, "val frame")
+    train = train.filter(pl.col(target).is_not_null())
+    val = val.filter(pl.col(target).is_not_null()).sort("date", "code")
+    for name, part in (("train", train), ("val", val)):
+        if part.height == 0:
+            raise ValueError(f"{name} frame has no rows with a known {target!r}")
+    names = list(feature_columns)
+    train_set = lgb.Dataset(
+        _features(train, names),
+        label=train[target].cast(pl.Float64).to_numpy(),
+        feature_name=names,
+        params={"max_bin": config.max_bin},
+    )
+    x_val = _features(val, names)
+    y_val = val[target].cast(pl.Float64).to_numpy()
+    val_set = lgb.Dataset(x_val, label=y_val, reference=train_set)
+    booster = lgb.train(
+        config.params(),
+        train_set,
+        num_boost_round=config.num_boost_round,
+        valid_sets=[val_set],
+        valid_names=["val"],
+        feval=_rank_ic_feval(val, target) if config.early_stopping_metric == "rank_ic" else None,
+        callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)],
+    )
+    best = booster.best_iteration or booster.current_iteration()
+    # Keep only the selected trees so the in-memory model and a reloaded one are identical.
+    booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+    predicted = booster.predict(x_val)
+    residuals = y_val - predicted
+    median = float(np.quantile(residuals, 0.5))
+    offsets = {
+        column: 0.0 if level == 0.5 else float(np.quantile(residuals, level)) - median
+        for column, level in zip(QUANTILE_COLUMNS, QUANTILE_LEVELS, strict=True)
+    }
+    val_rank_ic = ic_summary(
+        val.select("date", pl.col(target).alias("target")).with_columns(prediction=pl.Series(predicted))
+    )["rank_ic"]
+    return LightGBMModel(horizon, target, tuple(names), booster, best, offsets, val_rank_ic)
+
+
+@dataclass(frozen=True)
+class LightGBMBaseline:
+    """One ``LightGBMModel`` per horizon; predicts all horizons at once."""
+
+    models: dict[int, LightGBMModel]
+
+    def predict(self, frame: pl.DataFrame, split: str | None = None) -> pl.DataFrame:
+        return pl.concat([self.models[h].predict(frame, split) for h in sorted(self.models)])
+
+    def to_json(self) -> str:
+        return json.dumps({str(h): m.to_dict() for h, m in sorted(self.models.items())})
+
+    @classmethod
+    def from_json(cls, text: str) -> LightGBMBaseline:
+        return cls({int(h): LightGBMModel.from_dict(d) for h, d in json.loads(text).items()})
+
+
+def train_lightgbm_baseline(
+    train: pl.DataFrame,
+    val: pl.DataFrame,
+    feature_columns: Sequence[str],
+    config: LightGBMConfig | None = None,
+    horizons: Sequence[int] = HORIZONS,
+) -> LightGBMBaseline:
+    """One independently early-stopped model per horizon (``target_{h}d``)."""
+    return LightGBMBaseline(
+        {h: train_lightgbm(train, val, feature_columns, _target_column(h), config) for h in horizons}
+    )
+
+
+# --------------------------------------------------------------------------- rule
+
+
+def momentum_reversal_rule(
+    frame: pl.DataFrame,
+    log_return_short: str = "logret_5d",
+    log_return_long: str = "logret_60d",
+    horizons: Sequence[int] = HORIZONS,
+    split: str | None = None,
+    clip: float = 5.0,
+) -> pl.DataFrame:
+    """Score = −z(5-day return) + z(60-day momentum skipping the last 5 days), per date.
+
+    The short-term reversal and the intermediate-term momentum effects, from the price family's
+    log returns: because log returns add, the skip-5 momentum is ``logret_60d − logret_5d``
+    (the return from t−60 to t−5). z is the per-date cross-sectional z-score clipped at
+    ±``clip`` (``cross_sectional_normalize``); a missing input counts as the date's mean (z = 0),
+    so every row gets a score. The same score ranks every horizon. The score is a ranking, not
+    a return forecast: ``q50`` = the score and the other quantile columns are null.
+    """
+    _require_columns(frame, ["date", "code", log_return_short, log_return_long], "frame for the rule")
+    inputs = frame.select(
+        "date",
+        pl.col(log_return_short).cast(pl.Float64).alias("_reversal"),
+        (pl.col(log_return_long).cast(pl.Float64) - pl.col(log_return_short).cast(pl.Float64)).alias(
+            "_momentum"
+        ),
+    )
+    z = cross_sectional_normalize(inputs.lazy(), ["_reversal", "_momentum"], clip).collect()
+    score = (-z["_reversal"].fill_null(0.0) + z["_momentum"].fill_null(0.0)).alias("prediction")
+    quantiles = {q: pl.lit(score) if q == "q50" else pl.lit(None) for q in QUANTILE_COLUMNS}
+    return pl.concat([_long_format(frame, h, score, quantiles, RULE_MODEL, split) for h in horizons])

@@ -1,0 +1,322 @@
+"""The evaluation report: one metrics table comparing every model, markdown and PNG plots.
+
+The table is exactly ``metrics.evaluate`` (plus the fraction of the oracle's RankIC when the
+sandbox reports it); the plots show the book's cumulative return, the daily RankIC and the
+decile returns of the test split (the validation split when there is no test data) at the
+shortest horizon. Figures are drawn on ``matplotlib.figure.Figure`` with the Agg canvas, so
+nothing touches pyplot's global state. Every file is written to a temporary sibling and
+renamed into place; ``report.md`` is written last, so a report that exists is complete.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+from matplotlib.figure import Figure
+
+from atft_pipeline.evaluation import metrics
+
+ORACLE_MODEL = "oracle"
+MODEL_ORDER = ("atft_gat_fan", "lightgbm", "rule", ORACLE_MODEL)
+SPLIT_ORDER = ("val", "test", "live")
+ROLLING_IC_WINDOW = 20
+REPORT_FILE = "report.md"
+ORACLE_FRACTION = "rank_ic_vs_oracle"
+PLOT_FILES = {
+    "cumulative_long_short": "cumulative_long_short.png",
+    "daily_rank_ic": "daily_rank_ic.png",
+    "decile_returns": "decile_returns.png",
+}
+_HEADERS = {
+    "model": "model", "horizon": "h", "ic": "IC", "rank_ic": "RankIC", "icir": "ICIR",
+    "rank_icir": "RankICIR", "sharpe_gross": "Sharpe gross", "sharpe_net": "Sharpe net",
+    "jpx_score": "JPX score", "hit_rate": "hit rate", "top_decile_precision": "top-decile prec.",
+    "n_dates": "dates", "n_rows": "rows", ORACLE_FRACTION: "RankIC / oracle",
+}
+_TWO_DECIMALS = {"icir", "rank_icir", "sharpe_gross", "sharpe_net", "jpx_score", ORACLE_FRACTION}
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    markdown: str
+    table: pl.DataFrame
+    plots: dict[str, Path]
+    path: Path  # report.md
+
+
+def _ordered(values: Sequence[str], order: Sequence[str]) -> list[str]:
+    known = [v for v in order if v in values]
+    return known + sorted(v for v in values if v not in order)
+
+
+def _check(predictions: pl.DataFrame) -> None:
+    """Refuse what must not become a report: no rows, NaN/inf values, a model without output."""
+    if predictions.height == 0:
+        raise ValueError("predictions are empty: there is nothing to report on")
+    for column in ("model", "split"):
+        if column not in predictions.columns:
+            raise ValueError(f"predictions lack column {column!r}; have {predictions.columns}")
+    metrics.validate_predictions(predictions)
+    counts = predictions.group_by("model").agg(pl.col("prediction").is_not_null().sum().alias("n"))
+    empty = sorted(counts.filter(pl.col("n") == 0)["model"].to_list())
+    if empty:
+        raise ValueError(f"model(s) {empty} have no non-null value in column 'prediction'")
+
+
+def _plot_slice(predictions: pl.DataFrame) -> tuple[str, int, pl.DataFrame]:
+    """The split (test, else the first with known targets) and shortest horizon to plot."""
+    known = predictions.filter(pl.col("target").is_not_null() & pl.col("prediction").is_not_null())
+    if known.height == 0:
+        raise ValueError("predictions have no row with both a prediction and a known target")
+    splits = _ordered(known["split"].unique().to_list(), ("test", "val"))
+    split = splits[0]
+    horizon = known.filter(pl.col("split") == split)["horizon"].min()
+    return split, horizon, known.filter((pl.col("split") == split) & (pl.col("horizon") == horizon))
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    _write_atomic(path, buffer.getvalue())
+    return path
+
+
+def _colors(models: Sequence[str]) -> dict[str, str]:
+    return {m: f"C{i % 10}" for i, m in enumerate(models)}
+
+
+def _date_axis(ax) -> None:
+    locator = AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+
+
+def _plot_cumulative(book: pl.DataFrame, models: Sequence[str], cost_bp: float, label: str, path: Path) -> Path:
+    fig = Figure(figsize=(9, 4.5))
+    ax = fig.add_subplot()
+    colors = _colors(models)
+    for model in models:
+        rows = book.filter(pl.col("model") == model).sort("date")
+        if rows.height == 0:
+            continue
+        net = metrics.net_returns(pl.col("spread"), pl.col("turnover"), cost_bp)
+        curves = rows.select("date", pl.col("spread").cum_sum().alias("gross"), net.cum_sum().alias("net"))
+        ax.plot(curves["date"].to_list(), curves["gross"].to_list(), color=colors[model], label=f"{model} gross")
+        ax.plot(curves["date"].to_list(), curves["net"].to_list(), color=colors[model], linestyle="--",
+                label=f"{model} net {cost_bp:g} bp")
+    ax.axhline(0.0, color="black", linewidth=0.6)
+    ax.set_title(f"Cumulative top-minus-bottom decile return ({label})")
+    ax.set_ylabel("cumulative return (sum of daily spreads)")
+    ax.legend(fontsize=8, ncol=2)
+    _date_axis(ax)
+    return _save(fig, path)
+
+
+def _plot_rank_ic(daily: pl.DataFrame, models: Sequence[str], label: str, path: Path) -> Path:
+    fig = Figure(figsize=(9, 4.5))
+    ax = fig.add_subplot()
+    colors = _colors(models)
+    for model in models:
+        rows = daily.filter(pl.col("model") == model).sort("date")
+        if rows.height == 0:
+            continue
+        rolling = rows["ic"].rolling_mean(ROLLING_IC_WINDOW, min_samples=max(1, ROLLING_IC_WINDOW // 2))
+        dates = rows["date"].to_list()
+        ax.plot(dates, rows["ic"].to_list(), color=colors[model], alpha=0.25, linewidth=0.8)
+        ax.plot(dates, rolling.to_list(), color=colors[model], linewidth=1.8,
+                label=f"{model} ({ROLLING_IC_WINDOW}-day mean)")
+    ax.axhline(0.0, color="black", linewidth=0.6)
+    ax.set_title(f"Daily RankIC ({label}); thin: each date, thick: rolling mean")
+    ax.set_ylabel("Spearman(prediction, target) per date")
+    ax.legend(fontsize=8)
+    _date_axis(ax)
+    return _save(fig, path)
+
+
+def _plot_deciles(deciles: pl.DataFrame, models: Sequence[str], label: str, path: Path) -> Path:
+    fig = Figure(figsize=(9, 4.5))
+    ax = fig.add_subplot()
+    colors = _colors(models)
+    width = 0.8 / max(len(models), 1)
+    for i, model in enumerate(models):
+        rows = deciles.filter(pl.col("model") == model).sort("decile")
+        x = [d + (i - (len(models) - 1) / 2) * width for d in rows["decile"].to_list()]
+        ax.bar(x, rows["mean_return"].to_list(), width=width, color=colors[model], label=model)
+    ax.axhline(0.0, color="black", linewidth=0.6)
+    ax.set_xticks(range(1, 11))
+    ax.set_xlabel("prediction decile (1 = lowest)")
+    ax.set_ylabel("mean target (per date, then over dates)")
+    ax.set_title(f"Mean return by prediction decile ({label})")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _with_oracle_fraction(table: pl.DataFrame, oracle_rank_ic: Mapping[int, float] | None) -> pl.DataFrame:
+    """Add each row's RankIC as a share of the oracle's at the same horizon.
+
+    The oracle's RankIC is the sandbox's reported value per horizon when given; otherwise,
+    when the predictions hold an ``oracle`` model, its RankIC on the same split and horizon.
+    """
+    if oracle_rank_ic is not None:
+        achievable = pl.col("horizon").replace_strict(
+            {int(h): float(v) for h, v in oracle_rank_ic.items()}, default=None, return_dtype=pl.Float64
+        )
+    elif ORACLE_MODEL in table["model"].to_list():
+        oracle = table.filter(pl.col("model") == ORACLE_MODEL).select(
+            "split", "horizon", pl.col("rank_ic").alias("_oracle")
+        )
+        table = table.join(oracle, on=["split", "horizon"], how="left", maintain_order="left")
+        achievable = pl.col("_oracle")
+    else:
+        return table
+    return table.with_columns(
+        pl.when(achievable != 0).then(pl.col("rank_ic") / achievable).alias(ORACLE_FRACTION)
+    ).drop("_oracle", strict=False)
+
+
+def _cell(column: str, value: object) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.2f}" if column in _TWO_DECIMALS else f"{value:.4f}"
+    return str(value)
+
+
+def _markdown_table(rows: pl.DataFrame, columns: Sequence[str]) -> list[str]:
+    lines = [
+        "| " + " | ".join(_HEADERS[c] for c in columns) + " |",
+        "|" + "|".join("---" if c == "model" else "---:" for c in columns) + "|",
+    ]
+    for row in rows.select(columns).iter_rows(named=True):
+        lines.append("| " + " | ".join(_cell(c, row[c]) for c in columns) + " |")
+    return lines
+
+
+def _markdown(
+    title: str,
+    predictions: pl.DataFrame,
+    table: pl.DataFrame,
+    models: Sequence[str],
+    oracle_rank_ic: Mapping[int, float] | None,
+    cost_bp: float,
+    plot_label: str,
+    plots: Mapping[str, Path],
+) -> str:
+    first, last = predictions["date"].min(), predictions["date"].max()
+    coverage = predictions.group_by("model").agg(
+        pl.len().alias("rows"), pl.col("prediction").null_count().alias("missing")
+    )
+    lines = [
+        f"# {title}",
+        "",
+        f"{predictions.height:,} prediction rows from {first} to {last}; models: "
+        + ", ".join(f"`{m}`" for m in models)
+        + "; horizons: " + ", ".join(f"{h}d" for h in sorted(predictions["horizon"].unique().to_list()))
+        + ".",
+        "",
+    ]
+    missing = coverage.filter(pl.col("missing") > 0)
+    for model, rows, n_missing in missing.select("model", "rows", "missing").iter_rows():
+        lines.append(f"- `{model}`: {n_missing:,} of {rows:,} rows have no prediction (left out of its metrics).")
+    if missing.height:
+        lines.append("")
+    columns = [c for c in _HEADERS if c in table.columns and c not in ("split",)]
+    for split in _ordered(table["split"].unique().to_list(), SPLIT_ORDER):
+        rows = table.filter(pl.col("split") == split).sort(
+            pl.col("model").replace_strict({m: i for i, m in enumerate(models)}), "horizon"
+        )
+        lines += [f"## Metrics — split `{split}`", "", *_markdown_table(rows, columns), ""]
+    if oracle_rank_ic is not None:
+        lines += [
+            "## Oracle",
+            "",
+            "RankIC of the sandbox's oracle (the planted signal's expected return) per horizon: "
+            + ", ".join(f"{h}d {v:.4f}" for h, v in sorted(oracle_rank_ic.items()))
+            + ". `RankIC / oracle` is the share of that achievable RankIC each model reaches.",
+            "",
+        ]
+    elif ORACLE_FRACTION in table.columns:
+        lines += [
+            "## Oracle",
+            "",
+            f"`RankIC / oracle` is each model's RankIC as a share of the `{ORACLE_MODEL}` model's "
+            "on the same split and horizon (the achievable RankIC).",
+            "",
+        ]
+    lines += [f"## Plots ({plot_label})", ""]
+    lines += [f"![{name}]({path.name})" for name, path in plots.items()]
+    lines += [
+        "",
+        "## Definitions",
+        "",
+        "- IC / RankIC: Pearson / Spearman of prediction and target within each date, averaged "
+        "over dates; ICIR = mean / std (ddof=1) of the daily values.",
+        "- Sharpe: each date long the top decile and short the bottom decile by prediction, equal "
+        "weight; mean / std of the book's return × √(252 / h) (h-day holding returns, h-day "
+        f"staggered books). Net subtracts {cost_bp:g} bp per unit of one-way traded notional.",
+        "- JPX score: the Tokyo Stock Exchange Prediction competition metric — top / bottom 200 "
+        "by prediction (n // 2 on smaller universes), weights 2 → 1, mean / std of the daily "
+        "weighted spread, not annualized.",
+        "- Hit rate: share of (date, stock) with sign(prediction) = sign(target), zeros excluded; "
+        "top-decile precision: share of the long leg whose target beats the date's median.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def build_report(
+    predictions: pl.DataFrame,
+    out_dir: Path,
+    title: str,
+    oracle_rank_ic: Mapping[int, float] | None = None,
+    cost_bp: float = 10.0,
+) -> ReportResult:
+    """Evaluate every (model, split, horizon) of ``predictions`` and write the report.
+
+    Raises ValueError, naming the model / column, for empty predictions, NaN/inf values, or a
+    model without a single prediction: such a set must never produce a report.
+    """
+    _check(predictions)
+    models = _ordered(predictions["model"].unique().to_list(), MODEL_ORDER)
+    table = _with_oracle_fraction(metrics.evaluate(predictions, cost_bp=cost_bp), oracle_rank_ic)
+    split, horizon, sample = _plot_slice(predictions)
+    label = f"split {split}, {horizon}-day target"
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = {
+        "cumulative_long_short": _plot_cumulative(
+            metrics.long_short_returns(sample, by=["model"]), models, cost_bp, label,
+            out_dir / PLOT_FILES["cumulative_long_short"],
+        ),
+        "daily_rank_ic": _plot_rank_ic(
+            metrics.daily_ic(sample, "spearman", by=["model"]), models, label,
+            out_dir / PLOT_FILES["daily_rank_ic"],
+        ),
+        "decile_returns": _plot_deciles(
+            metrics.decile_returns(sample, by=["model"]), models, label,
+            out_dir / PLOT_FILES["decile_returns"],
+        ),
+    }
+    markdown = _markdown(title, predictions, table, models, oracle_rank_ic, cost_bp, label, plots)
+    path = out_dir / REPORT_FILE
+    _write_atomic(path, markdown.encode("utf-8"))
+    return ReportResult(markdown=markdown, table=table, plots=plots, path=path)

@@ -1,0 +1,280 @@
+"""Earnings family: where each stock stands in its disclosure cycle, and how the price reacted.
+
+From ``raw_statements`` (fins/summary rows, published by ``DiscDate``), for a row dated t only
+disclosures with ``DiscDate <= t`` are used.
+
+Timing of a disclosure. A release during trading hours can move the price the same day; one
+at or after the close (15:00, 15:30 from 2024-11-05 when the TSE extended its session), or
+with an unknown time, can only move it from the next session. So each disclosure has a
+*reaction session* (the first session whose close can reflect it) and a *base session* (the
+one before: the last close before the news). Returns "since the disclosure" are measured from
+the base close, and the announcement reaction (base close -> reaction close) is only shown
+once the reaction session's close is <= t.
+
+Reports. An earnings report is a ``*FinancialStatements*`` disclosure; a later disclosure for
+the same period (``CurPerType``, ``CurPerEn``) is a correction and does not count as a new
+report (cadence, counts and "days since" use the first one).
+
+Next report. The company's quarterly cadence is seasonal (a full-year report comes later
+after its period end than a quarterly one), so the expected next date is the latest report
+date plus the gap observed a year earlier between the report for the same quarter and the
+one that followed it (reports k-4 -> k-3); with less history, or an implausible gap (a
+missed quarter), 91 days. Only reports <= t enter.
+
+Day counts are in sessions (the XTKS calendar: weekends and exchange holidays excluded).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from atft_pipeline import calendar as xtks
+from atft_pipeline.features import common
+from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
+from atft_pipeline.features.market import SESSION, session_index, stock_panel, topix_returns
+from atft_pipeline.features.statements import raw_source
+
+FAMILY_NAME = "earnings"
+STATEMENT_COLUMNS = ("Code", "DiscDate", "DiscTime", "DocType", "CurPerType", "CurPerEn")
+REPORT_DOC = "FinancialStatements"  # substring of every earnings-report DocType
+EARN_REVISION_DOCS = ("EarnForecastRevision", "REITEarnForecastRevision")
+CLOSE_TIME = dt.time(15, 0)
+CLOSE_TIME_FROM_2024_11_05 = dt.time(15, 30)
+EXTENDED_CLOSE_START = dt.date(2024, 11, 5)
+
+DEFAULT_REPORT_GAP_DAYS = 91
+PLAUSIBLE_GAP_DAYS = (30, 190)  # a seasonal gap outside this means a skipped/odd report
+EARNINGS_WINDOW_SESSIONS = 3
+REPORT_COUNT_WINDOW = 250
+LOOKBACK = 320  # the seasonal gap needs the reports of the year before the latest one
+
+_F = FeatureSpec
+FEATURES: tuple[FeatureSpec, ...] = (
+    _F("earn_days_since_disclosure", "sessions since the latest disclosure of any type", LOOKBACK),
+    _F("earn_days_since_report", "sessions since the latest earnings report", LOOKBACK),
+    _F("earn_days_to_next_report",
+       "sessions until the expected next report (negative when overdue)", LOOKBACK),
+    _F("earn_window", "1 within ±3 sessions of the expected next report", LOOKBACK, pl.Int8),
+    _F("earn_ret_since_report", "return from the close before the latest report to today", LOOKBACK),
+    _F("earn_excess_ret_since_report", "earn_ret_since_report minus TOPIX over the same span",
+       LOOKBACK),
+    _F("earn_report_count_250d", "earnings reports in the last 250 sessions", REPORT_COUNT_WINDOW),
+    _F("earn_latest_is_revision",
+       "1 if the latest disclosure day included an earnings-forecast revision", LOOKBACK, pl.Int8),
+    _F("earn_days_since_revision", "sessions since the latest earnings-forecast revision", LOOKBACK),
+    _F("earn_announcement_ret",
+       "close-to-close return on the first session after the latest disclosure", LOOKBACK),
+    _F("earn_announcement_excess_ret", "earn_announcement_ret minus TOPIX's return that session",
+       LOOKBACK),
+)
+
+
+def _holidays(inputs: FeatureInputs) -> list[dt.date]:
+    """XTKS holidays from the window start to a year past its end: expected report dates lie
+    ahead of t, and the exchange calendar (not the window) decides how many sessions away.
+    Past the XTKS calendar's coverage only weekends are skipped."""
+    first, last = min(inputs.calendar), max(inputs.calendar)
+    try:
+        return xtks.holidays(first, last + dt.timedelta(days=400))
+    except ValueError:
+        return xtks.holidays(first, last)
+
+
+def _by_code_in_time(expr: pl.Expr) -> pl.Expr:
+    return expr.over("code", order_by="disc_date")
+
+
+def _disclosures(inputs: FeatureInputs, sessions: pl.LazyFrame) -> pl.LazyFrame:
+    """One row per statement with its reaction and base sessions and its report identity."""
+    time = pl.coalesce(
+        pl.col("DiscTime").str.to_time("%H:%M:%S", strict=False),
+        pl.col("DiscTime").str.to_time("%H:%M", strict=False),
+    )
+    close = (
+        pl.when(pl.col("DiscDate") >= EXTENDED_CLOSE_START)
+        .then(pl.lit(CLOSE_TIME_FROM_2024_11_05))
+        .otherwise(pl.lit(CLOSE_TIME))
+    )
+    during_session = time.is_not_null() & (time < close)
+    statements = raw_source(inputs, FAMILY_NAME, "raw_statements", STATEMENT_COLUMNS).select(
+        pl.col("Code").alias("code"),
+        pl.col("DiscDate").alias("disc_date"),
+        time.alias("disc_time"),
+        pl.col("DocType").str.contains(REPORT_DOC, literal=True).fill_null(False).alias("is_report"),
+        pl.col("DocType").is_in(EARN_REVISION_DOCS).fill_null(False).alias("is_revision"),
+        pl.col("CurPerType").alias("period_type"),
+        pl.col("CurPerEn").alias("period_end"),
+        pl.when(during_session)
+        .then(pl.col("DiscDate"))
+        .otherwise(pl.col("DiscDate") + dt.timedelta(days=1))
+        .alias("_reacts_from"),
+    )
+    return (
+        statements.filter(pl.col("code").is_not_null() & pl.col("disc_date").is_not_null())
+        .sort("_reacts_from")
+        .join_asof(
+            sessions.rename({"date": "_session_date", SESSION: "reaction_session"}),
+            left_on="_reacts_from",
+            right_on="_session_date",
+            strategy="forward",
+        )
+        .drop("_reacts_from", "_session_date")
+    )
+
+
+def _per_day(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Collapse disclosures to one row per (code, disc_date): the earliest reaction counts."""
+    return frame.group_by("code", "disc_date").agg(
+        pl.col("reaction_session").min(),
+        pl.col("is_report").any(),
+        pl.col("is_revision").any(),
+    )
+
+
+def _reports(disclosures: pl.LazyFrame) -> pl.LazyFrame:
+    """First disclosure of each reporting period, one row per (code, report day), with the
+    expected next report date and the running report count."""
+    # a report without its period identity is its own period
+    period = [
+        pl.col("period_type").fill_null(""),
+        pl.coalesce(pl.col("period_end"), pl.col("disc_date")).alias("_period_end"),
+    ]
+    first_of_period = (
+        disclosures.filter(pl.col("is_report"))
+        .sort("disc_date", "disc_time", nulls_last=True)
+        .group_by("code", *period)
+        .first()
+    )
+    day = pl.col("disc_date")
+    seasonal_gap = (_by_code_in_time(day.shift(3)) - _by_code_in_time(day.shift(4))).dt.total_days()
+    same_quarter = _by_code_in_time(pl.col("period_type").shift(4)) == pl.col("period_type")
+    lo, hi = PLAUSIBLE_GAP_DAYS
+    gap = (
+        pl.when(same_quarter & seasonal_gap.is_between(lo, hi))
+        .then(seasonal_gap)
+        .otherwise(DEFAULT_REPORT_GAP_DAYS)
+    )
+    return (
+        first_of_period.group_by("code", "disc_date")
+        .agg(pl.col("reaction_session").min(), pl.col("period_type").first())
+        .sort("code", "disc_date")
+        .with_columns(
+            (day + pl.duration(days=gap)).alias("expected_next"),
+            _by_code_in_time(day.cum_count()).alias("report_count"),
+        )
+    )
+
+
+def _with_closes(frame: pl.LazyFrame, closes: pl.LazyFrame, tpx: pl.LazyFrame, session: str,
+                 price: str, alias: str) -> pl.LazyFrame:
+    """Attach the stock's ``price`` column and TOPIX's close at ``session`` (per code)."""
+    return frame.join(
+        closes.select("code", pl.col(SESSION).alias(session), pl.col(price).alias(alias)),
+        on=["code", session],
+        how="left",
+    ).join(
+        tpx.select(pl.col(SESSION).alias(session), pl.col("tpx_close").alias(f"{alias}_tpx")),
+        on=session,
+        how="left",
+    )
+
+
+def compute_earnings(inputs: FeatureInputs) -> pl.LazyFrame:
+    sessions = session_index(inputs, FAMILY_NAME)
+    panel = stock_panel(inputs, FAMILY_NAME)
+    closes = panel.select("code", SESSION, "close", "close_ff")
+    tpx = topix_returns(inputs, FAMILY_NAME).select(SESSION, "tpx_close")
+    disclosures = _disclosures(inputs, sessions)
+    holidays = _holidays(inputs)
+
+    def sessions_between(start: str, end: str) -> pl.Expr:
+        return pl.business_day_count(pl.col(start), pl.col(end), holidays=holidays).cast(pl.Float64)
+
+    days = _with_closes(
+        _with_closes(
+            _per_day(disclosures).with_columns((pl.col("reaction_session") - 1).alias("_base")),
+            closes, tpx, "reaction_session", "close", "_react",
+        ),
+        closes, tpx, "_base", "close_ff", "_base_close",
+    ).select(
+        "code",
+        pl.col("disc_date").alias("_last_disc"),
+        "is_revision",
+        "reaction_session",
+        (pl.col("_react") / pl.col("_base_close") - 1.0).alias("_ann_ret"),
+        (pl.col("_react_tpx") / pl.col("_base_close_tpx") - 1.0).alias("_ann_tpx"),
+    )
+    reports = _reports(disclosures)
+    report_state = _with_closes(
+        reports.with_columns((pl.col("reaction_session") - 1).alias("_base")),
+        closes, tpx, "_base", "close_ff", "_report_base",
+    ).select(
+        "code",
+        pl.col("disc_date").alias("_last_report"),
+        "expected_next",
+        "report_count",
+        "_report_base",
+        "_report_base_tpx",
+    )
+    revisions = (
+        days.filter(pl.col("is_revision")).select("code", pl.col("_last_disc").alias("_last_revision"))
+    )
+    # reports published up to 250 sessions before t, to take out of the running count
+    aged = common.asof_published(
+        panel.filter(pl.col("listed")).select(
+            "code", SESSION, (pl.col(SESSION) - REPORT_COUNT_WINDOW).alias("_aged_session")
+        ).join(
+            sessions.select(pl.col(SESSION).alias("_aged_session"), "date"),
+            on="_aged_session",
+            how="inner",
+        ),
+        reports.select("code", pl.col("disc_date").alias("_aged_at"),
+                       pl.col("report_count").alias("_aged_count")),
+        "_aged_at",
+    ).select("code", SESSION, pl.col("_aged_count").fill_null(0))
+
+    rows = panel.filter(pl.col("listed")).select("code", "date", SESSION, "close").join(
+        tpx, on=SESSION, how="left"
+    )
+    rows = common.asof_published(rows, days, "_last_disc")
+    rows = common.asof_published(rows, report_state, "_last_report")
+    rows = common.asof_published(rows, revisions, "_last_revision")
+    rows = rows.join(aged, on=["code", SESSION], how="left")
+
+    ret_since = pl.col("close") / pl.col("_report_base") - 1.0
+    tpx_since = pl.col("tpx_close") / pl.col("_report_base_tpx") - 1.0
+    reacted = pl.col("reaction_session") <= pl.col(SESSION)
+    frame = rows.with_columns(
+        sessions_between("_last_disc", "date").alias("earn_days_since_disclosure"),
+        sessions_between("_last_report", "date").alias("earn_days_since_report"),
+        sessions_between("date", "expected_next").alias("earn_days_to_next_report"),
+        ret_since.alias("earn_ret_since_report"),
+        (ret_since - tpx_since).alias("earn_excess_ret_since_report"),
+        pl.when(pl.col(SESSION) >= REPORT_COUNT_WINDOW)
+        .then(pl.col("report_count").fill_null(0) - pl.col("_aged_count").fill_null(0))
+        .cast(pl.Float64)
+        .alias("earn_report_count_250d"),
+        pl.col("is_revision").cast(pl.Int8).alias("earn_latest_is_revision"),
+        sessions_between("_last_revision", "date").alias("earn_days_since_revision"),
+        pl.when(reacted).then(pl.col("_ann_ret")).alias("earn_announcement_ret"),
+        pl.when(reacted).then(pl.col("_ann_ret") - pl.col("_ann_tpx")).alias(
+            "earn_announcement_excess_ret"
+        ),
+    ).with_columns(
+        (pl.col("earn_days_to_next_report").abs() <= EARNINGS_WINDOW_SESSIONS)
+        .cast(pl.Int8)
+        .alias("earn_window")
+    )
+    return common.emit(frame, FAMILY, inputs.dates)
+
+
+FAMILY = FeatureFamily(
+    name=FAMILY_NAME,
+    sources=("raw_statements", "raw_daily_quotes", "raw_topix"),
+    lookback=LOOKBACK,
+    features=FEATURES,
+    compute=compute_earnings,
+    description="disclosure cycle (days since/to reports), earnings window and price reactions",
+)

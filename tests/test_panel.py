@@ -1,0 +1,262 @@
+"""Training panel: dense tensors from an ml_dataset frame, window gathering, per-date graphs."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from atft_pipeline import calendar
+from atft_pipeline.dataset.normalization import apply_normalization, compute_normalization_stats, stats_hash
+from atft_pipeline.features.catalog import HORIZONS, META_COLUMNS, TARGET_COLUMNS
+from atft_pipeline.features.graph_builder import GraphConfig, correlation_graph
+from atft_pipeline.training.panel import (
+    OTHER_SECTOR_ID,
+    SECTOR_CODES,
+    SEGMENT_CODES,
+    UNKNOWN_SEGMENT_ID,
+    Panel,
+    PanelError,
+)
+
+RETURN_COLUMN = "logret_1d"
+SIGNAL_COLUMN = "signal"
+N_CLUSTERS = 4
+
+
+def make_dataset(
+    n_stocks: int = 24, n_dates: int = 120, n_noise: int = 3, seed: int = 0
+) -> pl.DataFrame:
+    """A small ``ml_dataset``-shaped frame with a planted signal and a correlation structure.
+
+    * ``signal`` (feature) predicts every target: target_h = 0.02·signal + noise·√h, so a model
+      that reads the window's last step can reach a high RankIC;
+    * ``logret_1d`` (the raw return behind the graphs) has a cluster factor: stocks i and j
+      with i ≡ j (mod 4) are correlated at ρ ≈ 0.7, other pairs ≈ 0;
+    * ``scaled`` is noise at a large scale and offset (normalization must bring it to O(1));
+      noise features have ~10 % nulls;
+    * stock 1 lists 30 dates late (no rows before), stock 2 is outside the universe on its
+      first 10 dates, stock 3 has sector "9999" and stock 4 an unknown market code;
+    * targets are null where they would run past the data (the last 1 + h dates).
+    """
+    rng = np.random.default_rng(seed)
+    days = calendar.trading_days(dt.date(2020, 1, 6), dt.date(2021, 12, 31))[:n_dates]
+    codes = [f"{1301 + i:04d}0" for i in range(n_stocks)]
+    d, n = len(days), n_stocks
+    signal = rng.standard_normal((d, n))
+    factors = rng.standard_normal((d, N_CLUSTERS))
+    cluster = np.arange(n) % N_CLUSTERS
+    logret = 0.01 * (factors[:, cluster] + 0.6 * rng.standard_normal((d, n)))
+    columns: dict[str, np.ndarray] = {
+        SIGNAL_COLUMN: signal,
+        RETURN_COLUMN: logret,
+        "scaled": 1_000.0 + 250.0 * rng.standard_normal((d, n)),
+    }
+    for k in range(n_noise):
+        noise = rng.standard_normal((d, n))
+        noise[rng.random((d, n)) < 0.1] = np.nan
+        columns[f"noise_{k}"] = noise
+    targets = {}
+    for h, name in zip(HORIZONS, TARGET_COLUMNS, strict=True):
+        value = 0.02 * signal + 0.01 * np.sqrt(h) * rng.standard_normal((d, n))
+        value[d - 1 - h :] = np.nan  # not known yet at the end of the data
+        targets[name] = value
+    day_idx, code_idx = np.meshgrid(np.arange(d), np.arange(n), indexing="ij")
+    sectors = np.array(SECTOR_CODES)[np.arange(n) % len(SECTOR_CODES)].astype(object)
+    sectors[3] = "9999"
+    segments = np.array(SEGMENT_CODES)[np.arange(n) % len(SEGMENT_CODES)].astype(object)
+    segments[4] = "0199"
+    universe = np.ones((d, n), dtype=bool)
+    universe[:10, 2] = False
+    frame = pl.DataFrame(
+        {
+            "date": pl.Series(np.array(days, dtype="datetime64[D]")[day_idx.ravel()]).cast(pl.Date),
+            "code": np.array(codes)[code_idx.ravel()],
+            "sector33": sectors[code_idx.ravel()],
+            "market_segment": segments[code_idx.ravel()],
+            "universe": universe.ravel(),
+            **{k: v.ravel().astype(np.float32) for k, v in columns.items()},
+            **{k: v.ravel().astype(np.float32) for k, v in targets.items()},
+        }
+    ).with_columns(pl.col([*columns, *targets]).fill_nan(None))
+    late = (pl.col("code") == codes[1]) & (pl.col("date") < days[30])
+    return frame.filter(~late)
+
+
+def feature_columns(frame: pl.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c not in META_COLUMNS and c not in TARGET_COLUMNS]
+
+
+def make_stats(frame: pl.DataFrame, train_end: dt.date | None = None) -> pl.DataFrame:
+    rows = frame.lazy() if train_end is None else frame.lazy().filter(pl.col("date") <= train_end)
+    return compute_normalization_stats(rows, feature_columns(frame))
+
+
+GRAPH = GraphConfig(window=20, k=4, threshold=0.3, min_obs=14)
+
+
+@pytest.fixture(scope="module")
+def dataset() -> pl.DataFrame:
+    return make_dataset()
+
+
+@pytest.fixture(scope="module")
+def panel(dataset) -> Panel:
+    return Panel.from_dataset(dataset, make_stats(dataset), return_column=RETURN_COLUMN, window=5, graph=GRAPH)
+
+
+def _cell(frame: pl.DataFrame, day: dt.date, code: str) -> dict:
+    rows = frame.filter((pl.col("date") == day) & (pl.col("code") == code))
+    return rows.row(0, named=True) if rows.height else {}
+
+
+def test_shapes_axes_and_static_vocabularies(dataset, panel):
+    features = feature_columns(dataset)
+    d, n = dataset["date"].n_unique(), dataset["code"].n_unique()
+    assert panel.features.shape == (d, n, len(features)) and panel.features.dtype == torch.float32
+    assert panel.valid.shape == (d, n) and panel.valid.dtype == torch.bool
+    assert panel.targets.shape == (d, n, len(HORIZONS)) and panel.targets.dtype == torch.float32
+    assert panel.sector_ids.shape == panel.segment_ids.shape == panel.returns.shape == (d, n)
+    assert list(panel.dates) == sorted(dataset["date"].unique().to_list())
+    assert list(panel.codes) == sorted(dataset["code"].unique().to_list())
+    assert panel.feature_columns == tuple(features)
+    assert panel.stats_hash == stats_hash(make_stats(dataset))
+    # vocabulary: S33 codes in order, then "other"; market codes in order, then "unknown"
+    assert OTHER_SECTOR_ID == 33 and UNKNOWN_SEGMENT_ID == len(SEGMENT_CODES)
+    t = panel.n_dates - 1
+    assert panel.sector_ids[t, 0] == SECTOR_CODES.index("0050") == 0
+    assert panel.sector_ids[t, 3] == OTHER_SECTOR_ID  # "9999"
+    assert panel.segment_ids[t, 5] == 5
+    assert panel.segment_ids[t, 4] == UNKNOWN_SEGMENT_ID  # "0199" is no known market code
+
+
+def test_valid_mask_is_row_present_and_in_universe(dataset, panel):
+    expected = np.zeros((panel.n_dates, panel.n_stocks), dtype=bool)
+    day = {d: i for i, d in enumerate(panel.dates)}
+    code = {c: i for i, c in enumerate(panel.codes)}
+    for row in dataset.select("date", "code", "universe").iter_rows():
+        expected[day[row[0]], code[row[1]]] = row[2]
+    assert np.array_equal(panel.valid.numpy(), expected)
+    assert not panel.valid[:30, 1].any() and panel.valid[30:, 1].all()  # listed late
+    assert not panel.valid[:10, 2].any() and panel.valid[10:, 2].all()  # outside the universe
+
+
+def test_targets_keep_nan_where_unknown_and_never_zero(dataset, panel):
+    targets = panel.targets.numpy()
+    for h_index, (h, name) in enumerate(zip(HORIZONS, TARGET_COLUMNS, strict=True)):
+        # the last 1 + h dates are unknown for every stock; before that known where a row exists
+        assert np.isnan(targets[-(1 + h) :, :, h_index]).all()
+        assert np.isfinite(targets[: -(1 + h), 0, h_index]).all()
+        assert np.isnan(targets[:30, 1, h_index]).all()  # no rows before listing: NaN, not 0
+        assert dataset[name].null_count() == int(np.isnan(targets[..., h_index]).sum()) - 30
+    cell = _cell(dataset, panel.dates[40], panel.codes[7])
+    assert targets[40, 7, 0] == np.float32(cell["target_1d"])
+    assert not (targets == 0).any()
+
+
+def test_features_are_normalized_nulls_zero_and_returns_raw(dataset, panel):
+    stats = make_stats(dataset)
+    normalized = apply_normalization(dataset.lazy(), stats).collect()
+    t, j = 50, 9
+    cell = _cell(normalized, panel.dates[t], panel.codes[j])
+    raw = _cell(dataset, panel.dates[t], panel.codes[j])
+    for f, name in enumerate(panel.feature_columns):
+        expected = 0.0 if cell[name] is None else cell[name]
+        assert panel.features[t, j, f].item() == pytest.approx(expected, abs=1e-6), name
+    scaled = panel.features[..., panel.feature_columns.index("scaled")]
+    assert scaled[panel.valid].abs().mean() < 2.0  # raw values are ~1000
+    # a null became exactly 0; a missing row is all zeros
+    noise = dataset.select("date", "code", "noise_0").filter(pl.col("noise_0").is_null()).row(0)
+    f = panel.feature_columns.index("noise_0")
+    assert panel.features[panel.dates.index(noise[0]), panel.codes.index(noise[1]), f] == 0.0
+    assert (panel.features[:30, 1] == 0).all()
+    # returns are the raw column, before normalization; NaN where no row
+    assert panel.returns[t, j].item() == pytest.approx(raw[RETURN_COLUMN], rel=1e-6)
+    assert torch.isnan(panel.returns[:30, 1]).all()
+
+
+def test_date_indices_select_the_window(panel):
+    idx = panel.date_indices(panel.dates[10], panel.dates[19])
+    assert idx.tolist() == list(range(10, 20))
+    assert panel.date_indices(dt.date(1999, 1, 1), dt.date(1999, 12, 31)).size == 0
+
+
+def test_gather_equals_manual_window_slicing(panel):
+    window = panel.window
+    date_idx = [2, 57, 31]  # date 2 has a window reaching before the panel's first date
+    batch = panel.gather(date_idx, with_graph=False)
+    features = panel.features.numpy()
+    valid = panel.valid.numpy()
+    row = 0
+    for local, t in enumerate(date_idx):
+        for j in np.flatnonzero(valid[t]):
+            expected = np.zeros((window, panel.n_features), dtype=np.float32)
+            for s in range(window):
+                step = t - (window - 1) + s
+                if step >= 0:
+                    expected[s] = features[step, j]
+            np.testing.assert_array_equal(batch.x[row].numpy(), expected)
+            assert batch.date_index[row] == local and batch.stocks[row] == j
+            assert batch.static_ids[row].tolist() == [panel.sector_ids[t, j], panel.segment_ids[t, j]]
+            np.testing.assert_array_equal(batch.targets[row].numpy(), panel.targets[t, j].numpy())
+            row += 1
+    assert row == batch.n_rows == int(valid[date_idx].sum())
+    assert batch.dates.tolist() == date_idx and batch.n_dates == 3
+    assert torch.equal(batch.target_mask, torch.isfinite(batch.targets))
+    assert batch.edge_index is None and batch.edge_attr is None
+    # stock 2 (outside the universe on dates < 10) is absent from date 2 but its window rows
+    # on later dates still carry its real (non-zero) features
+    assert 2 not in batch.stocks[batch.date_index == 0].tolist()
+
+
+def test_graphs_are_per_date_without_cross_date_edges(panel):
+    date_idx = [45, 80, 81]
+    batch = panel.gather(date_idx)
+    src, dst = batch.edge_index
+    assert batch.edge_index.shape[1] > 0 and batch.edge_attr.shape == (batch.edge_index.shape[1], 1)
+    assert torch.equal(batch.date_index[src], batch.date_index[dst])  # no cross-date edge
+    valid = panel.valid.numpy()
+    returns = panel.returns.numpy().astype(np.float64)
+    offset = 0
+    for local, t in enumerate(date_idx):
+        columns = np.flatnonzero(valid[t])
+        expected_index, expected_weight = correlation_graph(
+            returns[t - GRAPH.window + 1 : t + 1, columns], GRAPH.k, GRAPH.threshold, GRAPH.min_obs
+        )
+        mine = (batch.date_index[src] == local).numpy()
+        np.testing.assert_array_equal(batch.edge_index[:, mine].numpy() - offset, expected_index)
+        np.testing.assert_allclose(batch.edge_attr[mine, 0].numpy(), expected_weight, rtol=1e-6)
+        # the planted clusters: every edge joins two stocks of the same cluster (i ≡ j mod 4)
+        stocks = batch.stocks.numpy()
+        pairs = stocks[batch.edge_index[:, mine].numpy()]
+        assert ((pairs[0] - pairs[1]) % N_CLUSTERS == 0).all()
+        offset += columns.size
+
+
+def test_to_moves_every_tensor_and_cached_graph(dataset):
+    panel = Panel.from_dataset(dataset, make_stats(dataset), return_column=RETURN_COLUMN, window=5, graph=GRAPH)
+    panel.date_graph(50)
+    moved = panel.to("meta")  # a device with no data: everything must follow
+    assert moved is panel and panel.device == torch.device("meta")
+    for name in ("features", "valid", "targets", "sector_ids", "segment_ids", "returns"):
+        assert getattr(panel, name).device.type == "meta"
+    assert all(e.device.type == "meta" and w.device.type == "meta" for e, w in panel._graphs.values())
+
+
+def test_bad_inputs_are_refused_with_the_column_named(dataset):
+    stats = make_stats(dataset)
+    build = dict(return_column=RETURN_COLUMN, window=5, graph=GRAPH)
+    with pytest.raises(PanelError, match="duplicated"):
+        Panel.from_dataset(pl.concat([dataset, dataset.head(1)]), stats, **build)
+    with pytest.raises(PanelError, match="scaled"):
+        Panel.from_dataset(dataset, stats.filter(pl.col("feature") != "scaled"), **build)
+    with pytest.raises(PanelError, match="target_5d"):
+        Panel.from_dataset(dataset.drop("target_5d"), stats, **build)
+    with pytest.raises(PanelError, match="not a feature"):
+        Panel.from_dataset(dataset, stats, **(build | {"return_column": "ret_xx"}))
+    with_nan = dataset.with_columns(pl.when(pl.col("code") == "13050").then(float("nan")).otherwise(pl.col("noise_1")).alias("noise_1"))
+    with pytest.raises(PanelError, match="noise_1"):
+        Panel.from_dataset(with_nan, stats, **build)

@@ -1,0 +1,163 @@
+"""The evaluation report: table = metrics.evaluate, valid PNGs, refusals of empty / NaN input."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import polars as pl
+import pytest
+
+from atft_pipeline.evaluation import metrics
+from atft_pipeline.evaluation.report import ORACLE_FRACTION, build_report
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MODELS = {"atft_gat_fan": 0.3, "lightgbm": 0.2, "rule": 0.1, "oracle": 0.8}
+
+
+@pytest.fixture(scope="module")
+def predictions() -> pl.DataFrame:
+    rng = np.random.default_rng(0)
+    n_dates, n_stocks = 50, 40
+    days = [dt.date(2024, 1, 4) + dt.timedelta(days=i) for i in range(n_dates)]
+    frames = []
+    for h in (1, 5):
+        target = rng.normal(0, 0.02 * np.sqrt(h), (n_dates, n_stocks))
+        for model, strength in MODELS.items():
+            prediction = strength * target + rng.normal(0, 0.02 * np.sqrt(h), target.shape)
+            frames.append(
+                pl.DataFrame(
+                    {
+                        "date": pl.Series(
+                            [d for d in days for _ in range(n_stocks)], dtype=pl.Date
+                        ),
+                        "code": [f"{1000 + i:04d}0" for _ in days for i in range(n_stocks)],
+                        "horizon": pl.Series([h] * target.size, dtype=pl.Int32),
+                        "prediction": prediction.ravel(),
+                        **{q: prediction.ravel() for q in metrics.QUANTILE_COLUMNS},
+                        "target": target.ravel(),
+                        "split": [
+                            "val" if i < 25 else "test"
+                            for i in range(n_dates)
+                            for _ in range(n_stocks)
+                        ],
+                        "model": [model] * target.size,
+                    }
+                )
+            )
+    return pl.concat(frames).select(metrics.PREDICTION_COLUMNS)
+
+
+def test_report_table_equals_evaluate_and_writes_files(
+    predictions: pl.DataFrame, tmp_path: Path
+) -> None:
+    result = build_report(
+        predictions, tmp_path / "report", "Sandbox evaluation", oracle_rank_ic={1: 0.5, 5: 0.4}
+    )
+    expected = metrics.evaluate(predictions, cost_bp=10.0)
+    assert result.table.height == 4 * 2 * 2
+    table = result.table.drop(ORACLE_FRACTION)
+    assert table.columns == expected.columns
+    assert table.select(metrics.SERIES_KEYS).equals(expected.select(metrics.SERIES_KEYS))
+    for column in metrics.METRIC_COLUMNS:
+        assert table[column].to_list() == pytest.approx(expected[column].to_list(), rel=1e-12), column
+    fraction = result.table.select(
+        (pl.col("rank_ic") / pl.col("horizon").replace_strict({1: 0.5, 5: 0.4}))
+        - pl.col(ORACLE_FRACTION)
+    )
+    assert fraction.to_series().abs().max() < 1e-12
+    # the better planted model ranks above the weaker one
+    test_h1 = result.table.filter((pl.col("split") == "test") & (pl.col("horizon") == 1))
+    by_model = dict(zip(test_h1["model"], test_h1["rank_ic"], strict=True))
+    assert by_model["oracle"] > by_model["atft_gat_fan"] > by_model["rule"]
+
+    assert set(result.plots) == {"cumulative_long_short", "daily_rank_ic", "decile_returns"}
+    for path in result.plots.values():
+        assert path.parent == tmp_path / "report"
+        assert path.read_bytes()[:8] == PNG_SIGNATURE
+        image = matplotlib.image.imread(path)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    assert result.path.read_text() == result.markdown
+    assert not list((tmp_path / "report").glob(".*"))  # no temporary files left behind
+    md = result.markdown
+    assert md.startswith("# Sandbox evaluation")
+    assert "## Metrics — split `val`" in md and "## Metrics — split `test`" in md
+    for name in result.plots.values():
+        assert f"]({name.name})" in md
+    # a value from the table appears, formatted, in the model's row
+    row = expected.filter(
+        (pl.col("model") == "lightgbm") & (pl.col("split") == "test") & (pl.col("horizon") == 5)
+    ).row(0, named=True)
+    line = next(
+        line
+        for line in md.splitlines()[md.splitlines().index("## Metrics — split `test`") :]
+        if line.startswith("| lightgbm | 5 |")
+    )
+    assert f"{row['rank_ic']:.4f}" in line and f"{row['sharpe_net']:.2f}" in line
+
+
+def test_oracle_model_gives_the_fraction_without_reported_values(
+    predictions: pl.DataFrame, tmp_path: Path
+) -> None:
+    table = build_report(predictions, tmp_path, "r", None).table
+    oracle = table.filter(pl.col("model") == "oracle")
+    assert oracle[ORACLE_FRACTION].to_list() == pytest.approx([1.0] * oracle.height)
+    row = table.filter(
+        (pl.col("model") == "rule") & (pl.col("split") == "val") & (pl.col("horizon") == 1)
+    )
+    ref = table.filter(
+        (pl.col("model") == "oracle") & (pl.col("split") == "val") & (pl.col("horizon") == 1)
+    )
+    assert row[ORACLE_FRACTION][0] == pytest.approx(row["rank_ic"][0] / ref["rank_ic"][0])
+    without = build_report(
+        predictions.filter(pl.col("model") != "oracle"), tmp_path / "b", "r", None
+    )
+    assert ORACLE_FRACTION not in without.table.columns
+
+
+def test_report_refuses_empty_predictions(predictions: pl.DataFrame, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="empty"):
+        build_report(predictions.clear(), tmp_path, "r", None)
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_report_refuses_nan_predictions_naming_the_model(
+    predictions: pl.DataFrame, tmp_path: Path
+) -> None:
+    broken = predictions.with_columns(
+        pl.when((pl.col("model") == "lightgbm") & (pl.col("code") == "10050"))
+        .then(float("nan"))
+        .otherwise(pl.col("prediction"))
+        .alias("prediction")
+    )
+    with pytest.raises(ValueError, match=r"column 'prediction' of model\(s\) \['lightgbm'\]"):
+        build_report(broken, tmp_path, "r", None)
+    with pytest.raises(ValueError, match=r"column 'q95' of model\(s\) \['rule'\]"):
+        build_report(
+            predictions.with_columns(
+                pl.when(pl.col("model") == "rule")
+                .then(float("inf"))
+                .otherwise(pl.col("q95"))
+                .alias("q95")
+            ),
+            tmp_path,
+            "r",
+            None,
+        )
+    with pytest.raises(
+        ValueError, match=r"model\(s\) \['rule'\] have no non-null value in column 'prediction'"
+    ):
+        build_report(
+            predictions.with_columns(
+                pl.when(pl.col("model") == "rule")
+                .then(None)
+                .otherwise(pl.col("prediction"))
+                .alias("prediction")
+            ),
+            tmp_path,
+            "r",
+            None,
+        )
+    assert not list(tmp_path.iterdir())
