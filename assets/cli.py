@@ -63,6 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from assets.pipeline import print_summary
     from assets.runner import materialize_range
     from atft_pipeline.config import dump_config, load_config
+    from atft_pipeline.storage import PartitionStore
 
     settings = Settings.from_env()
     config = load_config(args.config) if getattr(args, "config", None) else None
@@ -78,7 +79,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     end = args.end or (SANDBOX_END if uses_sandbox_data else dt.date.today())
     defs = build_definitions(settings, config=layout.config)
     with DagsterInstance.get() as instance:
-        result = materialize_range(defs, instance, layout.pipeline_assets(), start, end)
+        store = PartitionStore(settings.data_root)
+        result = materialize_range(defs, instance, layout.pipeline_assets(), start, end, store)
     print_summary(result, settings)
     return 0 if result.success else 1
 

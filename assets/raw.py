@@ -27,7 +27,7 @@ from assets.partitions import partition_dates, trading_day_partitions
 from atft_pipeline import calendar
 from atft_pipeline.jquants.endpoints import ENDPOINTS, Plan
 from atft_pipeline.jquants.sources import RAW_SOURCES, RawSource
-from atft_pipeline.validation import validate_raw
+from atft_pipeline.validation import validate_raw, validate_raw_partitions
 from resources.jquants import JQuantsResource
 
 RAW_GROUP = "raw"
@@ -82,7 +82,7 @@ def build_raw_asset(source: RawSource, start, plan: Plan) -> AssetsDefinition:
         started = time.perf_counter()
         frames, stats = jquants.fetch_days(source, days)
         duration = time.perf_counter() - started
-        results = [validate_raw(source.asset, day, frame, jquants.plan_enum) for day, frame in frames.items()]
+        results = validate_raw_partitions(source.asset, frames, jquants.plan_enum)
         failed = [r for r in results if not r.passed]
         all_rows = pl.concat(list(frames.values()), how="vertical")
         yield Output(

@@ -12,14 +12,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from dagster import AssetKey, DagsterInstance, Definitions, materialize
+from dagster import AssetKey, DagsterInstance, Definitions
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
 from atft_pipeline import calendar
-from atft_pipeline.storage import lost_partitions
+from atft_pipeline.storage import PartitionStore, lost_partitions
 
 
 @dataclass
@@ -56,6 +56,7 @@ def materialize_range(
     assets: Sequence[str],
     start: dt.date,
     end: dt.date,
+    store: PartitionStore,
     *,
     progress: Callable[[str], None] = print,
 ) -> RangeResult:
@@ -69,13 +70,12 @@ def materialize_range(
     if not days:
         raise ValueError(f"no trading days between {start} and {end}")
     repository = defs.get_repository_def()
-    resources = repository.get_top_level_resources()
-    store = resources["storage"].store()
+    job = defs.resolve_implicit_global_asset_job_def()
     result = RangeResult(days[0], days[-1])
     for name in assets:
         assets_def = repository.assets_defs_by_key[AssetKey(name)]
         if assets_def.partitions_def is None:
-            result.stages.append(_run_stage(name, assets_def, instance, resources, None, progress))
+            result.stages.append(_run_stage(name, job, instance, None, progress))
             continue
         # Done = recorded as materialized *and* its file is still readable.
         recorded = instance.get_materialized_partitions(AssetKey(name))
@@ -85,7 +85,7 @@ def materialize_range(
             progress(f"{name}: all {len(days)} partitions already materialized")
             result.stages.append(StageResult(name, True, "", 0.0, 0))
         for block in contiguous_blocks(todo, days):
-            result.stages.append(_run_stage(name, assets_def, instance, resources, block, progress))
+            result.stages.append(_run_stage(name, job, instance, block, progress))
     return result
 
 
@@ -101,13 +101,13 @@ def contiguous_blocks(todo: Sequence[dt.date], days: Sequence[dt.date]) -> list[
     return blocks
 
 
-def _run_stage(name, assets_def, instance, resources, block, progress) -> StageResult:
+def _run_stage(name, job, instance, block, progress) -> StageResult:
     tags = range_tags(block[0], block[-1]) if block else {}
     label = f"{name} [{block[0]}..{block[-1]}, {len(block)} days]" if block else name
     progress(f"materializing {label} ...")
     started = time.perf_counter()
-    outcome = materialize(
-        [assets_def], instance=instance, resources=resources, tags=tags, raise_on_error=False
+    outcome = job.execute_in_process(
+        instance=instance, asset_selection=[AssetKey(name)], tags=tags, raise_on_error=False
     )
     seconds = time.perf_counter() - started
     error = ""

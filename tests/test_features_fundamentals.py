@@ -8,10 +8,12 @@ import datetime as dt
 import math
 import warnings
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import polars as pl
 import pytest
+from feature_oracles import real_tables, sandbox_tables, sessions_of
 from scipy import stats
 
 from atft_pipeline import calendar
@@ -55,6 +57,21 @@ def assert_contract(frame: pl.DataFrame, family) -> None:
         col = frame[spec.name]
         if spec.dtype.is_float():
             assert not (col.is_nan() | col.is_infinite()).any(), spec.name
+
+
+# Without its source a family's quantities are null; flags and counts are 0, "sessions
+# since the last alert" is "at least the cap" once a stock has that much history, and the
+# rank of equal (zero) short positions is the average rank.
+NO_SOURCE_VALUE = {
+    "mrgd_days_since_alert": float(margin_daily.SINCE_ALERT_CAP),
+    "shrt_pos_sum_rank": 0.5,
+}
+
+
+def assert_no_source_values(frame: pl.DataFrame, family) -> None:
+    for spec in family.features:
+        column = frame[spec.name].drop_nulls()
+        assert (column == NO_SOURCE_VALUE.get(spec.name, 0.0)).all(), spec.name
 
 
 # --------------------------------------------------------------------------------------
@@ -455,7 +472,6 @@ def expected_statements(docs: list[Doc], bars: pl.DataFrame, t: dt.date) -> dict
         "feps": ("FEPS", "NxFEPS"),
         "fdiv": ("FDivAnn", "NxFDivAnn"),
     }
-    per_share = {"feps", "fdiv"}
     events: dict[dt.date, list] = {}
     for doc in sorted(known, key=lambda d: d.order):
         is_div, is_earn = (
@@ -469,9 +485,8 @@ def expected_statements(docs: list[Doc], bars: pl.DataFrame, t: dt.date) -> dict
         state = dict(chain[-1][1]) if chain else {f: (None, None) for f in fields}
         for f, (cur_col, nxt_col) in fields.items():
             v = doc.get(nxt_col if doc.is_fs and doc.per == "FY" else cur_col)
-            if doc.is_fs:
-                state[f] = (v, doc.disc)
-            elif (is_div if f == "fdiv" else is_earn) and v is not None:
+            speaks = is_div if f == "fdiv" else is_earn
+            if doc.is_fs or (speaks and v is not None):
                 state[f] = (v, doc.disc)
         if chain and chain[-1][0] == doc.disc:
             chain[-1] = (doc.disc, state)
@@ -718,15 +733,8 @@ def expected_weekly(days, bars: pl.DataFrame, weekly: pl.DataFrame) -> dict[tupl
             i = visible[-1]
             r = w[i]
             adv = r["adv"]
-
-            def per_adv(x):
-                return None if adv is None else x / adv
-
-            def z(series, n):
-                if i + 1 < n:
-                    return None
-                window = np.array(series[i + 1 - n : i + 1])
-                return float(stats.zscore(window, ddof=1)[-1])
+            per_adv = partial(ratio_or_none, den=adv)
+            z = partial(last_zscore, end=i + 1)
 
             longs = [x["long_b"] for x in w]
             shorts = [x["short_b"] for x in w]
@@ -754,6 +762,17 @@ def expected_weekly(days, bars: pl.DataFrame, weekly: pl.DataFrame) -> dict[tupl
                 "mrgw_weeks_since_pub": (t - r["published"]).days / 7,
             }
     return out
+
+
+def ratio_or_none(num, den):
+    return None if den is None else num / den
+
+
+def last_zscore(series, n, end):
+    """z-score of series[end - 1] within series[end - n:end] (ddof 1); None if too short."""
+    if end < n:
+        return None
+    return float(stats.zscore(np.array(series[end - n : end]), ddof=1)[-1])
 
 
 def test_weekly_margin_matches_brute_force(weekly_case):
@@ -807,7 +826,7 @@ def test_weekly_margin_is_visible_exactly_from_its_publication_session(weekly_ca
 
 
 def test_weekly_margin_changes_are_split_consistent_and_stale_series_go_null(weekly_case):
-    days, _, weekly, out = weekly_case
+    _, _, weekly, out = weekly_case
     # Across 22220's split the reported balance doubles; in base units the change is the
     # economic change only (the brute-force test checks the value; here: no spurious jump).
     w = weekly.filter(pl.col("Code") == "22220").sort("Date")
@@ -860,7 +879,7 @@ def alert_case():
                 "SLRatio": float(rng.uniform(10, 90)),
                 "ShrtNegOut": 300.0,
                 "LongNegOut": 700.0,
-                "TSEMrgnRegCls": "004" if j % 2 else "002",
+                "TSEMrgnRegCls": "004" if j % 2 else ("102" if j % 3 == 0 else "002"),
             }
         )
     # A correction for an old application date published on a day not otherwise under alert.
@@ -903,6 +922,7 @@ def test_margin_alert_flags_history_and_quantities(alert_case):
         if not expected_alert[j]:
             assert row["mrgd_short_out_to_adv"] is None and row["mrgd_sl_ratio"] is None
             assert row["mrgd_restricted"] == 0.0 and row["mrgd_reg_tier"] == 0.0
+            assert row["mrgd_reg_supervision"] == 0.0
             continue
         r = by_pub.get(day, {**rows[0], "ShrtOut": 4321.0})
         adv = vol[j - 19 : j + 1].mean() if j >= 19 else None
@@ -918,6 +938,7 @@ def test_margin_alert_flags_history_and_quantities(alert_case):
         assert row["mrgd_restricted"] == float(r["PubReason.Restricted"])
         assert row["mrgd_precaution_by_jsf"] == float(r["PubReason.PrecautionByJSF"])
         assert row["mrgd_reg_tier"] == (2.0 if r["TSEMrgnRegCls"] == "004" else 0.0)
+        assert row["mrgd_reg_supervision"] == float(r["TSEMrgnRegCls"] == "102")
     # A stock never under alert: flags 0, quantities null, history defined after warm-up.
     other = out.filter(pl.col("code") == "22220")
     assert (other["mrgd_alert"] == 0).all() and other[
@@ -1045,9 +1066,7 @@ def test_empty_sources_give_null_quantities_not_errors(family):
     out = run(family, tables, days)
     assert_contract(out, family)
     assert out.height == len(days)
-    for spec in family.features:
-        col = out[spec.name]
-        assert col.null_count() == out.height or (col.drop_nulls() == 0).all(), spec.name
+    assert_no_source_values(out, family)
 
 
 def test_missing_source_column_is_a_clear_error():
@@ -1056,3 +1075,42 @@ def test_missing_source_column_is_a_clear_error():
     raw["raw_weekly_margin_interest"] = raw["raw_weekly_margin_interest"].drop("IssType")
     with pytest.raises(Exception, match="raw_weekly_margin_interest.*IssType"):
         compute_family(margin_weekly.FAMILY, raw, days, days)
+
+
+# --------------------------------------------------------------------------------------
+# the sandbox market (every source present) and the real replay (none of them present)
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+def test_sandbox_market_contract_coverage_and_leakage(family):
+    tables = {path: frame for path, frame in sandbox_tables().items() if path in PUBLISHED_AFTER}
+    days = sessions_of(tables)
+    dates = days[250:]
+    out = run(family, tables, days, dates)
+    assert_contract(out, family)
+    universe = (
+        tables[BARS]
+        .filter(pl.col("Date").is_in(dates))
+        .select(pl.col("Date").alias("date"), pl.col("Code").alias("code"))
+        .sort("date", "code")
+    )
+    assert out.select("date", "code").equals(universe)
+    # Every column carries values on a market that has the source (an all-null column would
+    # be a silently broken feature).
+    empty = [c for c in family.columns if out[c].null_count() == out.height]
+    assert not empty
+    t = days[300]
+    moved = run(family, perturb_after(tables, t), days, dates)
+    assert out.filter(pl.col("date") <= t).equals(moved.filter(pl.col("date") <= t))
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+def test_real_replay_without_these_sources(realdata_dir, family):
+    """The real replay has bars but none of these sources: the family still honours its
+    contract on real bars (splits, halts), with quantities null and flags 0."""
+    tables = real_tables(realdata_dir, n_codes=100, n_days=300)
+    days = sessions_of(tables)
+    out = run(family, tables, days)
+    assert_contract(out, family)
+    assert_no_source_values(out, family)

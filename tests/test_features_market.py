@@ -119,7 +119,7 @@ def test_breadth_matches_brute_force(case):
         ad = np.where(adv + dec > 0, (adv - dec) / (adv + dec), np.nan)
         up = np.where(counted > 0, adv / counted, np.nan)
     ad5 = np.array([np.mean(ad[t - 4 : t + 1]) if t >= 4 else np.nan for t in range(len(days))])
-    sma20 = np.where(panel.listed, panel.sma_flag(20, 15), np.nan)
+    sma20 = np.where(panel.listed, panel.sma_flag(20, 14), np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         want = {

@@ -10,10 +10,12 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+from feature_oracles import real_tables, sandbox_tables, sessions_of
 from scipy import stats
 from test_features_fundamentals import (
     BARS,
     assert_contract,
+    assert_no_source_values,
     bars_rows,
     close_enough,
     perturb_after,
@@ -529,6 +531,20 @@ def option_case():
     return days, option_days, tables, run(options.FAMILY, tables, days)
 
 
+def atm_iv(rows: list[dict], ltd: dt.date):
+    """(ATM IV, the expiry's rows, its underlying): strike nearest the mean UnderPx."""
+    sub = [r for r in rows if r["LTD"] == ltd]
+    under = np.mean([r["UnderPx"] for r in sub])
+    strike = min({r["Strike"] for r in sub}, key=lambda s: (abs(s - under), s))
+    return float(np.mean([r["IV"] / 100 for r in sub if r["Strike"] == strike])), sub, under
+
+
+def nearest_iv(sub: list[dict], under: float, pc: str, target: float) -> float:
+    cands = [r for r in sub if r["PCDiv"] == pc]
+    best = min(cands, key=lambda r: (abs(r["Strike"] / under - target), r["Strike"]))
+    return best["IV"] / 100
+
+
 def expected_options(option_days, tables) -> dict[dt.date, dict]:
     chain = tables[OPTIONS].filter(pl.col("EmMrgnTrgDiv") == "002")
     topix = tables[TOPIX].sort("Date")
@@ -541,27 +557,16 @@ def expected_options(option_days, tables) -> dict[dt.date, dict]:
         rows = chain.filter(pl.col("Date") == d).to_dicts()
         ltds = sorted({r["LTD"] for r in rows if np.busday_count(d, r["LTD"]) >= 5})
 
-        def atm(ltd):
-            sub = [r for r in rows if r["LTD"] == ltd]
-            under = np.mean([r["UnderPx"] for r in sub])
-            strike = min({r["Strike"] for r in sub}, key=lambda k: (abs(k - under), k))
-            return float(np.mean([r["IV"] / 100 for r in sub if r["Strike"] == strike])), sub, under
-
-        def nearest(sub, under, pc, target):
-            cands = [r for r in sub if r["PCDiv"] == pc]
-            best = min(cands, key=lambda r: (abs(r["Strike"] / under - target), r["Strike"]))
-            return best["IV"] / 100
-
         e = {}
         front = next_iv = None
         if ltds:
-            front, sub, under = atm(ltds[0])
-            put95 = nearest(sub, under, "1", 0.95)
-            e["opt_skew_25d"] = put95 - nearest(sub, under, "2", 1.05)
+            front, sub, under = atm_iv(rows, ltds[0])
+            put95 = nearest_iv(sub, under, "1", 0.95)
+            e["opt_skew_25d"] = put95 - nearest_iv(sub, under, "2", 1.05)
             e["opt_put_skew"] = put95 - front
             e["opt_days_to_expiry"] = float(np.busday_count(d, ltds[0]))
         if len(ltds) > 1:
-            next_iv = atm(ltds[1])[0]
+            next_iv = atm_iv(rows, ltds[1])[0]
             e["opt_term_slope"] = next_iv - front
         e["opt_atm_iv"] = front
         puts = [r for r in rows if r["PCDiv"] == "1"]
@@ -570,9 +575,9 @@ def expected_options(option_days, tables) -> dict[dt.date, dict]:
         e["opt_put_call_oi_ratio"] = sum(r["OI"] for r in puts) / sum(r["OI"] for r in calls)
         ivs.append(front)
         volumes.append(sum(r["Vo"] for r in rows))
-        k = len(ivs) - 1
-        e["opt_atm_iv_chg_1d"] = ivs[k] - ivs[k - 1] if k >= 1 else None
-        e["opt_atm_iv_chg_5d"] = ivs[k] - ivs[k - 5] if k >= 5 else None
+        n = len(ivs) - 1
+        e["opt_atm_iv_chg_1d"] = ivs[n] - ivs[n - 1] if n >= 1 else None
+        e["opt_atm_iv_chg_5d"] = ivs[n] - ivs[n - 5] if n >= 5 else None
         e["opt_atm_iv_z60"] = rolling_z(ivs, 60)
         e["opt_volume_ratio_20"] = (
             volumes[-1] / np.mean(volumes[-20:]) if len(volumes) >= 20 else None
@@ -608,7 +613,7 @@ def test_options_match_brute_force_with_a_one_session_publication_lag(option_cas
 
 
 def test_options_front_expiry_skips_expiries_within_five_business_days(option_case):
-    _, option_days, _, out = option_case
+    out = option_case[-1]
     # On 2022-03-04 the 2022-03-10 expiry is 4 business days away: the front is April's.
     day_after = calendar.shift_trading_days(D(2022, 3, 4), 1)
     assert value(out, day_after, "11110", "opt_days_to_expiry") == float(
@@ -698,6 +703,43 @@ def test_empty_sources_give_null_features_not_errors(family):
     out = run(family, {BARS: table(BARS, bars_rows("11110", days))}, days)
     assert_contract(out, family)
     assert out.height == len(days)
-    for spec in family.features:
-        col = out[spec.name]
-        assert col.null_count() == out.height or (col.drop_nulls() == 0).all(), spec.name
+    assert_no_source_values(out, family)
+
+
+# --------------------------------------------------------------------------------------
+# the sandbox market (every source present) and the real replay (none of them present)
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+def test_sandbox_market_contract_coverage_and_leakage(family):
+    tables = {path: frame for path, frame in sandbox_tables().items() if path in PUBLISHED_AFTER}
+    days = sessions_of(tables)
+    dates = days[250:]
+    out = run(family, tables, days, dates)
+    assert_contract(out, family)
+    universe = (
+        tables[BARS]
+        .filter(pl.col("Date").is_in(dates))
+        .select(pl.col("Date").alias("date"), pl.col("Code").alias("code"))
+        .sort("date", "code")
+    )
+    assert out.select("date", "code").equals(universe)
+    empty = [c for c in family.columns if out[c].null_count() == out.height]
+    assert not empty
+    t = days[300]
+    moved = run(
+        family,
+        perturb_after(tables, t, PUBLISHED_AFTER, repeatable=(REPORTS, INVESTORS)),
+        days,
+        dates,
+    )
+    assert out.filter(pl.col("date") <= t).equals(moved.filter(pl.col("date") <= t))
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+def test_real_replay_without_these_sources(realdata_dir, family):
+    tables = real_tables(realdata_dir, n_codes=100, n_days=300)
+    out = run(family, tables, sessions_of(tables))
+    assert_contract(out, family)
+    assert_no_source_values(out, family)

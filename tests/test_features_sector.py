@@ -96,7 +96,10 @@ def pct_rank(values: np.ndarray) -> np.ndarray:
 
 def expected_row(tables, panel: Panel, days, t: int, code: str) -> dict[str, float | None]:
     master = tables[MASTER]
-    members_at = lambda i: membership(master, panel.codes, days[i])  # noqa: E731
+
+    def members_at(i):
+        return membership(master, panel.codes, days[i])
+
     now = members_at(t)
     s33, s17, tier = now[code]
     j = panel.code(code)
@@ -122,7 +125,7 @@ def expected_row(tables, panel: Panel, days, t: int, code: str) -> dict[str, flo
     vol20 = np.full(len(panel.codes), np.nan)
     for k in peers:
         prev = panel.volume[max(0, t - 20) : t, k]
-        if np.isfinite(prev).sum() >= 15 and np.nanmean(prev) > 0:
+        if np.isfinite(prev).sum() >= 14 and np.nanmean(prev) > 0:
             volume_ratio[k] = panel.volume[t, k] / np.nanmean(prev)
         rets = panel.ret1[max(0, t - 19) : t + 1, k]
         if np.isfinite(rets).sum() >= 14:
@@ -143,7 +146,7 @@ def expected_row(tables, panel: Panel, days, t: int, code: str) -> dict[str, flo
             want[z_col] = (mine - vals[ok].mean()) / np.std(vals[ok], ddof=1)
     r1 = panel.ret1[t, peers]
     want["sec_breadth_up"] = (r1[np.isfinite(r1)] > 0).mean()
-    flags = panel.sma_flag(20, 15)[t, peers]
+    flags = panel.sma_flag(20, 14)[t, peers]
     want["sec_breadth_sma20"] = np.nanmean(flags) if np.isfinite(flags).any() else None
     want["sec_size"] = float(len(peers))
     sector_turnover = np.nansum(panel.turnover[t, peers])
@@ -161,7 +164,7 @@ def expected_row(tables, panel: Panel, days, t: int, code: str) -> dict[str, flo
     want["sec_vol_20d"] = np.nanstd(last20, ddof=1) * ANN if np.isfinite(last20).sum() >= 14 else None
     prev_shares = np.array(shares[:-1])
     want["sec_rel_turnover"] = (
-        shares[-1] / np.nanmean(prev_shares) if np.isfinite(prev_shares).sum() >= 15 else None
+        shares[-1] / np.nanmean(prev_shares) if np.isfinite(prev_shares).sum() >= 14 else None
     )
     for n in (20, 60):
         sector_rets = {}

@@ -200,8 +200,13 @@ def test_combined_loss_weights_components_and_masks_nan():
     config = LossConfig(rank_ic_weight=0.3, ic_weight=0.2, sharpe_weight=0.1, min_stocks_per_date=5)
     terms = CombinedLoss(config, QUANTILES, 4)(quantiles, quantiles[..., 2], target, date_index)
     assert set(terms) == {"quantile", "rank_ic", "ic", "sharpe", "total"}
-    expected = terms["quantile"] - 0.3 * terms["rank_ic"] - 0.2 * terms["ic"] - 0.1 * terms["sharpe"]
-    assert float(terms["total"]) == pytest.approx(float(expected))
+    sharpe = float(terms["sharpe"])
+    expected = (
+        float(terms["quantile"]) - 0.3 * float(terms["rank_ic"]) - 0.2 * float(terms["ic"])
+        - 0.1 * sharpe / np.sqrt(1 + sharpe**2)
+    )
+    assert float(terms["total"]) == pytest.approx(expected)
+    assert sharpe == pytest.approx(float(long_short_sharpe(quantiles[..., 2], target, date_index, min_count=5)))
     assert float(terms["ic"]) == pytest.approx(float(per_date_ic(quantiles[..., 2].double(), target, date_index)), rel=1e-5)
     terms["total"].backward()
     assert torch.isfinite(quantiles.grad).all()

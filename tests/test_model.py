@@ -290,7 +290,7 @@ def test_graph_edge_dropout_only_in_training():
 
 def test_quantiles_never_cross_and_follow_the_formula():
     assert (non_crossing_quantiles(torch.randn(50, 4, 5) * 100, median_index=2).diff(dim=-1) >= 0).all()
-    raw = torch.randn(50, 4, 5) * 5
+    raw = torch.randn(50, 4, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 5
     q = non_crossing_quantiles(raw, median_index=2)
     assert (q.diff(dim=-1) > 0).all()
     sp = torch.nn.functional.softplus
@@ -463,4 +463,4 @@ def test_model_learns_a_cross_sectional_signal():
         terms["total"].backward()
         optimiser.step()
     assert float(terms["total"]) < first["total"]
-    assert float(terms["ic"]) > 0.8 > first["ic"]
+    assert float(terms["ic"]) > 0.9 > 0.1 > first["ic"]

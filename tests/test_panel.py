@@ -35,7 +35,7 @@ def make_dataset(
     * ``signal`` (feature) predicts every target: target_h = 0.02·signal + noise·√h, so a model
       that reads the window's last step can reach a high RankIC;
     * ``logret_1d`` (the raw return behind the graphs) has a cluster factor: stocks i and j
-      with i ≡ j (mod 4) are correlated at ρ ≈ 0.7, other pairs ≈ 0;
+      with i ≡ j (mod 4) are correlated at ρ ≈ 0.9, other pairs ≈ 0;
     * ``scaled`` is noise at a large scale and offset (normalization must bring it to O(1));
       noise features have ~10 % nulls;
     * stock 1 lists 30 dates late (no rows before), stock 2 is outside the universe on its
@@ -49,7 +49,7 @@ def make_dataset(
     signal = rng.standard_normal((d, n))
     factors = rng.standard_normal((d, N_CLUSTERS))
     cluster = np.arange(n) % N_CLUSTERS
-    logret = 0.01 * (factors[:, cluster] + 0.6 * rng.standard_normal((d, n)))
+    logret = 0.01 * (factors[:, cluster] + 0.35 * rng.standard_normal((d, n)))
     columns: dict[str, np.ndarray] = {
         SIGNAL_COLUMN: signal,
         RETURN_COLUMN: logret,

@@ -6,7 +6,7 @@ import datetime as dt
 
 import polars as pl
 import pytest
-from dagster import AssetCheckKey, AssetKey, build_sensor_context, instance_for_test, materialize
+from dagster import AssetCheckKey, AssetKey, build_sensor_context, instance_for_test
 
 from assets.definitions import build_definitions
 from assets.raw import CALENDAR_ASSET, SCHEMA_CHECK
@@ -51,12 +51,16 @@ def _quiet(_: str) -> None:
     pass
 
 
+def _store(tmp_path) -> PartitionStore:
+    return PartitionStore(tmp_path / "data")
+
+
 def test_each_raw_asset_is_one_run_and_each_endpoint_date_is_fetched_once(
     tmp_path, market, instance
 ):
     with serve_in_thread(create_app(market.tables, settings=ServerSettings())) as server:
         defs = _defs(tmp_path, server.base_url)
-        result = materialize_range(defs, instance, RAW_ASSETS, START, END, progress=_quiet)
+        result = materialize_range(defs, instance, RAW_ASSETS, START, END, _store(tmp_path), progress=_quiet)
         assert result.success, [s.error for s in result.stages if not s.success]
         assert [s.asset for s in result.stages] == RAW_ASSETS  # one run per asset
         days = calendar.trading_days(START, END)
@@ -77,14 +81,14 @@ def test_each_raw_asset_is_one_run_and_each_endpoint_date_is_fetched_once(
 
         # a second run over the same range fetches nothing
         server.stats.reset()
-        again = materialize_range(defs, instance, RAW_ASSETS, START, END, progress=_quiet)
+        again = materialize_range(defs, instance, RAW_ASSETS, START, END, _store(tmp_path), progress=_quiet)
         assert again.success and server.stats.total == 0
 
 
 def test_recovery_sensor_requests_exactly_the_lost_partitions(tmp_path, market, instance):
     with serve_in_thread(create_app(market.tables, settings=ServerSettings())) as server:
         defs = _defs(tmp_path, server.base_url)
-        assert materialize_range(defs, instance, RAW_ASSETS, START, END, progress=_quiet).success
+        assert materialize_range(defs, instance, RAW_ASSETS, START, END, _store(tmp_path), progress=_quiet).success
         store = PartitionStore(tmp_path / "data")
         lost = ["2023-01-11", "2023-01-12", "2023-02-01", "2023-02-14", "2023-02-27"]
         store.delete("raw_short_selling", lost[:4])
@@ -101,11 +105,11 @@ def test_recovery_sensor_requests_exactly_the_lost_partitions(tmp_path, market, 
         assert {tuple(k.path[-1] for k in r.asset_selection) for r in requests} == {("raw_short_selling",)}
 
         server.stats.reset()
-        assets_def = repository.assets_defs_by_key[AssetKey("raw_short_selling")]
+        job = defs.resolve_implicit_global_asset_job_def()
         for request in requests:
-            outcome = materialize(
-                [assets_def], instance=instance, partition_key=request.partition_key,
-                resources=repository.get_top_level_resources(),
+            outcome = job.execute_in_process(
+                instance=instance, partition_key=request.partition_key,
+                asset_selection=list(request.asset_selection),
             )
             assert outcome.success
         assert server.stats.endpoints_called() == {"markets/short-ratio"}
@@ -187,7 +191,7 @@ def test_realdata_replays_through_the_raw_assets_for_its_whole_range(tmp_path, r
     with serve_in_thread(create_app(tables, settings=settings_today)) as server, instance_for_test() as inst:
         defs = _defs(tmp_path, server.base_url)
         assets = [CALENDAR_ASSET, "raw_daily_quotes", "raw_listed_info", "raw_topix"]
-        result = materialize_range(defs, inst, assets, start, end, progress=_quiet)
+        result = materialize_range(defs, inst, assets, start, end, _store(tmp_path), progress=_quiet)
         assert result.success, [s.error for s in result.stages if not s.success]
     store = PartitionStore(tmp_path / "data")
     days = calendar.trading_days(start, end)

@@ -679,3 +679,21 @@ def test_real_listed_info_topix_and_calendar_pass(realdata_dir):
     cal = ENDPOINTS["markets/calendar"]
     frame = coerce_frame(cal, _real(realdata_dir, cal.file_stem))
     assert validate_raw(CALENDAR_ASSET, None, frame).clean
+
+
+def test_validating_many_partitions_at_once_matches_one_by_one():
+    from atft_pipeline.validation import validate_raw_partitions
+
+    good = _frame("raw_daily_quotes", _rows("raw_daily_quotes"))
+    other_day = good.with_columns(pl.lit(PREV).alias("Date"))  # rows of PREV in DAY's partition
+    frames = {DAY: good, PREV: other_day}
+    batch = validate_raw_partitions("raw_daily_quotes", frames)
+    assert [r.passed for r in batch] == [True, True]
+    wrong = validate_raw_partitions("raw_daily_quotes", {DAY: other_day, PREV: other_day})
+    assert [r.passed for r in wrong] == [False, True]
+    assert "raw_daily_quotes[2024-05-07]" in wrong[0].message and "'Date'" in wrong[0].message
+    bad_rows = _rows("raw_daily_quotes")
+    bad_rows[0]["H"] = 1.0  # below the low: falls back to per-partition attribution
+    bad = validate_raw_partitions("raw_daily_quotes", {DAY: _frame("raw_daily_quotes", bad_rows), PREV: other_day})
+    assert [r.passed for r in bad] == [False, True]
+    assert bad[0].message == validate_raw("raw_daily_quotes", DAY, _frame("raw_daily_quotes", bad_rows)).message

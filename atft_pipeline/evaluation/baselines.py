@@ -14,7 +14,7 @@ q05 … q95, target, split, model``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -179,7 +179,9 @@ class LightGBMModel:
         )
 
 
-def _rank_ic_feval(val: pl.DataFrame, target: str):
+def _rank_ic_feval(
+    val: pl.DataFrame, target: str
+) -> Callable[[np.ndarray, lgb.Dataset], tuple[str, float, bool]]:
     """LightGBM eval function: mean per-date Spearman of the current predictions on val."""
     base = val.select("date", pl.col(target).alias("target"))
 

@@ -1,7 +1,7 @@
 """The evaluation report: one metrics table comparing every model, markdown and PNG plots.
 
-The table is exactly ``metrics.evaluate`` (plus the fraction of the oracle's RankIC when the
-sandbox reports it); the plots show the book's cumulative return, the daily RankIC and the
+The table is exactly ``metrics.evaluate`` plus, when the sandbox reports the oracle's RankIC or
+the predictions hold an ``oracle`` model, each row's fraction of that RankIC; the plots show the book's cumulative return, the daily RankIC and the
 decile returns of the test split (the validation split when there is no test data) at the
 shortest horizon. Figures are drawn on ``matplotlib.figure.Figure`` with the Agg canvas, so
 nothing touches pyplot's global state. Every file is written to a temporary sibling and
@@ -162,7 +162,7 @@ def _plot_deciles(deciles: pl.DataFrame, models: Sequence[str], label: str, path
         x = [d + (i - (len(models) - 1) / 2) * width for d in rows["decile"].to_list()]
         ax.bar(x, rows["mean_return"].to_list(), width=width, color=colors[model], label=model)
     ax.axhline(0.0, color="black", linewidth=0.6)
-    ax.set_xticks(range(1, 11))
+    ax.set_xticks(sorted(deciles["decile"].unique().to_list()))
     ax.set_xlabel("prediction decile (1 = lowest)")
     ax.set_ylabel("mean target (per date, then over dates)")
     ax.set_title(f"Mean return by prediction decile ({label})")
@@ -239,7 +239,7 @@ def _markdown(
         lines.append(f"- `{model}`: {n_missing:,} of {rows:,} rows have no prediction (left out of its metrics).")
     if missing.height:
         lines.append("")
-    columns = [c for c in _HEADERS if c in table.columns and c not in ("split",)]
+    columns = [c for c in _HEADERS if c in table.columns]
     for split in _ordered(table["split"].unique().to_list(), SPLIT_ORDER):
         rows = table.filter(pl.col("split") == split).sort(
             pl.col("model").replace_strict({m: i for i, m in enumerate(models)}), "horizon"

@@ -57,13 +57,15 @@ FEATURES: tuple[FeatureSpec, ...] = (
     _F("earn_days_to_next_report",
        "sessions until the expected next report (negative when overdue)", LOOKBACK),
     _F("earn_window", "1 within ±3 sessions of the expected next report", LOOKBACK, pl.Int8),
-    _F("earn_ret_since_report", "return from the close before the latest report to today", LOOKBACK),
+    _F("earn_ret_since_report", "return from the close before the latest report to today",
+       LOOKBACK),
     _F("earn_excess_ret_since_report", "earn_ret_since_report minus TOPIX over the same span",
        LOOKBACK),
     _F("earn_report_count_250d", "earnings reports in the last 250 sessions", REPORT_COUNT_WINDOW),
     _F("earn_latest_is_revision",
        "1 if the latest disclosure day included an earnings-forecast revision", LOOKBACK, pl.Int8),
-    _F("earn_days_since_revision", "sessions since the latest earnings-forecast revision", LOOKBACK),
+    _F("earn_days_since_revision", "sessions since the latest earnings-forecast revision",
+       LOOKBACK),
     _F("earn_announcement_ret",
        "close-to-close return on the first session after the latest disclosure", LOOKBACK),
     _F("earn_announcement_excess_ret", "earn_announcement_ret minus TOPIX's return that session",
@@ -102,7 +104,10 @@ def _disclosures(inputs: FeatureInputs, sessions: pl.LazyFrame) -> pl.LazyFrame:
         pl.col("Code").alias("code"),
         pl.col("DiscDate").alias("disc_date"),
         time.alias("disc_time"),
-        pl.col("DocType").str.contains(REPORT_DOC, literal=True).fill_null(False).alias("is_report"),
+        pl.col("DocType")
+        .str.contains(REPORT_DOC, literal=True)
+        .fill_null(False)
+        .alias("is_report"),
         pl.col("DocType").is_in(EARN_REVISION_DOCS).fill_null(False).alias("is_revision"),
         pl.col("CurPerType").alias("period_type"),
         pl.col("CurPerEn").alias("period_end"),
@@ -167,9 +172,16 @@ def _reports(disclosures: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def _with_closes(frame: pl.LazyFrame, closes: pl.LazyFrame, tpx: pl.LazyFrame, session: str,
-                 price: str, alias: str) -> pl.LazyFrame:
-    """Attach the stock's ``price`` column and TOPIX's close at ``session`` (per code)."""
+def _with_closes(
+    frame: pl.LazyFrame,
+    closes: pl.LazyFrame,
+    tpx: pl.LazyFrame,
+    session: str,
+    price: str,
+    alias: str,
+) -> pl.LazyFrame:
+    """Attach the stock's ``price`` (as ``alias``) and TOPIX's close (as ``{alias}_tpx``) at
+    the session numbered by column ``session``."""
     return frame.join(
         closes.select("code", pl.col(SESSION).alias(session), pl.col(price).alias(alias)),
         on=["code", session],
@@ -190,7 +202,12 @@ def compute_earnings(inputs: FeatureInputs) -> pl.LazyFrame:
     holidays = _holidays(inputs)
 
     def sessions_between(start: str, end: str) -> pl.Expr:
-        return pl.business_day_count(pl.col(start), pl.col(end), holidays=holidays).cast(pl.Float64)
+        """Sessions in [start, end), negated when end < start (so f(a, b) = -f(b, a));
+        polars counts a reversed range differently."""
+        a, b = pl.col(start), pl.col(end)
+        forward = pl.business_day_count(a, b, holidays=holidays)
+        backward = pl.business_day_count(b, a, holidays=holidays)
+        return pl.when(b >= a).then(forward).otherwise(-backward).cast(pl.Float64)
 
     days = _with_closes(
         _with_closes(
@@ -218,20 +235,25 @@ def compute_earnings(inputs: FeatureInputs) -> pl.LazyFrame:
         "_report_base",
         "_report_base_tpx",
     )
-    revisions = (
-        days.filter(pl.col("is_revision")).select("code", pl.col("_last_disc").alias("_last_revision"))
+    revisions = days.filter(pl.col("is_revision")).select(
+        "code", pl.col("_last_disc").alias("_last_revision")
     )
-    # reports published up to 250 sessions before t, to take out of the running count
+    # the running report count as of the session 250 before t ("date" below is that
+    # session's date), to subtract from the count as of t
+    window_start = panel.filter(pl.col("listed")).select(
+        "code", SESSION, (pl.col(SESSION) - REPORT_COUNT_WINDOW).alias("_aged_session")
+    ).join(
+        sessions.select(pl.col(SESSION).alias("_aged_session"), "date"),
+        on="_aged_session",
+        how="inner",
+    )
     aged = common.asof_published(
-        panel.filter(pl.col("listed")).select(
-            "code", SESSION, (pl.col(SESSION) - REPORT_COUNT_WINDOW).alias("_aged_session")
-        ).join(
-            sessions.select(pl.col(SESSION).alias("_aged_session"), "date"),
-            on="_aged_session",
-            how="inner",
+        window_start,
+        reports.select(
+            "code",
+            pl.col("disc_date").alias("_aged_at"),
+            pl.col("report_count").alias("_aged_count"),
         ),
-        reports.select("code", pl.col("disc_date").alias("_aged_at"),
-                       pl.col("report_count").alias("_aged_count")),
         "_aged_at",
     ).select("code", SESSION, pl.col("_aged_count").fill_null(0))
 

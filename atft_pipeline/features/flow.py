@@ -38,19 +38,34 @@ MAX_STALE_DAYS = 28  # a weekly series older than four weeks is not current
 _STATE_SPAN = dt.timedelta(days=7 * (Z_WEEKS + 10))
 
 _SECTION_TIER = {
-    "TSE1st": "prime", "TSEPrime": "prime",
-    "TSE2nd": "standard", "TSEStandard": "standard",
-    "TSEMothers": "growth", "TSEGrowth": "growth",
+    "TSE1st": "prime",
+    "TSEPrime": "prime",
+    "TSE2nd": "standard",
+    "TSEStandard": "standard",
+    "TSEMothers": "growth",
+    "TSEGrowth": "growth",
     "TSEJASDAQ": "jasdaq",
 }
 # Market segment code (equities/master ``Mkt``) -> tier, before / from the restructuring.
 _SEGMENT_TIER_BEFORE = {
-    "0101": "prime", "0111": "prime", "0102": "standard", "0112": "standard",
-    "0104": "growth", "0113": "growth", "0106": "jasdaq", "0107": "jasdaq",
+    "0101": "prime",
+    "0111": "prime",
+    "0102": "standard",
+    "0112": "standard",
+    "0104": "growth",
+    "0113": "growth",
+    "0106": "jasdaq",
+    "0107": "jasdaq",
 }
 _SEGMENT_TIER_FROM = {
-    "0101": "prime", "0111": "prime", "0102": "standard", "0112": "standard", "0106": "standard",
-    "0104": "growth", "0113": "growth", "0107": "growth",
+    "0101": "prime",
+    "0111": "prime",
+    "0102": "standard",
+    "0112": "standard",
+    "0106": "standard",
+    "0104": "growth",
+    "0113": "growth",
+    "0107": "growth",
 }
 MARKET_TIER = "prime"
 # (feature stem, J-Quants prefix, description)
@@ -70,7 +85,9 @@ def _tier_states(inputs: FeatureInputs) -> pl.LazyFrame:
     versions = (
         raw_source(inputs, "flow", "raw_trades_spec", fields)
         .with_columns(
-            pl.col("Section").replace_strict(_SECTION_TIER, default=None, return_dtype=pl.String).alias("tier")
+            pl.col("Section")
+            .replace_strict(_SECTION_TIER, default=None, return_dtype=pl.String)
+            .alias("tier")
         )
         .filter(
             pl.col("tier").is_not_null()
@@ -109,7 +126,11 @@ def _tier_states(inputs: FeatureInputs) -> pl.LazyFrame:
         aggs += [
             newest(ratio).alias(f"flow_{stem}_net"),
             pl.when(last_weeks(bal, SUM_WEEKS).count() == SUM_WEEKS)
-            .then(common.safe_div(last_weeks(bal, SUM_WEEKS).sum(), last_weeks(total, SUM_WEEKS).sum()))
+            .then(
+                common.safe_div(
+                    last_weeks(bal, SUM_WEEKS).sum(), last_weeks(total, SUM_WEEKS).sum()
+                )
+            )
             .alias(f"flow_{stem}_net_4w"),
             pl.when(recent.count() == Z_WEEKS)
             .then(common.safe_div(newest(ratio) - recent.mean(), recent.std()))
@@ -123,18 +144,46 @@ _TIER_FEATURES = (
         spec
         for stem, _, who in _INVESTORS
         for spec in (
-            FeatureSpec(f"flow_{stem}_net", f"Latest week's net buying of {who} / section total trading", 10),
-            FeatureSpec(f"flow_{stem}_net_4w", f"4-week net buying of {who} / 4-week section total trading", 25),
-            FeatureSpec(f"flow_{stem}_net_z52", f"Z-score of the weekly net-buying ratio of {who} over 52 weeks", 270),
+            FeatureSpec(
+                f"flow_{stem}_net", f"Latest week's net buying of {who} / section total trading", 10
+            ),
+            FeatureSpec(
+                f"flow_{stem}_net_4w",
+                f"4-week net buying of {who} / 4-week section total trading",
+                25,
+            ),
+            FeatureSpec(
+                f"flow_{stem}_net_z52",
+                f"Z-score of the weekly net-buying ratio of {who} over 52 weeks",
+                270,
+            ),
         )
     ],
-    FeatureSpec("flow_frgn_share", "Foreigners' share of the section's total trading, latest week", 10),
-    FeatureSpec("flow_weeks_since_pub", "Weeks since the newest week of the section's series was published", 10),
+    FeatureSpec(
+        "flow_frgn_share", "Foreigners' share of the section's total trading, latest week", 10
+    ),
+    FeatureSpec(
+        "flow_weeks_since_pub",
+        "Weeks since the newest week of the section's series was published",
+        10,
+    ),
 )
 _MARKET_FEATURES = (
-    ("flow_frgn_net", "flow_mkt_frgn_net", "Latest week's net buying of foreigners / total, prime tier (market-wide)"),
-    ("flow_frgn_net_4w", "flow_mkt_frgn_net_4w", "4-week net buying of foreigners / total, prime tier (market-wide)"),
-    ("flow_ind_net_4w", "flow_mkt_ind_net_4w", "4-week net buying of individuals / total, prime tier (market-wide)"),
+    (
+        "flow_frgn_net",
+        "flow_mkt_frgn_net",
+        "Latest week's net buying of foreigners / total, prime tier (market-wide)",
+    ),
+    (
+        "flow_frgn_net_4w",
+        "flow_mkt_frgn_net_4w",
+        "4-week net buying of foreigners / total, prime tier (market-wide)",
+    ),
+    (
+        "flow_ind_net_4w",
+        "flow_mkt_ind_net_4w",
+        "4-week net buying of individuals / total, prime tier (market-wide)",
+    ),
 )
 FEATURES = (
     *_TIER_FEATURES,
@@ -147,7 +196,9 @@ def _daily_by_tier(inputs: FeatureInputs) -> pl.LazyFrame:
     """``date, tier`` + the tier's features in force on each session (null when stale)."""
     dates = pl.LazyFrame({"date": list(inputs.calendar)}, schema={"date": pl.Date})
     tiers = pl.LazyFrame({"tier": sorted(set(_SECTION_TIER.values()))})
-    daily = common.asof_published(dates.join(tiers, how="cross"), _tier_states(inputs), "s", by="tier")
+    daily = common.asof_published(
+        dates.join(tiers, how="cross"), _tier_states(inputs), "s", by="tier"
+    )
     age = (pl.col("date") - pl.col("published")).dt.total_days()
     fresh = age.is_not_null() & (age <= MAX_STALE_DAYS)
     return daily.select(
@@ -164,7 +215,9 @@ def compute(inputs: FeatureInputs) -> pl.LazyFrame:
     tier = (
         pl.when(pl.col("date") >= MARKET_RESTRUCTURING)
         .then(segment.replace_strict(_SEGMENT_TIER_FROM, default=None, return_dtype=pl.String))
-        .otherwise(segment.replace_strict(_SEGMENT_TIER_BEFORE, default=None, return_dtype=pl.String))
+        .otherwise(
+            segment.replace_strict(_SEGMENT_TIER_BEFORE, default=None, return_dtype=pl.String)
+        )
     )
     daily = _daily_by_tier(inputs)
     market = daily.filter(pl.col("tier") == MARKET_TIER).select(

@@ -30,7 +30,11 @@ from scipy import sparse
 
 from atft_pipeline.features import common
 from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
-from atft_pipeline.features.graph_builder import CorrelationGraph, GraphConfig, build_correlation_graph
+from atft_pipeline.features.graph_builder import (
+    CorrelationGraph,
+    GraphConfig,
+    build_correlation_graph,
+)
 from atft_pipeline.features.market import RETURN_HORIZONS, SESSION, stock_panel
 from atft_pipeline.features.sector import sector_membership
 
@@ -113,9 +117,8 @@ def graph_features(
 
     def nbr_mean(values: np.ndarray) -> np.ndarray:
         seen = np.isfinite(values[dst])
-        return ratio(
-            per_node(np.where(seen, rho * values[dst], 0.0)), per_node(np.where(seen, strength, 0.0))
-        )
+        weighted = per_node(np.where(seen, rho * values[dst], 0.0))
+        return ratio(weighted, per_node(np.where(seen, strength, 0.0)))
 
     today = returns["ret_1d"][dst]
     seen = np.isfinite(today)
@@ -142,7 +145,9 @@ def graph_features(
         "graph_nbr_ret_std_1d": nbr_std,
         "graph_rel_ret_1d": returns["ret_1d"] - nbr["ret_1d"],
         "graph_rel_ret_5d": returns["ret_5d"] - nbr["ret_5d"],
-        "graph_same_sector_share": ratio(per_node(same.astype(np.float64)), per_node(known.astype(np.float64))),
+        "graph_same_sector_share": ratio(
+            per_node(same.astype(np.float64)), per_node(known.astype(np.float64))
+        ),
     }
     return {name: np.where(graph.eligible, values, np.nan) for name, values in columns.items()}
 

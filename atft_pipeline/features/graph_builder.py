@@ -14,8 +14,9 @@ proportion to the non-overlap, so a short overlap cannot create a spuriously str
 It keeps the whole date one matrix product.
 
 Cost: one [N × T] × [T × N] product per date, done in row blocks so memory stays at
-``block × N`` scores. Candidate selection uses float32 scores; the weights of the chosen edges are then recomputed exactly in float64, so only a near
-tie at the k-th place (|Δρ| ≲ 1e-6) can differ from an all-float64 selection.
+``block × N`` scores. Candidate selection uses float32 scores; the weights of the chosen
+edges are then recomputed exactly in float64, so only a near tie at the k-th place
+(|Δρ| ≲ 1e-6) can differ from an all-float64 selection.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ import torch
 # never moved in the window).
 _MIN_NORM = 1e-9
 _BLOCK_ROWS = 1024
+_CHUNK = 16  # columns per chunk in the exact two-stage top-k
+# float32 scores are within ~1e-6 of the exact ρ; candidates this close to the threshold are
+# decided by their exact value
+_SCORE_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -98,25 +103,27 @@ def build_correlation_graph(
     rows_of = np.ascontiguousarray(z[:, cols].T)  # [n, T]: one stock's z per row
     n = cols.size
     k = min(k, n - 1)
-    partners = _top_partners(rows_of, k)
+    partners, scores = _top_partners(rows_of, k)
+    mean_corr[cols] = (rows_of @ rows_of.sum(axis=0) - 1.0) / (n - 1)  # drops ρ(i, i) = 1
+    best = partners[np.arange(n), scores.argmax(axis=1)]
+    max_abs[cols] = np.abs(_dot_rows(rows_of, np.arange(n), best))
+
+    # candidates by float32 score (with a margin), then the exact ρ decides the threshold
     source = np.repeat(np.arange(n), k)
     target = partners.ravel()
-    rho = _dot_rows(rows_of, source, target)
-    max_abs[cols] = np.abs(rho).reshape(n, k).max(axis=1)
-    mean_corr[cols] = (rows_of @ rows_of.sum(axis=0) - 1.0) / (n - 1)  # drops ρ(i, i) = 1
-
-    keep = np.abs(rho) >= threshold
-    a, b = source[keep], target[keep]
+    near = scores.ravel() >= threshold - _SCORE_TOLERANCE
+    a, b = source[near], target[near]
     pairs = np.unique(np.minimum(a, b) * n + np.maximum(a, b))
     lo, hi = pairs // n, pairs % n
     weight = _dot_rows(rows_of, lo, hi)  # one value per undirected pair: exactly symmetric
+    keep = np.abs(weight) >= threshold
+    lo, hi, weight = lo[keep], hi[keep], np.clip(weight[keep], -1.0, 1.0)
     src = np.concatenate([lo, hi])
     dst = np.concatenate([hi, lo])
     order = np.lexsort((dst, src))
     edge_index = np.stack([cols[src[order]], cols[dst[order]]]).astype(np.int64)
     return CorrelationGraph(
-        edge_index, np.clip(np.concatenate([weight, weight])[order], -1.0, 1.0), eligible,
-        max_abs, mean_corr,
+        edge_index, np.concatenate([weight, weight])[order], eligible, max_abs, mean_corr
     )
 
 
@@ -141,21 +148,39 @@ def _dot_rows(rows_of: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("et,et->e", rows_of[a], rows_of[b])
 
 
-def _top_partners(rows_of: np.ndarray, k: int) -> np.ndarray:
-    """[n, k] indices of each stock's ``k`` partners of largest |ρ| (itself excluded), from
-    float32 scores computed one block of rows at a time."""
-    n = rows_of.shape[0]
+def _top_partners(rows_of: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """[n, k] partner indices of largest |ρ| per stock (itself excluded) and their float32
+    |ρ| scores, computed one block of rows at a time.
+
+    Exact top-k without scanning every score twice: the columns are cut into chunks of
+    ``_CHUNK``; a chunk holding one of a row's k best scores has a chunk maximum at least as
+    large as the k-th best, and at most k chunks can, so the k chunks with the largest
+    maxima contain the k best scores. Padding columns score 0 and are never preferred to a
+    real partner (ρ = 0 exactly aside).
+    """
+    n, t = rows_of.shape
+    width = -(-n // _CHUNK) * _CHUNK
     z_rows = torch.from_numpy(rows_of.astype(np.float32))
-    z_cols = z_rows.T.contiguous()
+    z_cols = torch.zeros((t, width), dtype=torch.float32)
+    z_cols[:, :n] = z_rows.T
+    offsets = torch.arange(_CHUNK)
+    n_chunks = min(k, width // _CHUNK)
     partners = np.empty((n, k), dtype=np.int64)
+    scores = np.empty((n, k), dtype=np.float32)
     with _single_intra_op_thread():
         for start in range(0, n, _BLOCK_ROWS):
             stop = min(start + _BLOCK_ROWS, n)
-            scores = (z_rows[start:stop] @ z_cols).abs_()
-            block_rows = torch.arange(start, stop)
-            scores[block_rows - start, block_rows] = -1.0
-            partners[start:stop] = scores.topk(k, dim=1, sorted=False).indices.numpy()
-    return partners
+            block = z_rows[start:stop] @ z_cols  # [b, width] ρ
+            rows = torch.arange(stop - start)
+            block[rows, rows + start] = 0.0  # not its own partner
+            low, high = block.view(stop - start, -1, _CHUNK).aminmax(dim=2)
+            chunks = torch.maximum(high, -low).topk(n_chunks, dim=1, sorted=False).indices
+            columns = (chunks[:, :, None] * _CHUNK + offsets).reshape(stop - start, -1)
+            candidates = block.gather(1, columns).abs_()
+            top = candidates.topk(k, dim=1, sorted=False)
+            partners[start:stop] = columns.gather(1, top.indices).numpy()
+            scores[start:stop] = top.values.numpy()
+    return partners, scores
 
 
 @contextmanager

@@ -13,7 +13,7 @@ in this source, so its meaning at t is:
 
 A ``PubDate`` that is not a session counts from the next session (it is known by then).
 Balances are raw share counts; they are compared with the 20-session average raw volume in
-split-consistent base units (see ``margin_weekly.with_average_volume``).
+split-consistent base units (see ``margin_weekly.volume_panel``).
 """
 
 from __future__ import annotations
@@ -34,13 +34,27 @@ _REASONS = (
     ("Monitoring", "mrgd_monitoring", "issue under monitoring"),
     ("RestrictedByJSF", "mrgd_restricted_by_jsf", "JSF lending restriction"),
     ("PrecautionByJSF", "mrgd_precaution_by_jsf", "JSF lending precaution"),
-    ("UnclearOrSecOnAlert", "mrgd_unclear_or_sec_on_alert", "unclear disclosure / security on alert"),
+    (
+        "UnclearOrSecOnAlert",
+        "mrgd_unclear_or_sec_on_alert",
+        "unclear disclosure / security on alert",
+    ),
 )
-# TSEMrgnRegCls: 003 restricted, 004-006 second- to fourth-tier restriction.
+# TSEMrgnRegCls: 003 restricted, 004-006 second- to fourth-tier restriction; 102 security
+# under supervision (special alert). 001/002 (JSF measures, daily publication) repeat the
+# publication reasons and 101 (restriction lifted) is "no restriction".
 _REGULATION_TIER = {"003": 1.0, "004": 2.0, "005": 3.0, "006": 4.0}
+_SUPERVISION = "102"
 _AMOUNTS = (
-    "ShrtOut", "ShrtOutChg", "ShrtOutRatio", "LongOut", "LongOutChg", "LongOutRatio", "SLRatio",
-    "ShrtNegOut", "LongNegOut",
+    "ShrtOut",
+    "ShrtOutChg",
+    "ShrtOutRatio",
+    "LongOut",
+    "LongOutChg",
+    "LongOutRatio",
+    "SLRatio",
+    "ShrtNegOut",
+    "LongNegOut",
 )
 
 
@@ -55,7 +69,9 @@ def _published_rows(inputs: FeatureInputs, levels: pl.LazyFrame) -> pl.LazyFrame
     ).rename({"Code": "code"})
     sessions = pl.LazyFrame({"date": list(inputs.calendar)}, schema={"date": pl.Date})
     rows = raw.filter(
-        pl.col("PubDate").is_not_null() & pl.col("code").is_not_null() & pl.col("AppDate").is_not_null()
+        pl.col("PubDate").is_not_null()
+        & pl.col("code").is_not_null()
+        & pl.col("AppDate").is_not_null()
     )
     first_publication = pl.col("PubDate").min().over("code", "AppDate")
     rows = (
@@ -66,9 +82,7 @@ def _published_rows(inputs: FeatureInputs, levels: pl.LazyFrame) -> pl.LazyFrame
         .sort("code", "date", "AppDate", "PubDate", maintain_order=True)
         .unique(subset=["code", "date"], keep="last", maintain_order=True)
     )
-    return log_split_at(rows, "AppDate", levels).with_columns(
-        pl.lit(1.0).alias("alert")
-    )
+    return log_split_at(rows, "AppDate", levels).with_columns(pl.lit(1.0).alias("alert"))
 
 
 FEATURES = (
@@ -80,22 +94,43 @@ FEATURES = (
         f"Sessions since the last alert session (0 under alert, capped at {SINCE_ALERT_CAP})",
         SINCE_ALERT_CAP,
     ),
-    FeatureSpec("mrgd_short_out_to_adv", "Short margin outstanding / 20-session average volume", 20),
+    FeatureSpec(
+        "mrgd_short_out_to_adv", "Short margin outstanding / 20-session average volume", 20
+    ),
     FeatureSpec("mrgd_long_out_to_adv", "Long margin outstanding / 20-session average volume", 20),
-    FeatureSpec("mrgd_short_chg_to_adv", "Daily change of short outstanding / 20-session average volume", 20),
-    FeatureSpec("mrgd_long_chg_to_adv", "Daily change of long outstanding / 20-session average volume", 20),
+    FeatureSpec(
+        "mrgd_short_chg_to_adv", "Daily change of short outstanding / 20-session average volume", 20
+    ),
+    FeatureSpec(
+        "mrgd_long_chg_to_adv", "Daily change of long outstanding / 20-session average volume", 20
+    ),
     FeatureSpec("mrgd_sl_ratio", "Short/long margin ratio as published (SLRatio)"),
-    FeatureSpec("mrgd_short_out_ratio", "Short outstanding / listed shares as published (ShrtOutRatio)"),
-    FeatureSpec("mrgd_long_out_ratio", "Long outstanding / listed shares as published (LongOutRatio)"),
+    FeatureSpec(
+        "mrgd_short_out_ratio", "Short outstanding / listed shares as published (ShrtOutRatio)"
+    ),
+    FeatureSpec(
+        "mrgd_long_out_ratio", "Long outstanding / listed shares as published (LongOutRatio)"
+    ),
     FeatureSpec("mrgd_short_neg_share", "Negotiable share of the short outstanding"),
     FeatureSpec("mrgd_long_neg_share", "Negotiable share of the long outstanding"),
     *[FeatureSpec(name, f"1 if published at t for: {what}, else 0") for _, name, what in _REASONS],
-    FeatureSpec("mrgd_reg_tier", "TSE restriction tier at t (1 restricted .. 4 fourth tier; 0 none)"),
+    FeatureSpec(
+        "mrgd_reg_tier", "TSE restriction tier at t (1 restricted .. 4 fourth tier; 0 none)"
+    ),
+    FeatureSpec(
+        "mrgd_reg_supervision", "1 if TSE classes the issue as under supervision (102), else 0"
+    ),
 )
 _QUANTITIES = (
-    "mrgd_short_out_to_adv", "mrgd_long_out_to_adv", "mrgd_short_chg_to_adv",
-    "mrgd_long_chg_to_adv", "mrgd_sl_ratio", "mrgd_short_out_ratio", "mrgd_long_out_ratio",
-    "mrgd_short_neg_share", "mrgd_long_neg_share",
+    "mrgd_short_out_to_adv",
+    "mrgd_long_out_to_adv",
+    "mrgd_short_chg_to_adv",
+    "mrgd_long_chg_to_adv",
+    "mrgd_sl_ratio",
+    "mrgd_short_out_ratio",
+    "mrgd_long_out_ratio",
+    "mrgd_short_neg_share",
+    "mrgd_long_neg_share",
 )
 
 
@@ -143,6 +178,10 @@ def compute(inputs: FeatureInputs) -> pl.LazyFrame:
         .replace_strict(_REGULATION_TIER, default=0.0, return_dtype=pl.Float64)
         .fill_null(0.0)
         .alias("mrgd_reg_tier"),
+        (pl.col("TSEMrgnRegCls") == _SUPERVISION)
+        .fill_null(False)
+        .cast(pl.Float64)
+        .alias("mrgd_reg_supervision"),
     ).with_columns(
         # Quantities of a stock not under alert are unknown (the row is absent anyway; this
         # keeps the contract explicit).

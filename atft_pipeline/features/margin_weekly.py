@@ -43,23 +43,21 @@ def cs_rank(expr: pl.Expr) -> pl.Expr:
     )
 
 
-def with_average_volume(panel: pl.LazyFrame) -> pl.LazyFrame:
-    """Add ``adv_b`` to a ``split_panel`` with ``raw_volume``: the ``ADV_WINDOW``-session mean
-    raw volume in base units (``Vo × exp(L)``).
+def volume_panel(inputs: FeatureInputs, family: str) -> pl.LazyFrame:
+    """``date, code, log_split, adv_b`` for every row of the universe; ``adv_b`` is the
+    ``ADV_WINDOW``-session mean raw volume in base units (``Vo × exp(L)``).
 
     A session without trades (halt: null volume) counts as zero volume; the mean needs a full
     window of sessions.
     """
-    base = pl.col("raw_volume").fill_null(0.0) * pl.col("log_split").exp()
-    return panel.with_columns(
-        common.by_code(base.rolling_mean(ADV_WINDOW, min_samples=ADV_WINDOW)).alias("adv_b")
-    )
-
-
-def volume_panel(inputs: FeatureInputs, family: str) -> pl.LazyFrame:
-    """``date, code, log_split, adv_b`` for every row of the universe."""
     panel = split_panel(inputs, family, {"Vo": "raw_volume"})
-    return with_average_volume(panel).select("date", "code", "log_split", "adv_b")
+    base = pl.col("raw_volume").fill_null(0.0) * pl.col("log_split").exp()
+    return panel.select(
+        "date",
+        "code",
+        "log_split",
+        common.by_code(base.rolling_mean(ADV_WINDOW, min_samples=ADV_WINDOW)).alias("adv_b"),
+    )
 
 
 def _weekly_rows(inputs: FeatureInputs, panel: pl.LazyFrame) -> pl.LazyFrame:

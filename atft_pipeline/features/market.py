@@ -37,7 +37,8 @@ ANNUALIZE = math.sqrt(TRADING_DAYS_PER_YEAR)
 SESSION = "session"  # 0-based index of a date in the window's session list
 RETURN_HORIZONS = (1, 5, 20, 60)
 
-# A per-stock rolling statistic needs this share of its window observed (else null).
+# A per-stock rolling statistic needs this share of its window observed (else null): 40 of 60
+# sessions, 14 of 20. Index-level (TOPIX) statistics need their full window.
 MIN_OBS_SHARE = 2 / 3
 
 
@@ -92,10 +93,12 @@ def stock_panel(inputs: FeatureInputs, family: str) -> pl.LazyFrame:
       the series every rolling statistic uses.
     - ``ret_{5,20,60}d``: from the last known close on or before t-n to today's close (null
       when today has no close).
-    - ``vol_20d``: annualized std of ``ret_1d`` over 20 sessions (≥ 14 observed).
+    - ``vol_20d``: annualized std of ``ret_1d`` over 20 sessions.
     - ``above_sma20`` / ``above_sma50``: close above its own 20/50-session mean.
     - ``at_high_20d`` / ``at_low_20d``: close at its 20-session high/low.
     - ``volume_ratio``: volume over its mean of the previous 20 sessions.
+
+    Every rolling statistic needs ``min_obs(window)`` observed values, else it is null.
     """
     sessions = session_index(inputs, family)
     quotes = (
@@ -120,7 +123,11 @@ def stock_panel(inputs: FeatureInputs, family: str) -> pl.LazyFrame:
     )
     close = pl.col("close")
     close_ff = pl.col("close_ff")
-    panel = (
+
+    def trailing(expr: pl.Expr, stat: str, window: int) -> pl.Expr:
+        return common.by_code(getattr(expr, f"rolling_{stat}")(window, min_samples=min_obs(window)))
+
+    return (
         grid.join(quotes.drop("date"), on=["code", SESSION], how="left")
         .with_columns(pl.col("listed").fill_null(False))
         .sort("code", "date")
@@ -133,22 +140,16 @@ def stock_panel(inputs: FeatureInputs, family: str) -> pl.LazyFrame:
                 .alias(f"ret_{n}d")
                 for n in RETURN_HORIZONS[1:]
             ],
-            _above(close, common.by_code(close.rolling_mean(20, min_samples=15))).alias("above_sma20"),
-            _above(close, common.by_code(close.rolling_mean(50, min_samples=38))).alias("above_sma50"),
-            _at(close, common.by_code(close.rolling_max(20, min_samples=15))).alias("at_high_20d"),
-            _at(close, common.by_code(close.rolling_min(20, min_samples=15))).alias("at_low_20d"),
+            _above(close, trailing(close, "mean", 20)).alias("above_sma20"),
+            _above(close, trailing(close, "mean", 50)).alias("above_sma50"),
+            _at(close, trailing(close, "max", 20)).alias("at_high_20d"),
+            _at(close, trailing(close, "min", 20)).alias("at_low_20d"),
             common.safe_div(
-                pl.col("volume"),
-                common.by_code(pl.col("volume").shift(1).rolling_mean(20, min_samples=15)),
+                pl.col("volume"), trailing(pl.col("volume").shift(1), "mean", 20)
             ).alias("volume_ratio"),
         )
-        .with_columns(
-            (common.by_code(pl.col("ret_1d").rolling_std(20, min_samples=14)) * ANNUALIZE).alias(
-                "vol_20d"
-            )
-        )
+        .with_columns((trailing(pl.col("ret_1d"), "std", 20) * ANNUALIZE).alias("vol_20d"))
     )
-    return panel
 
 
 def _above(value: pl.Expr, level: pl.Expr) -> pl.Expr:
@@ -335,7 +336,9 @@ def _topix_features(inputs: FeatureInputs) -> pl.LazyFrame:
             ),
             common.safe_div(
                 pl.col("mkt_vol_20d"),
-                pl.col("mkt_vol_20d").rolling_median(VOL_REGIME_WINDOW, min_samples=VOL_REGIME_WINDOW),
+                pl.col("mkt_vol_20d").rolling_median(
+                    VOL_REGIME_WINDOW, min_samples=VOL_REGIME_WINDOW
+                ),
             ).alias("mkt_vol_regime"),
         )
         .with_columns(

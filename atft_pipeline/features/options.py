@@ -55,16 +55,20 @@ def _series(inputs: FeatureInputs) -> pl.LazyFrame:
 
 def _atm_by_expiry(series: pl.LazyFrame) -> pl.LazyFrame:
     """``Date, LTD, days, atm_iv, skew``: one row per options day and eligible expiry."""
-    quoted = series.filter(
-        (pl.col("iv") > 0)
-        & pl.col("Strike").is_not_null()
-        & pl.col("LTD").is_not_null()
-        & (pl.col("UnderPx") > 0)
-        & pl.col("PCDiv").is_in([_PUT, _CALL])
-    ).with_columns(
-        pl.business_day_count(pl.col("Date"), pl.col("LTD")).alias("days"),
-        pl.col("UnderPx").mean().over("Date", "LTD").alias("under"),
-    ).filter(pl.col("days") >= MIN_DAYS_TO_EXPIRY)
+    quoted = (
+        series.filter(
+            (pl.col("iv") > 0)
+            & pl.col("Strike").is_not_null()
+            & pl.col("LTD").is_not_null()
+            & (pl.col("UnderPx") > 0)
+            & pl.col("PCDiv").is_in([_PUT, _CALL])
+        )
+        .with_columns(
+            pl.business_day_count(pl.col("Date"), pl.col("LTD")).alias("days"),
+            pl.col("UnderPx").mean().over("Date", "LTD").alias("under"),
+        )
+        .filter(pl.col("days") >= MIN_DAYS_TO_EXPIRY)
+    )
     expiry = ["Date", "LTD"]
     distance = (pl.col("Strike") - pl.col("under")).abs()
     atm_strike = pl.col("Strike").sort_by(distance, pl.col("Strike")).first()
@@ -73,7 +77,12 @@ def _atm_by_expiry(series: pl.LazyFrame) -> pl.LazyFrame:
 
     def nearest_iv(side: pl.Expr, target: float) -> pl.Expr:
         gap = (pl.col("Strike") / pl.col("under") - target).abs()
-        return pl.col("iv").filter(side).sort_by(gap.filter(side), pl.col("Strike").filter(side)).first()
+        return (
+            pl.col("iv")
+            .filter(side)
+            .sort_by(gap.filter(side), pl.col("Strike").filter(side))
+            .first()
+        )
 
     return quoted.group_by(expiry).agg(
         pl.col("days").first(),
@@ -87,15 +96,12 @@ def _daily(inputs: FeatureInputs) -> pl.LazyFrame:
     """One row per options day with every feature (before the publication shift)."""
     series = _series(inputs)
     expiries = _atm_by_expiry(series)
-    term = (
-        expiries.group_by("Date")
-        .agg(
-            pl.col("atm_iv").sort_by("LTD").first().alias("front_iv"),
-            pl.col("atm_iv").sort_by("LTD").slice(1, 1).first().alias("next_iv"),
-            pl.col("skew").sort_by("LTD").first().alias("skew"),
-            pl.col("put_iv").sort_by("LTD").first().alias("put_iv"),
-            pl.col("days").sort_by("LTD").first().alias("days"),
-        )
+    term = expiries.group_by("Date").agg(
+        pl.col("atm_iv").sort_by("LTD").first().alias("front_iv"),
+        pl.col("atm_iv").sort_by("LTD").slice(1, 1).first().alias("next_iv"),
+        pl.col("skew").sort_by("LTD").first().alias("skew"),
+        pl.col("put_iv").sort_by("LTD").first().alias("put_iv"),
+        pl.col("days").sort_by("LTD").first().alias("days"),
     )
     activity = series.group_by("Date").agg(
         pl.col("Vo").filter(pl.col("PCDiv") == _PUT).sum().alias("put_vo"),
@@ -104,13 +110,17 @@ def _daily(inputs: FeatureInputs) -> pl.LazyFrame:
         pl.col("OI").filter(pl.col("PCDiv") == _CALL).sum().alias("call_oi"),
         pl.col("Vo").sum().alias("volume"),
     )
-    topix = raw_source(inputs, "options", "raw_topix", ["Date", "C"]).filter(
-        pl.col("Date").is_not_null()
-    ).sort("Date")
+    topix = (
+        raw_source(inputs, "options", "raw_topix", ["Date", "C"])
+        .filter(pl.col("Date").is_not_null())
+        .sort("Date")
+    )
     log_ret = pl.col("C").log().diff()
     realized = topix.select(
         "Date",
-        (log_ret.rolling_std(RV_WINDOW, min_samples=RV_WINDOW) * SESSIONS_PER_YEAR**0.5).alias("rv"),
+        (log_ret.rolling_std(RV_WINDOW, min_samples=RV_WINDOW) * SESSIONS_PER_YEAR**0.5).alias(
+            "rv"
+        ),
     )
     iv = pl.col("front_iv")
     return (
@@ -131,14 +141,19 @@ def _daily(inputs: FeatureInputs) -> pl.LazyFrame:
             (iv - pl.col("rv")).alias("opt_vrp"),
             pl.col("days").cast(pl.Float64).alias("opt_days_to_expiry"),
             common.safe_div(
-                pl.col("volume"), pl.col("volume").rolling_mean(VOLUME_WINDOW, min_samples=VOLUME_WINDOW)
+                pl.col("volume"),
+                pl.col("volume").rolling_mean(VOLUME_WINDOW, min_samples=VOLUME_WINDOW),
             ).alias("opt_volume_ratio_20"),
         )
     )
 
 
 FEATURES = (
-    FeatureSpec("opt_atm_iv", "ATM implied vol of the front expiry (>= 5 business days), previous options day", 1),
+    FeatureSpec(
+        "opt_atm_iv",
+        "ATM implied vol of the front expiry (>= 5 business days), previous options day",
+        1,
+    ),
     FeatureSpec("opt_term_slope", "Next-expiry ATM IV minus front-expiry ATM IV", 1),
     FeatureSpec("opt_skew_25d", "Front-expiry put IV at ~95% moneyness minus call IV at ~105%", 1),
     FeatureSpec("opt_put_skew", "Front-expiry put IV at ~95% moneyness minus ATM IV", 1),
@@ -147,7 +162,11 @@ FEATURES = (
     FeatureSpec("opt_atm_iv_chg_1d", "Change of the front ATM IV over 1 options day", 2),
     FeatureSpec("opt_atm_iv_chg_5d", "Change of the front ATM IV over 5 options days", 6),
     FeatureSpec("opt_atm_iv_z60", "Z-score of the front ATM IV over 60 options days", Z_WINDOW + 1),
-    FeatureSpec("opt_vrp", "Front ATM IV minus TOPIX 20-session realized vol (variance risk premium proxy)", RV_WINDOW + 1),
+    FeatureSpec(
+        "opt_vrp",
+        "Front ATM IV minus TOPIX 20-session realized vol (variance risk premium proxy)",
+        RV_WINDOW + 1,
+    ),
     FeatureSpec("opt_days_to_expiry", "Business days from the options day to the front expiry", 1),
     FeatureSpec("opt_volume_ratio_20", "Total option volume / its 20-day mean", VOLUME_WINDOW + 1),
 )

@@ -5,16 +5,18 @@ This module also holds the bar-series machinery the technical and volatility fam
 A stock's *price series* is its traded bars in date order: a halted row (a bar row without
 prices) is skipped instead of breaking every window that spans it, so the return on the
 first bar after a halt runs from the last traded close. ``bar_series`` sorts the bars so each
-series is one contiguous block and numbers its rows (``bar``). Two kinds of expressions then
-run along a series:
+series is one contiguous block and numbers its rows (``bar``). Expressions then run along a
+series in one of two ways:
 
-- a *windowed* expression looks back a fixed number of bars (shifts, rolling windows). It is
-  evaluated on the whole column at once, and ``emit_series`` keeps a value only where
-  ``bar >= FeatureSpec.lookback``: there the window lies inside the series, and before it
-  the value is null (warm-up), never 0. A spec's lookback is therefore exactly the first bar
-  at which its feature is defined.
-- a *recursive* expression (exponential averages, cumulative sums) depends on the whole
-  series and is evaluated per series with ``per_series``.
+- anything that accumulates (rolling sums, means, variances and moments, exponential
+  averages, cumulative sums) is evaluated on each series separately with ``per_series``:
+  over the whole column, a rolling sum would carry rounding residue from one stock into the
+  next, and a recursion would carry its state;
+- shifts, rolling min/max and elementwise arithmetic are exact and run on the whole column.
+
+Either way ``emit_series`` keeps a value only from ``bar >= FeatureSpec.lookback`` on, where
+the window lies inside the series; before it the value is null (warm-up), never 0. A spec's
+lookback is therefore exactly the first bar at which its feature is defined.
 
 Windows count traded bars; the activity columns (``halted``, ``days_traded_20``, limit
 counts, ``age_days``) count calendar sessions over every row of the universe instead. Every
@@ -25,6 +27,7 @@ raw yen values).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Sequence
 
@@ -32,8 +35,15 @@ import polars as pl
 
 from atft_pipeline.features import common
 from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
+from atft_pipeline.features.market import SESSION, session_index
+from atft_pipeline.features.statements import raw_source
 
-SOURCES = ("raw_daily_quotes",)
+QUOTES = "raw_daily_quotes"
+SOURCES = (QUOTES,)
+# What ``common.bars`` reads, plus raw volume for the trading-value fallback.
+QUOTE_COLUMNS = (
+    "Date", "Code", "AdjO", "AdjH", "AdjL", "AdjC", "AdjVo", "C", "Vo", "Va", "AdjFactor", "UL", "LL",
+)
 
 RETURN_HORIZONS = (1, 2, 3, 5, 10, 20, 60, 120, 250)
 AGE_CAP = 250  # trading days; the family's lookback covers it, so a capped age is exact
@@ -41,15 +51,20 @@ ANNUALIZE = 252**0.5
 PER_BILLION_YEN = 1e9
 
 
-def bar_series(inputs: FeatureInputs) -> pl.LazyFrame:
+def bar_series(inputs: FeatureInputs, family: str) -> pl.LazyFrame:
     """``common.bars`` sorted by (code, traded, date), with two more columns.
 
     ``series``: an id shared by the rows of one price series (a stock's traded bars; its
     halted rows form a series of their own, which ``emit_series`` masks);
     ``bar``: the row's position in its series (0 = first bar in the window).
+    ``turnover`` is ``Va``, or raw ``C × Vo`` where the feed has no ``Va`` (as in the market
+    family), so replays of feeds without trading value still get liquidity features.
     """
+    quotes = raw_source(inputs, family, QUOTES, QUOTE_COLUMNS).with_columns(
+        pl.coalesce(pl.col("Va"), pl.col("C") * pl.col("Vo")).alias("Va")
+    )
     return (
-        common.bars(inputs)
+        common.bars(dataclasses.replace(inputs, raw={QUOTES: quotes}))
         .sort("code", "traded", "date")
         .with_columns(series=pl.struct("code", "traded").rle_id())
         .with_columns(bar=per_series(pl.int_range(pl.len(), dtype=pl.Int32)))
@@ -57,8 +72,8 @@ def bar_series(inputs: FeatureInputs) -> pl.LazyFrame:
 
 
 def per_series(expr: pl.Expr) -> pl.Expr:
-    """Evaluate a recursive ``expr`` separately on each price series of a ``bar_series``
-    frame (already in date order within a series, so the window needs no sort)."""
+    """Evaluate an accumulating ``expr`` separately on each price series of a
+    ``bar_series`` frame (in date order within a series, so the window needs no sort)."""
     return expr.over("series")
 
 
@@ -93,24 +108,6 @@ def safe_log(x: pl.Expr) -> pl.Expr:
 def log_ratio(num: pl.Expr, den: pl.Expr) -> pl.Expr:
     """ln(num / den); null (not -inf/NaN) unless both are positive."""
     return pl.when((num > 0) & (den > 0)).then((num / den).log())
-
-
-def with_sessions(frame: pl.LazyFrame, calendar: Sequence[dt.date]) -> pl.LazyFrame:
-    """Add ``session``: the index of the row's date among the window's trading days.
-
-    The index runs over the calendar together with any bar date it lacks, so every row has
-    one and a date's index depends only on earlier dates (never on later rows).
-    """
-    days = pl.concat(
-        [
-            pl.LazyFrame({"date": list(calendar)}, schema={"date": pl.Date}),
-            frame.select("date"),
-        ]
-    )
-    sessions = days.unique().sort("date").with_row_index("session")
-    return frame.join(sessions, on="date", how="left", maintain_order="left").with_columns(
-        pl.col("session").cast(pl.Int32)
-    )
 
 
 _SPECS: tuple[FeatureSpec, ...] = (
@@ -172,15 +169,15 @@ def _session_features() -> list[pl.Expr]:
 
     def count_20(flag: str) -> pl.Expr:
         total = common.by_code(
-            pl.col(flag).cast(pl.Int32).rolling_sum_by("session", f"{ACTIVITY_WINDOW}i")
+            pl.col(flag).cast(pl.Int32).rolling_sum_by(SESSION, f"{ACTIVITY_WINDOW}i")
         )
-        return pl.when(pl.col("session") >= ACTIVITY_WINDOW - 1).then(total)
+        return pl.when(pl.col(SESSION) >= ACTIVITY_WINDOW - 1).then(total)
 
-    first = common.by_code(pl.col("session").min())
-    age = pl.col("session") - first
+    first = common.by_code(pl.col(SESSION).min())
+    age = pl.col(SESSION) - first
     # A stock already there on the window's first session has an unknown age until the
     # window is longer than the cap.
-    known = (first > 0) | (pl.col("session") >= AGE_CAP)
+    known = (first > 0) | (pl.col(SESSION) >= AGE_CAP)
     return [
         pl.col("limit_up").cast(pl.Float32),
         pl.col("limit_down").cast(pl.Float32),
@@ -193,11 +190,13 @@ def _session_features() -> list[pl.Expr]:
 
 
 def _series_features() -> list[pl.Expr]:
-    """Windowed expressions along each price series."""
     close, open_, high, low = (pl.col(c) for c in ("close", "open", "high", "low"))
     volume, turnover = pl.col("volume"), pl.col("turnover")
     prev_close, log_volume = close.shift(1), safe_log(volume)
     ret_1d = close / prev_close - 1.0
+
+    def mean(x: pl.Expr, window: int) -> pl.Expr:
+        return per_series(x.rolling_mean(window))
 
     high_20, low_20 = high.rolling_max(20), low.rolling_min(20)
     high_60, low_60 = high.rolling_max(60), low.rolling_min(60)
@@ -211,28 +210,31 @@ def _series_features() -> list[pl.Expr]:
         common.safe_div(close - low, high - low).alias("close_location"),
         turnover.alias("turnover_yen"),
         turnover.log1p().alias("log_turnover"),
-        turnover.rolling_mean(20).log1p().alias("log_turnover_20d"),
-        common.safe_div(turnover, turnover.rolling_mean(20)).alias("turnover_ratio_20"),
-        common.safe_div(volume.rolling_mean(5), volume.rolling_mean(20)).alias("volume_ratio_5_20"),
-        common.safe_div(volume.rolling_mean(20), volume.rolling_mean(60)).alias("volume_ratio_20_60"),
-        (common.safe_div(ret_1d.abs(), turnover).rolling_mean(20) * PER_BILLION_YEN).alias("amihud_20"),
+        mean(turnover, 20).log1p().alias("log_turnover_20d"),
+        common.safe_div(turnover, mean(turnover, 20)).alias("turnover_ratio_20"),
+        common.safe_div(mean(volume, 5), mean(volume, 20)).alias("volume_ratio_5_20"),
+        common.safe_div(mean(volume, 20), mean(volume, 60)).alias("volume_ratio_20_60"),
+        (mean(common.safe_div(ret_1d.abs(), turnover), 20) * PER_BILLION_YEN).alias("amihud_20"),
         safe_log(pl.col("raw_close")).alias("log_price"),
         (close / high_20 - 1.0).alias("dist_high_20"),
         (close / low_20 - 1.0).alias("dist_low_20"),
         (close / high_60 - 1.0).alias("dist_high_60"),
         (close / low_60 - 1.0).alias("dist_low_60"),
         common.safe_div(close - low_60, high_60 - low_60).alias("range_pos_60"),
-        log_ratio(open_, prev_close).rolling_sum(20).alias("overnight_ret_20"),
-        log_ratio(close, open_).rolling_sum(20).alias("intraday_ret_20"),
-        (close > prev_close).cast(pl.Float64).rolling_mean(20).alias("up_days_20"),
+        per_series(log_ratio(open_, prev_close).rolling_sum(20)).alias("overnight_ret_20"),
+        per_series(log_ratio(close, open_).rolling_sum(20)).alias("intraday_ret_20"),
+        mean((close > prev_close).cast(pl.Float64), 20).alias("up_days_20"),
         common.safe_div(
-            log_volume - log_volume.rolling_mean(20), log_volume.rolling_std(20)
+            log_volume - mean(log_volume, 20), per_series(log_volume.rolling_std(20))
         ).alias("volume_zscore_20"),
     ]
 
 
 def compute(inputs: FeatureInputs) -> pl.LazyFrame:
-    frame = with_sessions(bar_series(inputs), inputs.calendar)
+    sessions = session_index(inputs, FAMILY.name)
+    frame = bar_series(inputs, FAMILY.name).join(
+        sessions, on="date", how="left", maintain_order="left"
+    )
     frame = frame.with_columns(*_series_features(), *_session_features())
     return emit_series(frame, FAMILY, inputs.dates, session_columns=SESSION_COLUMNS)
 

@@ -21,7 +21,13 @@ import polars as pl
 
 from atft_pipeline.features import common
 from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
-from atft_pipeline.features.market import ANNUALIZE, RETURN_HORIZONS, SESSION, stock_panel
+from atft_pipeline.features.market import (
+    ANNUALIZE,
+    RETURN_HORIZONS,
+    SESSION,
+    min_obs,
+    stock_panel,
+)
 from atft_pipeline.features.statements import raw_source
 from atft_pipeline.jquants.reference import SECTOR33_OTHER
 
@@ -98,7 +104,8 @@ def _in_sector_rank(col: str) -> pl.Expr:
 def _in_sector_z(col: str) -> pl.Expr:
     group = ["date", "sector33"]
     count = pl.col(col).count().over(group)
-    z = common.safe_div(pl.col(col) - pl.col(col).mean().over(group), pl.col(col).std().over(group))
+    deviation = pl.col(col) - pl.col(col).mean().over(group)
+    z = common.safe_div(deviation, pl.col(col).std().over(group))
     return pl.when(pl.col("sector33").is_not_null() & (count >= ZSCORE_MIN_MEMBERS)).then(z)
 
 
@@ -121,7 +128,7 @@ _RANKED = {
     "ret_5d": ("sec_rank_ret_5d", "sec_z_ret_5d", "5-session return", 5),
     "ret_20d": ("sec_rank_ret_20d", "sec_z_ret_20d", "20-session return", 20),
     "ret_60d": ("sec_rank_ret_60d", "sec_z_ret_60d", "60-session return", 60),
-    "volume_ratio": ("sec_rank_volume_ratio", "sec_z_volume_ratio", "volume ratio (vs 20 sessions)", 21),
+    "volume_ratio": ("sec_rank_volume_ratio", "sec_z_volume_ratio", "volume ratio", 21),
     "vol_20d": ("sec_rank_vol_20d", "sec_z_vol_20d", "20-session realized vol", 20),
 }
 
@@ -180,27 +187,31 @@ def _sector_level(members: pl.LazyFrame) -> pl.LazyFrame:
         pl.len().cast(pl.Float64).alias("sec_size"),
         pl.col("turnover").sum().alias("_sec_turnover"),
     )
-    market_turnover = members.group_by(SESSION).agg(pl.col("turnover").sum().alias("_mkt_turnover"))
-    grid = (
-        members.select(pl.int_range(pl.col(SESSION).min(), pl.col(SESSION).max() + 1).alias(SESSION))
-        .join(with_sector.select("sector33").unique(), how="cross")
+    market_turnover = members.group_by(SESSION).agg(
+        pl.col("turnover").sum().alias("_mkt_turnover")
+    )
+    session_range = pl.int_range(pl.col(SESSION).min(), pl.col(SESSION).max() + 1)
+    grid = members.select(session_range.alias(SESSION)).join(
+        with_sector.select("sector33").unique(), how="cross"
     )
     share = pl.col("_turnover_share")
+    previous_share = share.shift(1).rolling_mean(
+        TURNOVER_WINDOW, min_samples=min_obs(TURNOVER_WINDOW)
+    )
+    sector_vol = pl.col("sec_ret_1d").rolling_std(20, min_samples=min_obs(20)) * ANNUALIZE
     return (
         grid.join(daily, on=[SESSION, "sector33"], how="left")
         .join(market_turnover, on=SESSION, how="left")
         .with_columns(
-            common.safe_div(pl.col("_sec_turnover"), pl.col("_mkt_turnover")).alias("_turnover_share")
+            common.safe_div(pl.col("_sec_turnover"), pl.col("_mkt_turnover")).alias(
+                "_turnover_share"
+            )
         )
         .with_columns(
             _percentile_among_sectors("sec_ret_20d").alias("sec_mom_rank_20d"),
             _percentile_among_sectors("sec_ret_60d").alias("sec_mom_rank_60d"),
-            (_by_sector(pl.col("sec_ret_1d").rolling_std(20, min_samples=14)) * ANNUALIZE).alias(
-                "sec_vol_20d"
-            ),
-            common.safe_div(
-                share, _by_sector(share.shift(1).rolling_mean(TURNOVER_WINDOW, min_samples=15))
-            ).alias("sec_rel_turnover"),
+            _by_sector(sector_vol).alias("sec_vol_20d"),
+            common.safe_div(share, _by_sector(previous_share)).alias("sec_rel_turnover"),
         )
         .drop("_mkt_turnover", "_turnover_share")
     )
@@ -231,7 +242,9 @@ def compute_sector(inputs: FeatureInputs) -> pl.LazyFrame:
     frame = (
         stock_level.join(_sector_level(members), on=[SESSION, "sector33"], how="left")
         .with_columns(
-            common.safe_div(pl.col("turnover"), pl.col("_sec_turnover")).alias("sec_turnover_share")
+            common.safe_div(pl.col("turnover"), pl.col("_sec_turnover")).alias(
+                "sec_turnover_share"
+            )
         )
         .join(
             _group_mean_return(members, "sector17", (5, 20), "sec_s17"),

@@ -125,9 +125,27 @@ def _positions(inputs: FeatureInputs) -> pl.LazyFrame:
     zero = pl.lit(0, pl.Int64)
     events = pl.concat(
         [
-            spans.select("code", pl.col("start").alias("date"), "units", pl.lit(1, pl.Int64).alias("holders"), zero.alias("n")),
-            spans.select("code", pl.col("end").alias("date"), -pl.col("units"), pl.lit(-1, pl.Int64).alias("holders"), zero.alias("n")),
-            reports.select("code", pl.col("known").alias("date"), zero.alias("units"), zero.alias("holders"), pl.lit(1, pl.Int64).alias("n")),
+            spans.select(
+                "code",
+                pl.col("start").alias("date"),
+                "units",
+                pl.lit(1, pl.Int64).alias("holders"),
+                zero.alias("n"),
+            ),
+            spans.select(
+                "code",
+                pl.col("end").alias("date"),
+                -pl.col("units"),
+                pl.lit(-1, pl.Int64).alias("holders"),
+                zero.alias("n"),
+            ),
+            reports.select(
+                "code",
+                pl.col("known").alias("date"),
+                zero.alias("units"),
+                zero.alias("holders"),
+                pl.lit(1, pl.Int64).alias("n"),
+            ),
         ]
     )
     running = {"partition_by": "code", "order_by": "date"}
@@ -140,9 +158,11 @@ def _positions(inputs: FeatureInputs) -> pl.LazyFrame:
             pl.col("units").cum_sum().over(**running).alias("open_units"),
             pl.col("holders").cum_sum().over(**running).alias("open_holders"),
             pl.col("n").cum_sum().over(**running).alias("reports"),
-            pl.when(pl.col("n") > 0).then(pl.col("date")).forward_fill().over(**running).alias(
-                "last_report"
-            ),
+            pl.when(pl.col("n") > 0)
+            .then(pl.col("date"))
+            .forward_fill()
+            .over(**running)
+            .alias("last_report"),
         )
     )
 
@@ -153,7 +173,11 @@ _SECTOR_FEATURES = (
     ("shrt_sec_ratio_ma20", "20-session mean of the sector short ratio", 20),
     ("shrt_sec_ratio_z60", "Z-score of the sector short ratio over 60 sessions", 60),
     ("shrt_sec_ratio_chg20", "Sector short ratio minus its value 20 sessions earlier", 20),
-    ("shrt_sec_restricted_share", "Share of the sector's short turnover under the price restriction", 0),
+    (
+        "shrt_sec_restricted_share",
+        "Share of the sector's short turnover under the price restriction",
+        0,
+    ),
 )
 _MARKET_FEATURES = (
     ("shrt_mkt_ratio", "Market-wide short-selling ratio (all sectors)", 0),
@@ -165,11 +189,22 @@ FEATURES = (
     *[FeatureSpec(n, d, lb) for n, d, lb in _SECTOR_FEATURES],
     FeatureSpec("shrt_sec_ratio_rel", "Sector short ratio minus the market short ratio"),
     *[FeatureSpec(n, d, lb) for n, d, lb in _MARKET_FEATURES],
-    FeatureSpec("shrt_pos_sum", "Sum of open disclosed short positions (fraction of shares outstanding)", 250),
+    FeatureSpec(
+        "shrt_pos_sum",
+        "Sum of open disclosed short positions (fraction of shares outstanding)",
+        250,
+    ),
     FeatureSpec("shrt_pos_holders", "Number of holders with an open disclosed short position", 250),
     FeatureSpec("shrt_pos_sum_chg20", "Change of shrt_pos_sum over 20 sessions", 270),
-    FeatureSpec("shrt_pos_reports_20d", "Short-position reports disclosed in the last 20 sessions", 20),
-    FeatureSpec("shrt_pos_days_since_report", f"Calendar days since the latest short-position report (null if none within {POSITION_MAX_AGE_DAYS} days)", 250),
+    FeatureSpec(
+        "shrt_pos_reports_20d", "Short-position reports disclosed in the last 20 sessions", 20
+    ),
+    FeatureSpec(
+        "shrt_pos_days_since_report",
+        "Calendar days since the latest short-position report (null if none within "
+        f"{POSITION_MAX_AGE_DAYS} days)",
+        250,
+    ),
     FeatureSpec("shrt_pos_sum_rank", "Cross-sectional percentile rank of shrt_pos_sum", 250),
 )
 

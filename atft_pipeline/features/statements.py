@@ -54,7 +54,17 @@ _FORECASTS = (
 )
 _DIVIDEND_FORECASTS = ("fdiv_b",)
 _RESULT_COLUMNS = (
-    "per_end", "sales", "op", "np", "eps_b", "bps_b", "ta", "eq", "eq_ratio", "cfo", "shares_b",
+    "per_end",
+    "sales",
+    "op",
+    "np",
+    "eps_b",
+    "bps_b",
+    "ta",
+    "eq",
+    "eq_ratio",
+    "cfo",
+    "shares_b",
 )
 
 
@@ -110,9 +120,7 @@ def split_panel(
     panel = universe(inputs, family, {"AdjFactor": "_adj_factor", **(fields or {})})
     factor = pl.col("_adj_factor")
     step = pl.when(factor > 0).then(factor.log()).otherwise(0.0)
-    return panel.with_columns(
-        common.by_code(step.cum_sum()).alias("log_split")
-    ).drop("_adj_factor")
+    return panel.with_columns(common.by_code(step.cum_sum()).alias("log_split")).drop("_adj_factor")
 
 
 def asof_bar(frame: pl.LazyFrame, date_col: str, bar_frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -156,17 +164,36 @@ def _positive_div(num: pl.Expr, den: pl.Expr) -> pl.Expr:
 
 def _documents(inputs: FeatureInputs, levels: pl.LazyFrame) -> pl.LazyFrame:
     fields = [
-        "DiscDate", "DiscTime", "Code", "DiscNo", "DocType", "CurPerType", "CurPerEn", "CurFYSt",
-        "NxtFYSt", "Sales", "OP", "NP", "EPS", "TA", "Eq", "EqAR", "BPS", "CFO", "ShOutFY",
+        "DiscDate",
+        "DiscTime",
+        "Code",
+        "DiscNo",
+        "DocType",
+        "CurPerType",
+        "CurPerEn",
+        "CurFYSt",
+        "NxtFYSt",
+        "Sales",
+        "OP",
+        "NP",
+        "EPS",
+        "TA",
+        "Eq",
+        "EqAR",
+        "BPS",
+        "CFO",
+        "ShOutFY",
         "TrShFY",
-        *{f for _, cur, nxt, _ in _FORECASTS for f in (cur, nxt)},
+        *dict.fromkeys(f for _, cur, nxt, _ in _FORECASTS for f in (cur, nxt)),
     ]
     docs = (
         raw_source(inputs, "statements", "raw_statements", fields)
         .rename({"DiscDate": "known", "Code": "code"})
         .filter(pl.col("known").is_not_null() & pl.col("code").is_not_null())
     )
-    return log_split_at(docs, "known", levels).sort("code", "known", "DiscTime", "DiscNo", maintain_order=True)
+    return log_split_at(docs, "known", levels).sort(
+        "code", "known", "DiscTime", "DiscNo", maintain_order=True
+    )
 
 
 def _is_statement() -> pl.Expr:
@@ -282,13 +309,17 @@ def _frontier(table: pl.LazyFrame, end: str, keys: Mapping[str, str]) -> pl.Lazy
 
 
 def _attach_frontier(states: pl.LazyFrame, frontier: pl.LazyFrame) -> pl.LazyFrame:
-    return states.sort("s").join_asof(
-        frontier.rename({"known": "_front_known"}).sort("_front_known"),
-        left_on="s",
-        right_on="_front_known",
-        by="code",
-        check_sortedness=False,
-    ).drop("_front_known")
+    return (
+        states.sort("s")
+        .join_asof(
+            frontier.rename({"known": "_front_known"}).sort("_front_known"),
+            left_on="s",
+            right_on="_front_known",
+            by="code",
+            check_sortedness=False,
+        )
+        .drop("_front_known")
+    )
 
 
 def _lookup(
@@ -344,12 +375,16 @@ def _states(docs: pl.LazyFrame) -> pl.LazyFrame:
     states = _lookup(states, versions, {"fy": prior_fy, "per": per}, "py_", _RESULT_COLUMNS)
     states = _lookup(states, versions, {"fy": fy, "per": prior_per}, "pq_", flows)
     states = _lookup(states, versions, {"fy": prior_fy, "per": prior_per}, "pyq_", flows)
-    states = _lookup(states, versions, {"fy": prior_fy, "per": pl.lit("FY")}, "pfy_", [*flows, "eps_b"])
+    states = _lookup(
+        states, versions, {"fy": prior_fy, "per": pl.lit("FY")}, "pfy_", [*flows, "eps_b"]
+    )
     # Guidance for the fiscal year of the current statement (progress, FY surprise) ...
     states = _lookup(states, forecasts, {"fy": fy}, "g_", ["fsales", "fop", "fnp"])
     # ... and for the fiscal year in progress (valuation, revisions, guided growth).
     states = _attach_frontier(states, _frontier(forecasts, "fy", {"fy": "front_fy"}))
-    forecast_columns = [c for c in forecasts.collect_schema().names() if c not in ("code", "known", "fy")]
+    forecast_columns = [
+        c for c in forecasts.collect_schema().names() if c not in ("code", "known", "fy")
+    ]
     states = _lookup(states, forecasts, {"fy": pl.col("front_fy")}, "f_", forecast_columns)
     states = _lookup(
         states,
@@ -428,9 +463,7 @@ def _state_features(states: pl.LazyFrame) -> pl.LazyFrame:
         pl.col("f_feps_b_rev").alias("stmt_feps_rev"),
         pl.col("f_fop_rev_fy").alias("stmt_fop_rev_fy"),
         growth(pl.col("f_fop"), pl.col("fa_op")).alias("stmt_fop_growth"),
-        common.safe_div(pl.col("cf_np") - pl.col("cf_cfo"), pl.col("cf_ta")).alias(
-            "stmt_accruals"
-        ),
+        common.safe_div(pl.col("cf_np") - pl.col("cf_cfo"), pl.col("cf_ta")).alias("stmt_accruals"),
         growth(c("shares_b"), pl.col("py_shares_b")).alias("stmt_shares_chg_yoy"),
         per.replace_strict(_QUARTER_NUMBER, default=None, return_dtype=pl.Float64).alias(
             "stmt_fiscal_quarter"
@@ -447,40 +480,110 @@ def _state_features(states: pl.LazyFrame) -> pl.LazyFrame:
 
 FEATURES = (
     FeatureSpec("stmt_sales_yoy", "YTD net sales vs the same period of the prior fiscal year", 400),
-    FeatureSpec("stmt_op_yoy", "YTD operating profit vs the same period of the prior fiscal year", 400),
+    FeatureSpec(
+        "stmt_op_yoy", "YTD operating profit vs the same period of the prior fiscal year", 400
+    ),
     FeatureSpec("stmt_np_yoy", "YTD net profit vs the same period of the prior fiscal year", 400),
-    FeatureSpec("stmt_eps_yoy", "YTD EPS (split-adjusted) vs the same period of the prior fiscal year", 400),
-    FeatureSpec("stmt_sales_q_yoy", "Quarterly (de-cumulated) net sales vs the same quarter a year earlier", 400),
-    FeatureSpec("stmt_op_q_yoy", "Quarterly operating profit vs the same quarter a year earlier", 400),
+    FeatureSpec(
+        "stmt_eps_yoy", "YTD EPS (split-adjusted) vs the same period of the prior fiscal year", 400
+    ),
+    FeatureSpec(
+        "stmt_sales_q_yoy",
+        "Quarterly (de-cumulated) net sales vs the same quarter a year earlier",
+        400,
+    ),
+    FeatureSpec(
+        "stmt_op_q_yoy", "Quarterly operating profit vs the same quarter a year earlier", 400
+    ),
     FeatureSpec("stmt_np_q_yoy", "Quarterly net profit vs the same quarter a year earlier", 400),
     FeatureSpec("stmt_op_margin", "YTD operating profit / net sales", 400),
     FeatureSpec("stmt_np_margin", "YTD net profit / net sales", 400),
     FeatureSpec("stmt_op_margin_q", "Quarterly operating profit / quarterly net sales", 400),
-    FeatureSpec("stmt_op_margin_yoy_chg", "YTD operating margin minus the prior-year same-period margin", 400),
+    FeatureSpec(
+        "stmt_op_margin_yoy_chg",
+        "YTD operating margin minus the prior-year same-period margin",
+        400,
+    ),
     FeatureSpec("stmt_roe", "Annualized YTD net profit / equity (null when equity <= 0)", 400),
     FeatureSpec("stmt_roa", "Annualized YTD net profit / total assets", 400),
     FeatureSpec("stmt_equity_ratio", "Equity-to-asset ratio (EqAR, else Eq / TA)", 400),
-    FeatureSpec("stmt_sales_progress", "YTD net sales / full-year sales forecast of the same fiscal year", 400),
-    FeatureSpec("stmt_op_progress", "YTD operating profit / full-year OP forecast of the same fiscal year", 400),
-    FeatureSpec("stmt_np_progress", "YTD net profit / full-year NP forecast of the same fiscal year", 400),
-    FeatureSpec("stmt_fsales_rev", "Sales forecast change vs the previous disclosure for the fiscal year in progress", 400),
-    FeatureSpec("stmt_fop_rev", "OP forecast change vs the previous disclosure for the fiscal year in progress", 400),
-    FeatureSpec("stmt_fnp_rev", "NP forecast change vs the previous disclosure for the fiscal year in progress", 400),
-    FeatureSpec("stmt_feps_rev", "EPS forecast change vs the previous disclosure for the fiscal year in progress", 400),
-    FeatureSpec("stmt_fop_rev_fy", "OP forecast change since the first forecast of the fiscal year in progress", 400),
-    FeatureSpec("stmt_fop_growth", "OP forecast of the year in progress vs the last full-year actual OP", 400),
+    FeatureSpec(
+        "stmt_sales_progress",
+        "YTD net sales / full-year sales forecast of the same fiscal year",
+        400,
+    ),
+    FeatureSpec(
+        "stmt_op_progress",
+        "YTD operating profit / full-year OP forecast of the same fiscal year",
+        400,
+    ),
+    FeatureSpec(
+        "stmt_np_progress", "YTD net profit / full-year NP forecast of the same fiscal year", 400
+    ),
+    FeatureSpec(
+        "stmt_fsales_rev",
+        "Sales forecast change vs the previous disclosure for the fiscal year in progress",
+        400,
+    ),
+    FeatureSpec(
+        "stmt_fop_rev",
+        "OP forecast change vs the previous disclosure for the fiscal year in progress",
+        400,
+    ),
+    FeatureSpec(
+        "stmt_fnp_rev",
+        "NP forecast change vs the previous disclosure for the fiscal year in progress",
+        400,
+    ),
+    FeatureSpec(
+        "stmt_feps_rev",
+        "EPS forecast change vs the previous disclosure for the fiscal year in progress",
+        400,
+    ),
+    FeatureSpec(
+        "stmt_fop_rev_fy",
+        "OP forecast change since the first forecast of the fiscal year in progress",
+        400,
+    ),
+    FeatureSpec(
+        "stmt_fop_growth",
+        "OP forecast of the year in progress vs the last full-year actual OP",
+        400,
+    ),
     FeatureSpec("stmt_div_yield_fwd", "Forecast annual dividend per share / raw close at t", 400),
     FeatureSpec("stmt_per_fwd", "Raw close / forecast EPS (null when forecast EPS <= 0)", 400),
-    FeatureSpec("stmt_per_ttm", "Raw close / trailing-twelve-month EPS (null when TTM EPS <= 0)", 400),
-    FeatureSpec("stmt_pbr", "Raw close / latest reported book value per share (null when <= 0)", 400),
+    FeatureSpec(
+        "stmt_per_ttm", "Raw close / trailing-twelve-month EPS (null when TTM EPS <= 0)", 400
+    ),
+    FeatureSpec(
+        "stmt_pbr", "Raw close / latest reported book value per share (null when <= 0)", 400
+    ),
     FeatureSpec("stmt_earnings_yield_fwd", "Forecast EPS / raw close", 400),
     FeatureSpec("stmt_earnings_yield_ttm", "Trailing-twelve-month EPS / raw close", 400),
-    FeatureSpec("stmt_sales_to_price", "Trailing-twelve-month net sales / market capitalization at t", 400),
-    FeatureSpec("stmt_days_since_disc", "Calendar days since the statement in force was disclosed", 400),
-    FeatureSpec("stmt_days_since_forecast", "Calendar days since the latest guidance for the year in progress", 400),
-    FeatureSpec("stmt_accruals", "(Net profit - operating cash flow) / total assets, latest period with CFO", 400),
-    FeatureSpec("stmt_shares_chg_yoy", "Change of shares outstanding net of treasury (split-adjusted) vs a year earlier", 400),
-    FeatureSpec("stmt_fiscal_quarter", "Fiscal quarter of the statement in force (1-3, 4 = full year)", 400),
+    FeatureSpec(
+        "stmt_sales_to_price", "Trailing-twelve-month net sales / market capitalization at t", 400
+    ),
+    FeatureSpec(
+        "stmt_days_since_disc", "Calendar days since the statement in force was disclosed", 400
+    ),
+    FeatureSpec(
+        "stmt_days_since_forecast",
+        "Calendar days since the latest guidance for the year in progress",
+        400,
+    ),
+    FeatureSpec(
+        "stmt_accruals",
+        "(Net profit - operating cash flow) / total assets, latest period with CFO",
+        400,
+    ),
+    FeatureSpec(
+        "stmt_shares_chg_yoy",
+        "Change of shares outstanding net of treasury (split-adjusted) vs a year earlier",
+        400,
+    ),
+    FeatureSpec(
+        "stmt_fiscal_quarter", "Fiscal quarter of the statement in force (1-3, 4 = full year)", 400
+    ),
 )
 
 
@@ -501,9 +604,9 @@ def compute(inputs: FeatureInputs) -> pl.LazyFrame:
         _positive_div(eps_ttm, close).alias("stmt_earnings_yield_ttm"),
         _positive_div(pl.col("sales_ttm"), market_cap).alias("stmt_sales_to_price"),
         (pl.col("date") - pl.col("stmt_known")).dt.total_days().alias("stmt_days_since_disc"),
-        (pl.col("date") - pl.col("forecast_known")).dt.total_days().alias(
-            "stmt_days_since_forecast"
-        ),
+        (pl.col("date") - pl.col("forecast_known"))
+        .dt.total_days()
+        .alias("stmt_days_since_forecast"),
     )
     return common.emit(frame, FAMILY, inputs.dates)
 

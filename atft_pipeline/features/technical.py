@@ -1,8 +1,8 @@
 """Technical family: moving-average distances, oscillators, channels and trend strength.
 
 The indicator functions below are plain Polars expressions over *one* price series (a
-stock's traded bars in date order); the family evaluates the recursive ones per series and
-the windowed ones on the whole column, masked by their spec's lookback (see ``price``).
+stock's traded bars in date order); the family evaluates the accumulating ones per series
+and the exact windows (shifts, min/max) on the whole column (see ``price``).
 They follow the conventions of the ``ta`` package (0.11) exactly, so that
 every value can be checked against it after warm-up:
 
@@ -77,27 +77,24 @@ def atr(high: pl.Expr, low: pl.Expr, close: pl.Expr, n: int) -> pl.Expr:
     return wilder_mean(true_range(high, low, close), n, seed_at=n - 1)
 
 
-def directional_indicators(
+def directional_movement(
     high: pl.Expr, low: pl.Expr, close: pl.Expr, n: int
-) -> tuple[pl.Expr, pl.Expr]:
-    """(+DI, -DI): Wilder averages of the directional moves over the true range, x100.
-
-    Seeded at position n with the moves of bars 1..n (the first bar has no move).
-    """
+) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """Wilder averages of (true range, +DM, -DM), seeded at position n with bars 1..n (the
+    first bar has no move)."""
     moved = _position() >= 1
     up, down = high.diff(), -low.diff()
-    plus_dm = pl.when(moved).then(pl.when((up > down) & (up > 0)).then(up).otherwise(0.0))
-    minus_dm = pl.when(moved).then(pl.when((down > up) & (down > 0)).then(down).otherwise(0.0))
-    tr = pl.when(moved).then(true_range(high, low, close))
-    avg_tr = wilder_mean(tr, n, seed_at=n)
+    plus_dm = pl.when((up > down) & (up > 0)).then(up).otherwise(0.0)
+    minus_dm = pl.when((down > up) & (down > 0)).then(down).otherwise(0.0)
+    return tuple(
+        wilder_mean(pl.when(moved).then(x), n, seed_at=n)
+        for x in (true_range(high, low, close), plus_dm, minus_dm)
+    )
 
-    def index(dm: pl.Expr) -> pl.Expr:
-        # A flat series (zero true range) has no direction: 0, as in ta.
-        return pl.when(avg_tr > 0).then(100.0 * wilder_mean(dm, n, seed_at=n) / avg_tr).when(
-            avg_tr == 0
-        ).then(0.0)
 
-    return index(plus_dm), index(minus_dm)
+def directional_index(avg_dm: pl.Expr, avg_tr: pl.Expr) -> pl.Expr:
+    """+DI or -DI: 100 * average move / average true range; 0 for a flat series, as in ta."""
+    return pl.when(avg_tr > 0).then(100.0 * avg_dm / avg_tr).when(avg_tr == 0).then(0.0)
 
 
 def adx(plus_di: pl.Expr, minus_di: pl.Expr, n: int) -> pl.Expr:
@@ -112,20 +109,22 @@ def stochastic_k(high: pl.Expr, low: pl.Expr, close: pl.Expr, n: int) -> pl.Expr
     return 100.0 * common.safe_div(close - lowest, highest - lowest)
 
 
-def cci(high: pl.Expr, low: pl.Expr, close: pl.Expr, n: int, constant: float = 0.015) -> pl.Expr:
+def typical_price(high: pl.Expr, low: pl.Expr, close: pl.Expr) -> pl.Expr:
+    return (high + low + close) / 3.0
+
+
+def cci(typical: pl.Expr, typical_mean: pl.Expr, n: int, constant: float = 0.015) -> pl.Expr:
     """(typical - its n-bar mean) / (constant * mean absolute deviation around that mean).
 
-    The deviation is around each window's own mean, so it is a sum over the n lags.
+    The deviation is around each window's own mean, so it is a sum over the n lags; pass the
+    typical price and its n-bar mean as columns so the lags share them.
     """
-    typical = (high + low + close) / 3.0
-    mean = typical.rolling_mean(n)
-    mad = pl.sum_horizontal((typical.shift(k) - mean).abs() for k in range(n)) / n
-    return common.safe_div(typical - mean, constant * mad)
+    mad = pl.sum_horizontal((typical.shift(k) - typical_mean).abs() for k in range(n)) / n
+    return common.safe_div(typical - typical_mean, constant * mad)
 
 
-def mfi(high: pl.Expr, low: pl.Expr, close: pl.Expr, volume: pl.Expr, n: int) -> pl.Expr:
+def mfi(typical: pl.Expr, volume: pl.Expr, n: int) -> pl.Expr:
     """Money flow index: 100 * positive flow / total flow over n bars (first bar's flow is 0)."""
-    typical = (high + low + close) / 3.0
     prev = typical.shift(1)
     direction = pl.when(typical > prev).then(1.0).when(typical < prev).then(-1.0).otherwise(0.0)
     flow = typical * volume * direction
@@ -224,30 +223,41 @@ _SPECS: tuple[FeatureSpec, ...] = (
 )
 
 
-def _recursive() -> list[pl.Expr]:
-    """Exponential averages (and ATR, +DI/-DI built on them), per price series."""
-    close, high, low = pl.col("close"), pl.col("high"), pl.col("low")
-    plus_di, minus_di = directional_indicators(high, low, close, 14)
+def _per_series_columns() -> list[pl.Expr]:
+    """Accumulating indicators, and the averages several features share."""
+    close, high, low, volume = (pl.col(c) for c in ("close", "high", "low", "volume"))
+    typical = pl.col("_typical")
+    avg_tr, avg_plus, avg_minus = directional_movement(high, low, close, 14)
     return [
+        *(per_series(sma(close, n)).alias(f"_sma_{n}") for n in SMA_WINDOWS),
         *(per_series(ema(close, n)).alias(f"_ema_{n}") for n in EMA_SPANS),
+        per_series(close.rolling_std(20, ddof=0)).alias("_std_20"),
+        per_series(typical.rolling_mean(20)).alias("_typical_sma_20"),
         per_series(atr(high, low, close, 14)).alias("_atr_14"),
-        per_series(plus_di).alias("plus_di_14"),
-        per_series(minus_di).alias("minus_di_14"),
+        per_series(avg_tr).alias("_dm_tr"),
+        per_series(avg_plus).alias("_dm_plus"),
+        per_series(avg_minus).alias("_dm_minus"),
         per_series(rsi(close, 2)).alias("rsi_2"),
         per_series(rsi(close, 14)).alias("rsi_14"),
-        per_series(obv(close, pl.col("volume"))).alias("_obv"),
+        per_series(mfi(typical, volume, 14)).alias("mfi_14"),
+        per_series(stochastic_k(high, low, close, 14).rolling_mean(3)).alias("stoch_d_14_3"),
+        per_series(obv_slope(obv(close, volume), volume, 20)).alias("obv_slope_20"),
+        per_series(chaikin_money_flow(high, low, close, volume, 20)).alias("cmf_20"),
+        per_series(ultimate_oscillator(high, low, close)).alias("uo"),
+        per_series(keltner_position(high, low, close, 20)).alias("keltner_pos_20"),
     ]
 
 
 def _features() -> list[pl.Expr]:
-    """Everything else: windowed expressions, and recursions over the columns above."""
-    close, high, low, volume = (pl.col(c) for c in ("close", "high", "low", "volume"))
-    sma_of = {n: sma(close, n) for n in SMA_WINDOWS}
+    """Exact windows (shifts, min/max) and arithmetic over the columns above."""
+    close, high, low = (pl.col(c) for c in ("close", "high", "low"))
+    sma_of = {n: pl.col(f"_sma_{n}") for n in SMA_WINDOWS}
     macd_line = pl.col("_ema_12") - pl.col("_ema_26")
     macd_signal = per_series(ema(macd_line, 9))
-    std_20 = close.rolling_std(20, ddof=0)
-    stoch_k = stochastic_k(high, low, close, 14)
+    std_20 = pl.col("_std_20")
     low_20, high_20 = low.rolling_min(20), high.rolling_max(20)
+    plus_di = directional_index(pl.col("_dm_plus"), pl.col("_dm_tr"))
+    minus_di = directional_index(pl.col("_dm_minus"), pl.col("_dm_tr"))
     return [
         *((common.safe_div(close, sma_of[n]) - 1.0).alias(f"dist_sma_{n}") for n in SMA_WINDOWS),
         *(
@@ -266,17 +276,12 @@ def _features() -> list[pl.Expr]:
         common.safe_div(close - (sma_of[20] - 2.0 * std_20), 4.0 * std_20).alias("bb_pctb_20"),
         common.safe_div(4.0 * std_20, sma_of[20]).alias("bb_width_20"),
         (100.0 * common.safe_div(pl.col("_atr_14"), close)).alias("natr_14"),
-        per_series(adx(pl.col("plus_di_14"), pl.col("minus_di_14"), 14)).alias("adx_14"),
-        stoch_k.alias("stoch_k_14"),
-        stoch_k.rolling_mean(3).alias("stoch_d_14_3"),
-        cci(high, low, close, 20).alias("cci_20"),
-        # Per series: ta counts the first bar's money flow as 0 and its first value includes it.
-        per_series(mfi(high, low, close, volume, 14)).alias("mfi_14"),
-        obv_slope(pl.col("_obv"), volume, 20).alias("obv_slope_20"),
-        chaikin_money_flow(high, low, close, volume, 20).alias("cmf_20"),
-        ultimate_oscillator(high, low, close).alias("uo"),
+        plus_di.alias("plus_di_14"),
+        minus_di.alias("minus_di_14"),
+        per_series(adx(plus_di, minus_di, 14)).alias("adx_14"),
+        stochastic_k(high, low, close, 14).alias("stoch_k_14"),
+        cci(pl.col("_typical"), pl.col("_typical_sma_20"), 20).alias("cci_20"),
         channel_position(close, low_20, high_20).alias("donchian_pos_20"),
-        keltner_position(high, low, close, 20).alias("keltner_pos_20"),
         (close / high.rolling_max(YEAR) - 1.0).alias("dist_high_250"),
         (close / low.rolling_min(YEAR) - 1.0).alias("dist_low_250"),
         roc(close, 10).alias("roc_10"),
@@ -285,7 +290,13 @@ def _features() -> list[pl.Expr]:
 
 
 def compute(inputs: FeatureInputs) -> pl.LazyFrame:
-    frame = bar_series(inputs).with_columns(_recursive()).with_columns(_features())
+    typical = typical_price(pl.col("high"), pl.col("low"), pl.col("close")).alias("_typical")
+    frame = (
+        bar_series(inputs, FAMILY.name)
+        .with_columns(typical)
+        .with_columns(_per_series_columns())
+        .with_columns(_features())
+    )
     return emit_series(frame, FAMILY, inputs.dates)
 
 

@@ -1,8 +1,9 @@
 """Volatility family: realized and range-based volatility, higher moments and drawdowns.
 
-Computed along each stock's price series (its traded bars, see ``price.per_series``) from
+Computed along each stock's price series (its traded bars, see ``price``) from
 split-adjusted prices through log returns and log price ratios, which are scale-free.
-Volatilities are annualized with sqrt(252); a value is null until its window is full.
+Rolling statistics run per series; the drawdowns are built from exact shifts and maxima on
+the whole column (see ``price``). Volatilities are annualized with sqrt(252).
 """
 
 from __future__ import annotations
@@ -80,8 +81,7 @@ def with_max_drawdowns(frame: pl.LazyFrame, windows: Sequence[int]) -> pl.LazyFr
     digits, so a window costs O(log n) column operations instead of O(n) rolling maxima.
 
     ``frame`` must hold each price series contiguously in date order, as ``bar_series``
-    returns it: the shifts run along the whole column, and a value is kept only where the
-    series has n bars (``bar >= n - 1``), where every shifted row lies inside the series.
+    returns it; like every windowed expression, the value is valid from bar n - 1.
     """
     levels = max(windows).bit_length()
     log_close = safe_log(pl.col("close"))
@@ -115,10 +115,7 @@ def with_max_drawdowns(frame: pl.LazyFrame, windows: Sequence[int]) -> pl.LazyFr
         for bit in bits[1:]:
             acc = merge(stretch(bit, offset), acc)
             offset += 1 << bit
-        # min/max_horizontal skip nulls: require every stretch to be inside the series.
-        drawdowns.append(
-            pl.when(pl.col("bar") >= n - 1).then((-acc[2]).exp() - 1.0).alias(f"max_drawdown_{n}")
-        )
+        drawdowns.append(((-acc[2]).exp() - 1.0).alias(f"max_drawdown_{n}"))
     helpers = [f"_{s}_{level}" for level in range(levels) for s in ("hi", "lo", "drop")]
     return frame.with_columns(drawdowns).drop(helpers)
 
@@ -158,25 +155,22 @@ _SPECS: tuple[FeatureSpec, ...] = (
 
 def compute(inputs: FeatureInputs) -> pl.LazyFrame:
     open_, high, low, close = (pl.col(c) for c in ("open", "high", "low", "close"))
-    ret = pl.col("_ret")
+    ret = log_ratio(close, close.shift(1))
     n = RANGE_WINDOW
-    frame = bar_series(inputs).with_columns(_ret=per_series(log_ratio(close, close.shift(1))))
-    frame = frame.with_columns(
-        *(annualized(per_series(ret.rolling_var(w))).alias(f"rv_{w}") for w in RV_WINDOWS),
-        annualized(per_series(parkinson_variance(high, low, n))).alias(f"parkinson_{n}"),
-        annualized(per_series(garman_klass_variance(open_, high, low, close, n))).alias(
-            f"garman_klass_{n}"
-        ),
-        annualized(per_series(rogers_satchell_term(open_, high, low, close).rolling_mean(n))).alias(
+
+    def vol(variance: pl.Expr) -> pl.Expr:
+        return annualized(per_series(variance))
+
+    frame = bar_series(inputs, FAMILY.name).with_columns(
+        *(vol(ret.rolling_var(w)).alias(f"rv_{w}") for w in RV_WINDOWS),
+        vol(parkinson_variance(high, low, n)).alias(f"parkinson_{n}"),
+        vol(garman_klass_variance(open_, high, low, close, n)).alias(f"garman_klass_{n}"),
+        vol(rogers_satchell_term(open_, high, low, close).rolling_mean(n)).alias(
             f"rogers_satchell_{n}"
         ),
-        annualized(per_series(yang_zhang_variance(open_, high, low, close, n))).alias(
-            f"yang_zhang_{n}"
-        ),
+        vol(yang_zhang_variance(open_, high, low, close, n)).alias(f"yang_zhang_{n}"),
         *(
-            annualized(per_series((ret.clip(upper_bound=0.0) ** 2).rolling_mean(w))).alias(
-                f"downside_vol_{w}"
-            )
+            vol((ret.clip(upper_bound=0.0) ** 2).rolling_mean(w)).alias(f"downside_vol_{w}")
             for w in MOMENT_WINDOWS
         ),
         *(per_series(ret.rolling_skew(w, bias=False)).alias(f"skew_{w}") for w in MOMENT_WINDOWS),
@@ -184,10 +178,12 @@ def compute(inputs: FeatureInputs) -> pl.LazyFrame:
             per_series(ret.rolling_kurtosis(w, fisher=True, bias=False)).alias(f"kurt_{w}")
             for w in MOMENT_WINDOWS
         ),
-        (close / per_series(close.rolling_max(PEAK_WINDOW)) - 1.0).alias(f"drawdown_{PEAK_WINDOW}"),
+        (close / close.rolling_max(PEAK_WINDOW) - 1.0).alias(f"drawdown_{PEAK_WINDOW}"),
     )
     frame = frame.with_columns(
-        per_series(pl.col("rv_5").rolling_std(VOL_OF_VOL_WINDOW)).alias("vol_of_vol_60"),
+        per_series(pl.col("rv_5").rolling_std(VOL_OF_VOL_WINDOW)).alias(
+            f"vol_of_vol_{VOL_OF_VOL_WINDOW}"
+        ),
         common.safe_div(pl.col("rv_5"), pl.col("rv_60")).alias("vol_ratio_5_60"),
     )
     frame = with_max_drawdowns(frame, DRAWDOWN_WINDOWS)

@@ -115,7 +115,8 @@ class LossConfig(BaseModel):
     """Weights and settings of :class:`~atft_pipeline.model.losses.CombinedLoss`.
 
     total = quantile_weight·pinball − rank_ic_weight·RankIC~ − ic_weight·IC
-    − sharpe_weight·Sharpe (the correlation and Sharpe terms are maximised).
+    − sharpe_weight·S/√(1 + S²) with S the long-short Sharpe (the correlation and Sharpe
+    terms are maximised; the Sharpe term is squashed, see ``CombinedLoss``).
 
     The defaults assume targets in raw return units (daily std ≈ 0.02). The ranking terms are
     scale-free, so their gradients grow as 1/(prediction spread) — for return-sized

@@ -283,7 +283,13 @@ class CombinedLoss(nn.Module):
     * ``quantile`` — pinball loss (minimised);
     * ``rank_ic`` — per-date RankIC surrogate, ``ic`` — per-date IC, ``sharpe`` — long-short
       Sharpe over the batch's dates (all three maximised, computed on ``point``);
-    * ``total`` = w_q·quantile − w_r·rank_ic − w_i·ic − w_s·sharpe.
+    * ``total`` = w_q·quantile − w_r·rank_ic − w_i·ic − w_s·S/√(1 + S²), S = sharpe.
+
+    The Sharpe term enters squashed: S/√(1 + S²) rises monotonically with S (maximising it
+    maximises S) but is bounded, so its gradient fades once S is large. Raw mean/std over
+    a few dates has a 1/std gradient; when a batch's daily returns happen to be alike it
+    swamped the other terms (measured: per-date IC on a learnable synthetic signal stalled at
+    0.58 instead of 0.98 with weight 0.005).
 
     Everything is computed in float32 (the model may run under bf16 autocast).
     """
@@ -326,6 +332,6 @@ class CombinedLoss(nn.Module):
             c.quantile_weight * terms["quantile"]
             - c.rank_ic_weight * terms["rank_ic"]
             - c.ic_weight * terms["ic"]
-            - c.sharpe_weight * terms["sharpe"]
+            - c.sharpe_weight * terms["sharpe"] / torch.sqrt(1.0 + terms["sharpe"] ** 2)
         )
         return terms

@@ -10,7 +10,12 @@ from atft_pipeline.validation.raw_schemas import (
     raw_schema,
     severity,
 )
-from atft_pipeline.validation.result import Failure, RawValidationResult, validate_raw
+from atft_pipeline.validation.result import (
+    Failure,
+    RawValidationResult,
+    validate_raw,
+    validate_raw_partitions,
+)
 from atft_pipeline.validation.rules import Severity
 
 __all__ = [
@@ -22,4 +27,5 @@ __all__ = [
     "raw_schema",
     "severity",
     "validate_raw",
+    "validate_raw_partitions",
 ]

@@ -202,3 +202,34 @@ def _examples(rows: pl.DataFrame) -> tuple[str, ...]:
 def _short(value: Any) -> str:
     text = "null" if value is None else str(value)
     return text if len(text) <= _MAX_VALUE_CHARS else text[: _MAX_VALUE_CHARS - 3] + "..."
+
+
+def validate_raw_partitions(
+    asset: str, frames: dict[dt.date, pl.DataFrame], plan: Plan = Plan.PREMIUM
+) -> list[RawValidationResult]:
+    """Validate many partitions of one asset, in one schema pass when the data is clean.
+
+    pandera's cost is mostly per call, so a year of partitions is checked as one frame (rows
+    that repeat verbatim across partitions, like unchanged master snapshot rows, are checked
+    once) and the partition-date rule is evaluated per partition with a vectorized compare.
+    Only when that pass finds something are the partitions re-validated one by one, so every
+    failure is still reported against its own partition.
+    """
+    if not frames:
+        return []
+    spec = raw_asset_spec(asset)
+    non_empty = [f for f in frames.values() if f.height]
+    together = pl.concat(non_empty).unique(maintain_order=True) if non_empty else next(iter(frames.values()))
+    combined = validate_raw(asset, None, together, plan)
+    if combined.failures:
+        return [validate_raw(asset, day, frame, plan) for day, frame in frames.items()]
+    results = []
+    for day, frame in frames.items():
+        rule = spec.partition_rule(day)
+        wrong = frame.filter(~rule.passes.fill_null(True)) if frame.height else frame
+        failures: tuple[Failure, ...] = ()
+        if wrong.height:
+            ids = [c for c in spec.id_columns(partitioned=True) if c in frame.columns]
+            failures = (_row_failure(rule.column, rule.name, rule.severity, wrong, [*ids, rule.column]),)
+        results.append(RawValidationResult(asset, day, frame.height, failures))
+    return results

@@ -46,6 +46,10 @@ _REVISION_TIMES = np.array(["15:00:00", "15:30:00", "16:00:00", "17:00:00"], dty
 class Statements:
     summary: pl.DataFrame  # fins/summary
     earnings_calendar: pl.DataFrame  # equities/earnings-calendar
+    # DiscNo -> the document's latent standardized news (surprise u of a report, v of a
+    # forecast revision, 0 for other documents). It sets the announcement-day price move;
+    # being symmetric and independent of everything earlier, that move is unpredictable.
+    news: pl.DataFrame
 
 
 def _month_end(month_index: np.ndarray) -> np.ndarray:
@@ -176,7 +180,7 @@ def generate_statements(
         cf = qq in (2, 4)
         columns: dict[str, np.ndarray] = {
             "DiscDate": day, "DiscTime": universe.disc_time[idx], "_stock": idx,
-            "_kind": np.full(len(idx), KIND_REPORT),
+            "_kind": np.full(len(idx), KIND_REPORT), "_news": np.clip(u[idx], -3, 3),
             "DocType": np.array([f"{_PERIOD[qq]}FinancialStatements_{a}"
                                  for a in universe.accounting[idx]], dtype=object),
             "CurPerType": np.full(len(idx), _PERIOD[qq], dtype=object),
@@ -249,7 +253,7 @@ def generate_statements(
         guided_st = next_fy_start[:, slot] if is_fy else fy_start[:, slot]
         guided_en = next_fy_end[:, slot] if is_fy else fy_end[:, slot]
         _add_revision(rows, rng, universe, actions, revised, gap_first, gap_last, t,
-                      guided_st, guided_en, new_guidance, new_sales, ifrs_like, treasury, payout)
+                      guided_st, guided_en, new_guidance, new_sales, v, ifrs_like, treasury, payout)
         div_revised = room & ~revised & (rng.random(n) < DIVIDEND_REVISION_RATE)
         _add_dividend_revision(rows, rng, universe, div_revised, gap_first, gap_last, t,
                                guided_st, guided_en)
@@ -259,7 +263,8 @@ def generate_statements(
         guidance, guidance_sales = new_guidance, new_sales
 
     summary, meta = _finish_summary(rows.frame(), universe, timeline)
-    return Statements(summary, _earnings_calendar(summary, meta, universe))
+    news = meta.select("DiscNo", pl.col("_news").alias("news"))
+    return Statements(summary, _earnings_calendar(summary, meta, universe), news)
 
 
 def _gap_day(rng: np.random.Generator, first: np.ndarray, last: np.ndarray) -> np.ndarray:
@@ -269,8 +274,8 @@ def _gap_day(rng: np.random.Generator, first: np.ndarray, last: np.ndarray) -> n
 def _add_revision(
     rows: _Rows, rng: np.random.Generator, universe: Universe, actions: CorporateActions,
     mask: np.ndarray, first: np.ndarray, last: np.ndarray, t: int, fy_st: np.ndarray,
-    fy_en: np.ndarray, guidance: np.ndarray, guidance_sales: np.ndarray, ifrs_like: np.ndarray,
-    treasury: np.ndarray, payout: np.ndarray,
+    fy_en: np.ndarray, guidance: np.ndarray, guidance_sales: np.ndarray, news: np.ndarray,
+    ifrs_like: np.ndarray, treasury: np.ndarray, payout: np.ndarray,
 ) -> None:
     idx = np.flatnonzero(mask)
     day = _gap_day(rng, first[idx], last[idx])
@@ -280,7 +285,7 @@ def _add_revision(
     f_net = np.where(ifrs_like[idx], guidance[idx] * 0.70, guidance[idx] * 1.03 * 0.68)
     rows.add({
         "DiscDate": day, "DiscTime": _REVISION_TIMES[rng.integers(0, 4, len(idx))],
-        "_stock": idx, "_kind": np.full(len(idx), KIND_REVISION),
+        "_stock": idx, "_kind": np.full(len(idx), KIND_REVISION), "_news": news[idx],
         "DocType": np.full(len(idx), "EarnForecastRevision", dtype=object),
         "CurPerType": np.full(len(idx), "FY", dtype=object),
         "CurPerSt": fy_st[idx], "CurPerEn": fy_en[idx], "CurFYSt": fy_st[idx], "CurFYEn": fy_en[idx],
@@ -303,6 +308,7 @@ def _add_dividend_revision(
     rows.add({
         "DiscDate": day, "DiscTime": _REVISION_TIMES[rng.integers(0, 4, len(idx))],
         "_stock": idx, "_kind": np.full(len(idx), KIND_DIVIDEND_REVISION),
+        "_news": np.zeros(len(idx)),
         "DocType": np.full(len(idx), "DividendForecastRevision", dtype=object),
         "CurPerType": np.full(len(idx), "FY", dtype=object),
         "CurPerSt": fy_st[idx], "CurPerEn": fy_en[idx], "CurFYSt": fy_st[idx], "CurFYEn": fy_en[idx],
@@ -317,7 +323,7 @@ def _add_restatement(
     """Re-disclose the same period with corrected results (forecasts unchanged)."""
     position = np.cumsum(sel) - 1  # stock -> row of ``original``
     idx = np.flatnonzero(mask)
-    day = _gap_day(rng, first[idx] + 3, last[idx])
+    day = _gap_day(rng, np.minimum(first[idx] + 3, last[idx]), last[idx])
     keep = day < t
     idx, day = idx[keep], day[keep]
     if len(idx) == 0:
@@ -326,6 +332,7 @@ def _add_restatement(
     restated = {name: values[pick] for name, values in original.items()}
     restated["DiscDate"] = day
     restated["_kind"] = np.full(len(idx), KIND_RESTATEMENT)
+    restated["_news"] = np.zeros(len(idx))
     factor = 1 + 0.02 * rng.standard_normal(len(idx))
     for name in ("Sales", "OP", "OdP", "NP"):
         restated[name] = _money(restated[name] * factor)
@@ -360,7 +367,7 @@ def _finish_summary(
         (pl.col(name).cast(dtype) if name in frame.columns else pl.lit(None, dtype)).alias(name)
         for name, dtype in schema.items()
     )
-    return summary, frame.select("DiscNo", "_stock", "_day", "_kind")
+    return summary, frame.select("DiscNo", "_stock", "_day", "_kind", "_news")
 
 
 def _earnings_calendar(summary: pl.DataFrame, meta: pl.DataFrame, universe: Universe) -> pl.DataFrame:

@@ -129,7 +129,8 @@ def generate_market(config: MarketConfig) -> SyntheticMarket:
     statements = generate_statements(config, universe, timeline, actions)
     params = SignalParams.from_config(config, universe.peers, universe.peer_weights,
                                       universe.vol_scale)
-    earnings = EarningsInputs.from_statements(statements.summary, universe.codes, timeline)
+    earnings = EarningsInputs.from_statements(statements.summary, statements.news, universe.codes,
+                                              timeline)
     paths = simulate_prices(config, universe, timeline, actions, earnings, params)
     bars = build_bars(config, universe, timeline, actions, paths)
     topix = topix_table(universe, timeline, actions, paths, bars)

@@ -186,7 +186,9 @@ def margin_alert_table(
         "ShrtStdOut": short_std, "ShrtStdOutChg": short_std - short_std_p,
         "LongNegOut": long_neg, "LongNegOutChg": long_neg - long_neg_p,
         "LongStdOut": long_std, "LongStdOutChg": long_std - long_std_p,
-        "TSEMrgnRegCls": pl.Series(np.where(restricted, "003", "002").tolist(), dtype=pl.String),
+        # 003: TSE margin regulation, 001: JSF precaution/restriction, 002: daily publication.
+        "TSEMrgnRegCls": pl.Series(np.select([restricted, jsf], ["003", "001"], "002").tolist(),
+                                   dtype=pl.String),
     })
     # Corrections: the same AppDate republished the next session with revised balances.
     corrected = (rng.random(len(pub)) < ALERT_CORRECTION_RATE) & (pub + 1 < t)

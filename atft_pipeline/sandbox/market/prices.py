@@ -7,12 +7,14 @@ Simple return of stock i on session s::
 - ``m``: market factor, GARCH(1,1) with unit-variance Student-t shocks (fat tails, vol
   clustering); ``f_sector``: one factor per 33-sector, t shocks scaled with the market regime;
   ``sigma * e``: idiosyncratic noise with a per-stock level and a log-AR(1) stochastic vol.
-- ``jump``: the announcement-day reaction to a statement's surprise (on the disclosure day,
-  or the next session when disclosed at/after the close).
+- ``jump``: the announcement-day move, ``earnings_reaction * sigma * news`` with the
+  document's latent standardized news (symmetric, independent of everything earlier), on the
+  disclosure day or the next session when disclosed at/after the close.
 - ``mu = vol_scale * sum_k G_k(s-2)``: the planted drift (``signals``), known two sessions ahead.
 - ``c``: the symmetric part of the daily price-limit band left after the drift. Clipping a
   symmetric shock symmetrically keeps its mean at zero, and prices are rounded to the tick grid
-  with unbiased stochastic rounding, so ``E[P_s | past] = base * (1 + mu)`` holds exactly.
+  with unbiased stochastic rounding, so ``E[P_s | past] = base * (1 + mu)`` holds exactly
+  (except for issues trading at 1 yen, which cannot fall further).
 
 Prices keep evolving through halts (the bar is null, the next close carries the move). The
 signal engine is stepped every session with exactly the values the tables will publish, and
@@ -65,29 +67,49 @@ class PricePaths:
 
 @dataclass(frozen=True)
 class EarningsInputs:
-    """Statement surprises by publication session and by price-reaction session."""
+    """Statement information by session: the public signal and the price reaction.
 
-    public: dict[int, tuple[np.ndarray, np.ndarray]]  # day -> (stocks, z)
-    reaction: dict[int, tuple[np.ndarray, np.ndarray]]
+    ``public``: the ``earnings`` signal z of each (DiscDate, Code), computed from the published
+    rows (``signals.earnings_events``) and used in the alpha on the DiscDate (the document is
+    public that evening). ``reaction``: the documents' latent news, moving the price on the
+    DiscDate if disclosed before the close, else on the next session.
+    """
+
+    public: dict[int, tuple[np.ndarray, np.ndarray]]  # session -> (stocks, z)
+    reaction: dict[int, tuple[np.ndarray, np.ndarray]]  # session -> (stocks, news)
 
     @classmethod
-    def from_statements(cls, fins: pl.DataFrame, codes: np.ndarray, timeline: Timeline) -> EarningsInputs:
-        events = earnings_events(fins)
-        index = {c: i for i, c in enumerate(codes.tolist())}
-        public: dict[int, list[tuple[int, float]]] = {}
-        reaction: dict[int, list[tuple[int, float]]] = {}
-        for day, code, z, time in events.select("DiscDate", "Code", "z", "DiscTime").iter_rows():
-            d = timeline.index_on_or_after(day)
-            after_close = time >= close_time(day)
-            public.setdefault(d, []).append((index[code], z))
-            if d + after_close < len(timeline):
-                reaction.setdefault(d + after_close, []).append((index[code], z))
+    def from_statements(
+        cls, fins: pl.DataFrame, news: pl.DataFrame, codes: np.ndarray, timeline: Timeline
+    ) -> EarningsInputs:
+        index = pl.DataFrame({"Code": codes.tolist(), "_stock": np.arange(len(codes))})
+        events = earnings_events(fins).join(index, on="Code")
+        public = _by_session(timeline, events["DiscDate"], events["_stock"], events["z"], 0)
+        moved = (
+            fins.select("DiscNo", "DiscDate", "DiscTime", "Code")
+            .join(news.filter(pl.col("news") != 0), on="DiscNo")
+            .join(index, on="Code")
+        )
+        after_close = np.array([time >= close_time(day) for day, time in
+                                moved.select("DiscDate", "DiscTime").iter_rows()], dtype=np.int64)
+        reaction = _by_session(timeline, moved["DiscDate"], moved["_stock"], moved["news"],
+                               after_close)
+        return cls(public, reaction)
 
-        def arrays(by_day: dict[int, list[tuple[int, float]]]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-            return {d: (np.array([i for i, _ in v]), np.array([z for _, z in v]))
-                    for d, v in by_day.items()}
 
-        return cls(arrays(public), arrays(reaction))
+def _by_session(
+    timeline: Timeline, dates: pl.Series, stocks: pl.Series, values: pl.Series,
+    delay: np.ndarray | int,
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Group (stock, value) pairs by session index (date's session + delay), summing repeats."""
+    day = np.array([timeline.index_on_or_after(d) for d in dates.to_list()], dtype=np.int64) + delay
+    frame = pl.DataFrame({"day": day, "stock": stocks.to_numpy(), "value": values.to_numpy()})
+    grouped = frame.filter(pl.col("day") < len(timeline)).group_by("day", "stock").agg(
+        pl.col("value").sum()).sort("day", "stock")
+    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for (d,), part in grouped.group_by("day", maintain_order=True):
+        out[int(d)] = (part["stock"].to_numpy(), part["value"].to_numpy())
+    return out
 
 
 def simulate_prices(
