@@ -59,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from assets.definitions import build_definitions
     from assets.instance import ensure_dagster_home
-    from assets.layout import config_path, resolve_layout
+    from assets.layout import LATEST_ASSET, config_path, resolve_layout
     from assets.pipeline import print_summary
     from assets.runner import materialize_range
     from atft_pipeline.config import dump_config, load_config
@@ -68,6 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     config = load_config(args.config) if getattr(args, "config", None) else None
     if config is not None:
+        config.check_builds()
         # The UI's code location reads the same file, so it runs with this configuration too.
         dump_config(config, config_path(settings))
     ensure_dagster_home(settings)
@@ -80,7 +81,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     defs = build_definitions(settings, config=layout.config)
     with DagsterInstance.get() as instance:
         store = PartitionStore(settings.data_root)
-        result = materialize_range(defs, instance, layout.pipeline_assets(), start, end, store)
+        result = materialize_range(
+            defs, instance, layout.pipeline_assets(), start, end, store, latest_only=[LATEST_ASSET]
+        )
     print_summary(result, settings)
     return 0 if result.success else 1
 
@@ -93,7 +96,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     market = generate_market(
         MarketConfig(seed=args.seed, n_stocks=args.n_stocks, start=SANDBOX_START, end=SANDBOX_END)
     )
-    app = create_app(market.tables, settings=ServerSettings(api_key=SANDBOX_API_KEY))
+    app = create_app(market.tables, settings=ServerSettings(api_key=SANDBOX_API_KEY), oracle=market.oracle)
     with serve_in_thread(app, port=args.port) as server:
         print(f"sandbox J-Quants server on {server.base_url}")
         # The demo is an ordinary run against a J-Quants server that happens to be local.

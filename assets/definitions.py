@@ -18,6 +18,7 @@ from assets.dataset import build_dataset_asset, build_stats_asset
 from assets.features import build_feature_asset, build_targets_asset
 from assets.jobs import build_jobs, build_schedules
 from assets.layout import Layout, resolve_layout
+from assets.model import build_model_assets
 from assets.raw import build_raw_assets
 from assets.recovery import build_recovery_sensor
 from atft_pipeline.config import PipelineConfig
@@ -48,6 +49,7 @@ def build_assets(layout: Layout) -> list:
         build_targets_asset(start),
         build_dataset_asset(catalog, list(layout.families), layout.disabled, start, layout.config),
         build_stats_asset(catalog, list(layout.families), layout.config),
+        *build_model_assets(layout),
     ]
 
 

@@ -19,7 +19,14 @@ from dagster import (
 )
 
 from assets.features import TARGET_REACH
-from assets.layout import DATASET_ASSET, TARGETS_ASSET, Layout
+from assets.layout import (
+    DATASET_ASSET,
+    LATEST_ASSET,
+    MODEL_ASSETS,
+    STATS_ASSET,
+    TARGETS_ASSET,
+    Layout,
+)
 from assets.partitions import TOKYO
 from assets.runner import range_tags
 from atft_pipeline import calendar
@@ -29,6 +36,7 @@ OPTIONS_JOB = "options_morning_update"
 RAW_HISTORY_JOB = "raw_history"
 DATASET_JOB = "dataset_build"
 TARGETS_REFRESH_JOB = "targets_refresh"
+WEEKLY_RETRAIN_JOB = "weekly_retrain"
 OPTIONS_ASSET = "raw_index_options"
 
 
@@ -38,9 +46,17 @@ def build_jobs(layout: Layout):
     jobs = [
         define_asset_job(
             NIGHTLY_JOB,
-            selection=AssetSelection.assets(*[a for a in raw if a != OPTIONS_ASSET], *derived),
+            selection=AssetSelection.assets(
+                *[a for a in raw if a != OPTIONS_ASSET], *derived, LATEST_ASSET
+            ),
             description="The trading day that just closed: every entitled raw source, its "
-            "feature families and the dataset row.",
+            "feature families, the dataset row and the next-day predictions.",
+        ),
+        define_asset_job(
+            WEEKLY_RETRAIN_JOB,
+            selection=AssetSelection.assets(STATS_ASSET, *MODEL_ASSETS),
+            description="Refit normalization stats, ATFT-GAT-FAN and LightGBM on the stored "
+            "dataset; predict validation/test and rebuild the evaluation report.",
         ),
         define_asset_job(
             TARGETS_REFRESH_JOB,
@@ -110,6 +126,19 @@ def build_schedules(jobs_by_name: dict):
         return RunRequest(run_key=f"targets:{partition}", tags=range_tags(first, last))
 
     schedules.append(targets_refresh_schedule)
+
+    @schedule(
+        name="weekly_retrain_schedule",
+        job=jobs_by_name[WEEKLY_RETRAIN_JOB],
+        cron_schedule="0 9 * * 6",  # Saturday morning JST: the week's data is complete
+        execution_timezone="Asia/Tokyo",
+        default_status=DefaultScheduleStatus.STOPPED,
+    )
+    def weekly_retrain_schedule(context: ScheduleEvaluationContext):
+        week = context.scheduled_execution_time.astimezone(TOKYO).date().isoformat()
+        return RunRequest(run_key=f"retrain:{week}")
+
+    schedules.append(weekly_retrain_schedule)
 
     if OPTIONS_JOB in jobs_by_name:
 

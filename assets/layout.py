@@ -21,6 +21,8 @@ CALENDAR_ASSET = "raw_trading_calendar"
 TARGETS_ASSET = "targets"
 DATASET_ASSET = "ml_dataset"
 STATS_ASSET = "normalization_stats"
+MODEL_ASSETS = ("atft_model", "lightgbm_baseline", "validation_predictions", "evaluation_report")
+LATEST_ASSET = "latest_predictions"
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class Layout:
             TARGETS_ASSET,
             DATASET_ASSET,
             STATS_ASSET,
+            *MODEL_ASSETS,
+            LATEST_ASSET,
         ]
 
 

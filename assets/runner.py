@@ -58,13 +58,15 @@ def materialize_range(
     end: dt.date,
     store: PartitionStore,
     *,
+    latest_only: Sequence[str] = (),
     progress: Callable[[str], None] = print,
 ) -> RangeResult:
     """Materialize ``assets`` (in order) for the trading days in ``[start, end]``.
 
     Each asset is its own run (one per contiguous block of partitions not yet materialized),
     so a failing source fails only its own partitions, the others still materialize, and a
-    re-run fetches only what is missing; the result lists every stage.
+    re-run fetches only what is missing; the result lists every stage. Assets named in
+    ``latest_only`` are materialized for the last trading day of the range only.
     """
     days = calendar.trading_days(start, end)
     if not days:
@@ -80,7 +82,8 @@ def materialize_range(
         # Done = recorded as materialized *and* its file is still readable.
         recorded = instance.get_materialized_partitions(AssetKey(name))
         done = recorded - set(lost_partitions(store, name, recorded))
-        todo = [d for d in days if d.isoformat() not in done]
+        wanted = days[-1:] if name in latest_only else days  # e.g. next-day predictions
+        todo = [d for d in wanted if d.isoformat() not in done]
         if not todo:
             progress(f"{name}: all {len(days)} partitions already materialized")
             result.stages.append(StageResult(name, True, "", 0.0, 0))
@@ -110,9 +113,18 @@ def _run_stage(name, job, instance, block, progress) -> StageResult:
         instance=instance, asset_selection=[AssetKey(name)], tags=tags, raise_on_error=False
     )
     seconds = time.perf_counter() - started
-    error = ""
-    if not outcome.success:
-        failures = [e for e in outcome.all_events if e.is_failure]
-        error = (failures[0].message if failures else "") or "failed"
+    error = "" if outcome.success else _failure_message(outcome)
     progress(f"  {'ok' if outcome.success else 'FAILED'} in {seconds:.1f}s" + (f": {error}" if error else ""))
     return StageResult(name, outcome.success, outcome.run_id, seconds, len(block or []), error)
+
+
+def _failure_message(outcome) -> str:
+    """The root cause of a failed run's first failed step (not Dagster's wrapper text)."""
+    for event in outcome.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            while error is not None and error.cause is not None:
+                error = error.cause
+            if error is not None:
+                return error.message.strip().splitlines()[-1] if error.message else error.cls_name
+    return "failed"

@@ -199,6 +199,7 @@ def _serve(args: argparse.Namespace) -> int:
         plan=args.plan,
         **{name: value for name, value in optional.items() if value is not None},
     )
+    oracle = None
     if args.replay is not None:
         from atft_pipeline.sandbox.replay import read_replay
 
@@ -206,9 +207,10 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         from atft_pipeline.sandbox.market import generate_market
 
-        tables, source = generate_market(_market_config(args)).tables, "synthetic market"
+        market = generate_market(_market_config(args))
+        tables, oracle, source = market.tables, market.oracle, "synthetic market"
 
-    app = create_app(tables, settings=settings)
+    app = create_app(tables, settings=settings, oracle=oracle)
     try:
         sock = bind_socket(args.host, args.port)
     except OSError as exc:

@@ -8,6 +8,7 @@ last command-line run. No file means every default.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -40,11 +41,60 @@ class SplitSpec(BaseModel):
     gap: int = Field(default=MIN_GAP, ge=MIN_GAP)
 
 
+class ModelSection(BaseModel):
+    """ATFT-GAT-FAN sizes: a preset (``demo`` for 2 CPU cores, ``production`` for a GPU) plus
+    overrides of ``atft_pipeline.model.ModelConfig`` fields (unknown fields are errors)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: Literal["demo", "production"] = "demo"
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    def build(self, n_features: int):
+        from atft_pipeline.model.config import ModelConfig  # torch-free module, imported lazily
+
+        return getattr(ModelConfig, self.preset)(n_features, **self.overrides)
+
+
+class TrainingSection(BaseModel):
+    """Preset + overrides of ``atft_pipeline.training.TrainingConfig``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: Literal["demo", "production"] = "demo"
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    # The 1-day return feature behind the per-date stock graphs (price family).
+    graph_return_column: str = "logret_1d"
+
+    def build(self):
+        from atft_pipeline.training.config import TrainingConfig
+
+        return getattr(TrainingConfig, self.preset)(**self.overrides)
+
+
+class EvaluationSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cost_bp: float = Field(default=10.0, ge=0, description="one-way cost per unit turnover")
+    lightgbm_seed: int = 42
+
+
 class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     dataset: DatasetConfig = DatasetConfig()
     splits: SplitSpec = SplitSpec()
+    model: ModelSection = ModelSection()
+    training: TrainingSection = TrainingSection()
+    evaluation: EvaluationSection = EvaluationSection()
+
+    def check_builds(self) -> None:
+        """Build the model and training configs once, so bad overrides fail at load time."""
+        try:
+            self.model.build(n_features=1)
+            self.training.build()
+        except (ValidationError, TypeError) as exc:
+            raise ConfigError(f"invalid model/training configuration: {exc}") from exc
 
 
 class ConfigError(ValueError):
@@ -52,7 +102,11 @@ class ConfigError(ValueError):
 
 
 def load_config(path: str | Path | None) -> PipelineConfig:
-    """Read and validate a YAML configuration file (None or a missing default: all defaults)."""
+    """Read and validate a YAML configuration file (None: all defaults).
+
+    The model/training overrides need torch to check; ``atft run`` calls
+    ``check_builds()`` on the result, the (torch-free) code location does not.
+    """
     if path is None:
         return PipelineConfig()
     path = Path(path)
@@ -63,9 +117,10 @@ def load_config(path: str | Path | None) -> PipelineConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
     try:
-        return PipelineConfig.model_validate(data)
+        config = PipelineConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"config file {path}: {exc}") from exc
+    return config
 
 
 def dump_config(config: PipelineConfig, path: Path) -> None:

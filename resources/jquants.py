@@ -16,7 +16,9 @@ from pydantic import Field, SecretStr
 
 from atft_pipeline.jquants.client import ClientConfig, ClientStats, JQuantsClient
 from atft_pipeline.jquants.endpoints import ENDPOINTS, Plan
+from atft_pipeline.dataset.splits import SplitConfig
 from atft_pipeline.jquants.sources import RawSource, fetch_raw_days
+from atft_pipeline.sandbox.oracle_client import fetch_oracle, oracle_predictions
 from atft_pipeline.settings import PUBLIC_BASE_URL, SANDBOX_API_KEY
 
 
@@ -85,6 +87,17 @@ class JQuantsResource(ConfigurableResource):
                 return await fetch_raw_days(client, source, days), client.stats
 
         return asyncio.run(run())
+
+    def sandbox_oracle(
+        self, start: dt.date, end: dt.date, dataset: pl.DataFrame, splits: SplitConfig
+    ) -> pl.DataFrame | None:
+        """The synthetic market's oracle as a model in the predictions format, when the server
+        is a sandbox stand-in that has one (None for the real API or a replay)."""
+        config = self.client_config()
+        oracle = fetch_oracle(config.base_url, config.api_key.get_secret_value(), start, end)
+        if oracle is None:
+            return None
+        return oracle_predictions(oracle, dataset.filter("universe"), splits.split_expr())
 
     def fetch_calendar(self) -> tuple[pl.DataFrame, ClientStats]:
         async def run():

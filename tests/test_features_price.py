@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import polars as pl
@@ -47,17 +48,20 @@ def traded_bars(bars: pl.DataFrame, code: str) -> dict[str, np.ndarray]:
 
 def lag(x: np.ndarray, k: int) -> np.ndarray:
     out = np.full_like(x, np.nan)
-    out[k:] = x[: len(x) - k]
+    if k < len(x):
+        out[k:] = x[: len(x) - k]
     return out
 
 
-def trailing(x: np.ndarray, window: int, fn: Callable[[np.ndarray], float]) -> np.ndarray:
-    """fn over each full trailing window (NaN inside a window makes the value NaN)."""
+def trailing(x: np.ndarray, window: int, fn: Callable[..., np.ndarray]) -> np.ndarray:
+    """``fn(blocks, axis=-1)`` over every full trailing window (a window holding NaN gives
+    NaN); ``fn`` is a numpy reduction such as ``np.mean``."""
     out = np.full(len(x), np.nan)
-    for i in range(window - 1, len(x)):
-        block = x[i - window + 1 : i + 1]
-        if np.isfinite(block).all():
-            out[i] = fn(block)
+    if len(x) >= window:
+        blocks = np.lib.stride_tricks.sliding_window_view(x, window)
+        ok = np.isfinite(blocks).all(axis=1)
+        if ok.any():
+            out[window - 1 :][ok] = fn(blocks[ok], axis=-1)
     return out
 
 
@@ -156,7 +160,7 @@ def series_reference(s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         "intraday_ret_20": trailing(np.log(c / o), 20, np.sum),
         "up_days_20": trailing(np.where(np.isnan(prev), np.nan, (c > prev) * 1.0), 20, mean),
         "volume_zscore_20": (np.log(v) - trailing(np.log(v), 20, mean))
-        / trailing(np.log(v), 20, lambda x: np.std(x, ddof=1)),
+        / trailing(np.log(v), 20, partial(np.std, ddof=1)),
     }
     return ref
 
@@ -259,7 +263,8 @@ def test_limit_and_listing_columns(case):
     # there from the start: unknown until the window is longer than the cap, then capped
     code = first.filter(pl.col("first") == days[0]).sort("Code")["Code"][0]
     ages = out.filter(pl.col("code") == code).sort("date").select("date", "age_days")
-    assert ages.filter(pl.col("date") < days[price.AGE_CAP])["age_days"].null_count() == price.AGE_CAP
+    early = ages.filter(pl.col("date") < days[price.AGE_CAP])["age_days"]
+    assert early.null_count() == early.len() == price.AGE_CAP
     assert (ages.filter(pl.col("date") >= days[price.AGE_CAP])["age_days"] == price.AGE_CAP).all()
 
 

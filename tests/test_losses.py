@@ -60,7 +60,9 @@ def test_pinball_equals_brute_force_and_masks_nan():
             if np.isnan(float(y[i, h])):
                 continue
             errs = [float(y[i, h] - q.detach()[i, h, j]) for j in range(5)]
-            cells.append(np.mean([max(t * e, (t - 1) * e) for t, e in zip(QUANTILES, errs)]))
+            cells.append(
+                np.mean([max(t * e, (t - 1) * e) for t, e in zip(QUANTILES, errs, strict=True)])
+            )
         per_horizon.append(np.mean(cells))
     assert float(loss) == pytest.approx(np.mean(per_horizon), rel=1e-6)
     loss.backward()
@@ -71,7 +73,9 @@ def test_pinball_equals_brute_force_and_masks_nan():
     valid[0, 1] = False
     y_nan = y.clone()
     y_nan[0, 1] = float("nan")
-    assert float(pinball_loss(q, y, QUANTILES, valid)) == pytest.approx(float(pinball_loss(q, y_nan, QUANTILES)))
+    assert float(pinball_loss(q, y, QUANTILES, valid)) == pytest.approx(
+        float(pinball_loss(q, y_nan, QUANTILES))
+    )
 
 
 def test_pinball_rejects_mismatched_shapes():
@@ -104,7 +108,9 @@ def test_ic_and_rank_ic_match_scipy_per_date():
     target[10:14, 1] = 0.0  # ties
     ic = per_date_ic(pred, target, date_index)
     rank_ic = per_date_rank_ic_surrogate(pred, target, date_index)
-    assert float(ic) == pytest.approx(per_date_reference(lambda a, b: pearsonr(a, b)[0], pred, target, date_index))
+    assert float(ic) == pytest.approx(
+        per_date_reference(lambda a, b: pearsonr(a, b)[0], pred, target, date_index)
+    )
     assert float(rank_ic) == pytest.approx(
         per_date_reference(lambda a, b: pearsonr(a, rankdata(b))[0], pred, target, date_index)
     )
@@ -121,7 +127,9 @@ def test_correlations_are_per_date_not_pooled():
     pooled = pearsonr(pred.view(-1).numpy(), target.view(-1).numpy())[0]
     assert pooled > 0.9
     assert float(per_date_ic(pred, target, date_index)) == pytest.approx(0.0, abs=1e-9)
-    assert float(per_date_rank_ic_surrogate(pred, target, date_index)) == pytest.approx(0.0, abs=1e-9)
+    assert float(per_date_rank_ic_surrogate(pred, target, date_index)) == pytest.approx(
+        0.0, abs=1e-9
+    )
     assert float(per_date_ic(pred[:10], target[:10], date_index[:10])) == pytest.approx(1.0)
 
 
@@ -133,8 +141,12 @@ def test_rank_surrogate_is_spearman_for_evenly_spaced_predictions_and_robust_to_
     rank_ic = per_date_rank_ic_surrogate(pred, target, date_index)
     assert float(rank_ic) == pytest.approx(spearmanr(pred.view(-1), target.view(-1))[0])
     stretched = torch.exp(5 * target)  # monotone: ranks unchanged, Pearson changes
-    assert float(per_date_rank_ic_surrogate(pred, stretched, date_index)) == pytest.approx(float(rank_ic))
-    assert float(per_date_ic(pred, stretched, date_index)) != pytest.approx(float(per_date_ic(pred, target, date_index)))
+    assert float(per_date_rank_ic_surrogate(pred, stretched, date_index)) == pytest.approx(
+        float(rank_ic)
+    )
+    assert float(per_date_ic(pred, stretched, date_index)) != pytest.approx(
+        float(per_date_ic(pred, target, date_index))
+    )
 
 
 def test_dates_below_min_count_are_left_out():
@@ -195,19 +207,27 @@ def test_sharpe_needs_two_dates_and_is_scale_free():
 
 def test_combined_loss_weights_components_and_masks_nan():
     pred, target, date_index = panel(n_dates=3, per_date=12, horizons=4)
-    quantiles = (pred.unsqueeze(-1) + torch.linspace(-1, 1, 5, dtype=torch.float64)).requires_grad_()
+    quantiles = (
+        pred.unsqueeze(-1) + torch.linspace(-1, 1, 5, dtype=torch.float64)
+    ).requires_grad_()
     target[0, 0] = target[7, 3] = float("nan")
     config = LossConfig(rank_ic_weight=0.3, ic_weight=0.2, sharpe_weight=0.1, min_stocks_per_date=5)
     terms = CombinedLoss(config, QUANTILES, 4)(quantiles, quantiles[..., 2], target, date_index)
     assert set(terms) == {"quantile", "rank_ic", "ic", "sharpe", "total"}
     sharpe = float(terms["sharpe"])
     expected = (
-        float(terms["quantile"]) - 0.3 * float(terms["rank_ic"]) - 0.2 * float(terms["ic"])
+        float(terms["quantile"])
+        - 0.3 * float(terms["rank_ic"])
+        - 0.2 * float(terms["ic"])
         - 0.1 * sharpe / np.sqrt(1 + sharpe**2)
     )
-    assert float(terms["total"]) == pytest.approx(expected)
-    assert sharpe == pytest.approx(float(long_short_sharpe(quantiles[..., 2], target, date_index, min_count=5)))
-    assert float(terms["ic"]) == pytest.approx(float(per_date_ic(quantiles[..., 2].double(), target, date_index)), rel=1e-5)
+    assert float(terms["total"]) == pytest.approx(expected, rel=1e-5)
+    assert sharpe == pytest.approx(
+        float(long_short_sharpe(quantiles[..., 2], target, date_index, min_count=5))
+    )
+    assert float(terms["ic"]) == pytest.approx(
+        float(per_date_ic(quantiles[..., 2].double(), target, date_index)), rel=1e-5
+    )
     terms["total"].backward()
     assert torch.isfinite(quantiles.grad).all()
     # A NaN target contributes nothing: dropping that row entirely gives the same terms where
@@ -217,7 +237,9 @@ def test_combined_loss_weights_components_and_masks_nan():
     keep = torch.arange(len(target)) != 0
     loss = CombinedLoss(config, QUANTILES, 4)
     a = loss(quantiles.detach(), quantiles.detach()[..., 2], masked, date_index)
-    b = loss(quantiles.detach()[keep], quantiles.detach()[keep][..., 2], target[keep], date_index[keep])
+    b = loss(
+        quantiles.detach()[keep], quantiles.detach()[keep][..., 2], target[keep], date_index[keep]
+    )
     for key in a:
         assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-6, abs=1e-9)
 
@@ -225,7 +247,9 @@ def test_combined_loss_weights_components_and_masks_nan():
 def test_horizon_weights():
     pred, target, date_index = panel(n_dates=3, per_date=12, horizons=2)
     q = pred.unsqueeze(-1) + torch.linspace(-1, 1, 5, dtype=torch.float64)
-    first_only = CombinedLoss(LossConfig(horizon_weights=(1.0, 0.0), min_stocks_per_date=5), QUANTILES, 2)
+    first_only = CombinedLoss(
+        LossConfig(horizon_weights=(1.0, 0.0), min_stocks_per_date=5), QUANTILES, 2
+    )
     single = CombinedLoss(LossConfig(min_stocks_per_date=5), QUANTILES, 1)
     a = first_only(q, q[..., 2], target, date_index)
     b = single(q[:, :1], q[:, :1, 2], target[:, :1], date_index)

@@ -10,7 +10,7 @@ import torch
 from pydantic import ValidationError
 from scipy.stats import norm
 
-from atft_pipeline.jquants.reference import MARKET_SEGMENTS, SECTOR33
+from atft_pipeline.jquants.reference import MARKET_SEGMENTS, SECTOR33, SECTOR33_OTHER
 from atft_pipeline.model import (
     ATFTGATFAN,
     PHASES,
@@ -28,6 +28,13 @@ from atft_pipeline.model import (
     fan_decompose,
     non_crossing_quantiles,
 )
+from atft_pipeline.model.config import (
+    N_SECTORS,
+    N_SEGMENTS,
+    SECTOR_IDS,
+    SEGMENT_IDS,
+    UNKNOWN_SEGMENT_ID,
+)
 
 N_FEATURES = 12
 
@@ -44,7 +51,10 @@ def make_batch(config: ModelConfig, n_dates: int = 2, per_date: int = 8, seed: i
     n = n_dates * per_date
     x = torch.randn(n, config.window, config.n_features, generator=g)
     static_ids = torch.stack(
-        [torch.randint(0, config.n_sectors, (n,), generator=g), torch.randint(0, config.n_segments, (n,), generator=g)],
+        [
+            torch.randint(0, config.n_sectors, (n,), generator=g),
+            torch.randint(0, config.n_segments, (n,), generator=g),
+        ],
         dim=1,
     )
     date_index = torch.arange(n_dates).repeat_interleave(per_date)
@@ -69,6 +79,12 @@ def test_config_is_strict_and_frozen():
         config.hidden = 8  # type: ignore[misc]
     assert config.n_sectors == len(SECTOR33) + 1 == 34
     assert config.n_segments == len(MARKET_SEGMENTS) + 1
+
+
+def test_static_id_tables_fill_the_vocabularies():
+    assert sorted(SECTOR_IDS.values()) == list(range(N_SECTORS))
+    assert SECTOR_IDS[SECTOR33_OTHER] == N_SECTORS - 1 and set(SECTOR33) < set(SECTOR_IDS)
+    assert sorted([*SEGMENT_IDS.values(), UNKNOWN_SEGMENT_ID]) == list(range(N_SEGMENTS))
 
 
 @pytest.mark.parametrize(
@@ -156,10 +172,18 @@ def test_fan_removes_exactly_the_top_k_sinusoids():
     steps = 40
     # Two instances x two channels, each a different set of three sinusoids + an offset.
     specs = [
-        [[(1, 3.0, 0.3), (4, 2.0, 1.1), (9, 1.0, -0.7)], [(2, 2.5, 0.0), (5, 1.5, 2.0), (13, 0.8, 0.4)]],
-        [[(3, 1.2, 0.5), (7, 2.2, -1.0), (11, 0.9, 0.2)], [(1, 0.7, 1.5), (6, 3.1, 0.1), (19, 1.9, 0.9)]],
+        [
+            [(1, 3.0, 0.3), (4, 2.0, 1.1), (9, 1.0, -0.7)],
+            [(2, 2.5, 0.0), (5, 1.5, 2.0), (13, 0.8, 0.4)],
+        ],
+        [
+            [(3, 1.2, 0.5), (7, 2.2, -1.0), (11, 0.9, 0.2)],
+            [(1, 0.7, 1.5), (6, 3.1, 0.1), (19, 1.9, 0.9)],
+        ],
     ]
-    periodic = torch.stack([torch.stack([_sinusoids(steps, ch) for ch in inst], dim=-1) for inst in specs])
+    periodic = torch.stack(
+        [torch.stack([_sinusoids(steps, ch) for ch in inst], dim=-1) for inst in specs]
+    )
     offset = torch.tensor([0.5, -2.0], dtype=torch.float64)
     x = (periodic + offset).float()  # [2, T, 2]
     x_non, residual = fan_decompose(x, k=3)
@@ -189,9 +213,13 @@ def test_fan_dc_choice_and_amplitude_ranking():
     x = (_sinusoids(steps, [(3, 1.0, 0.0)]) + 5.0).float().view(1, steps, 1)
     without_dc, _ = fan_decompose(x, k=1)
     with_dc, residual = fan_decompose(x, k=1, include_dc=True)
-    torch.testing.assert_close(without_dc.view(-1), _sinusoids(steps, [(3, 1.0, 0.0)]).float(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        without_dc.view(-1), _sinusoids(steps, [(3, 1.0, 0.0)]).float(), atol=1e-5, rtol=0
+    )
     torch.testing.assert_close(with_dc, torch.full_like(x, 5.0), atol=1e-5, rtol=0)
-    torch.testing.assert_close(residual.view(-1), _sinusoids(steps, [(3, 1.0, 0.0)]).float(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        residual.view(-1), _sinusoids(steps, [(3, 1.0, 0.0)]).float(), atol=1e-5, rtol=0
+    )
     # Nyquist (amplitude 1.0) vs an interior sinusoid of amplitude 1.5: raw |rFFT| would rank
     # Nyquist first (T·1.0 > T/2·1.5); the time-domain amplitude picks the interior bin.
     nyquist = torch.cos(math.pi * torch.arange(steps, dtype=torch.float64))
@@ -251,7 +279,9 @@ def test_graph_block_gate_isolated_nodes_and_gradients():
     torch.manual_seed(0)
     block = GraphAttentionBlock(8, heads=(2, 2)).eval()
     base = torch.randn(5, 8, requires_grad=True)
-    edge_index = torch.tensor([[0, 1, 1, 2, 3], [1, 0, 2, 1, 3]])  # 3 only has a self loop, 4 nothing
+    edge_index = torch.tensor(
+        [[0, 1, 1, 2, 3], [1, 0, 2, 1, 3]]
+    )  # 3 only has a self loop, 4 nothing
     edge_attr = torch.tensor([[0.5], [0.5], [-0.3], [-0.3], [1.0]])
     out, alpha = block(base, edge_index, edge_attr)
     assert float(alpha.detach()) == pytest.approx(0.5)
@@ -279,7 +309,9 @@ def test_graph_edge_dropout_only_in_training():
     edge_index = torch.stack([src, torch.roll(src, 1)])
     edge_attr = torch.rand(8, 1)
     block.eval()
-    torch.testing.assert_close(block(base, edge_index, edge_attr)[0], block(base, edge_index, edge_attr)[0])
+    torch.testing.assert_close(
+        block(base, edge_index, edge_attr)[0], block(base, edge_index, edge_attr)[0]
+    )
     block.train()
     outs = [block(base, edge_index, edge_attr)[0] for _ in range(5)]
     assert any(not torch.allclose(outs[0], o) for o in outs[1:])
@@ -289,7 +321,9 @@ def test_graph_edge_dropout_only_in_training():
 
 
 def test_quantiles_never_cross_and_follow_the_formula():
-    assert (non_crossing_quantiles(torch.randn(50, 4, 5) * 100, median_index=2).diff(dim=-1) >= 0).all()
+    assert (
+        non_crossing_quantiles(torch.randn(50, 4, 5) * 100, median_index=2).diff(dim=-1) >= 0
+    ).all()
     raw = torch.randn(50, 4, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 5
     q = non_crossing_quantiles(raw, median_index=2)
     assert (q.diff(dim=-1) > 0).all()
@@ -462,5 +496,22 @@ def test_model_learns_a_cross_sectional_signal():
         optimiser.zero_grad()
         terms["total"].backward()
         optimiser.step()
-    assert float(terms["total"]) < first["total"]
-    assert float(terms["ic"]) > 0.9 > 0.1 > first["ic"]
+    assert float(terms["total"].detach()) < first["total"]
+    assert float(terms["ic"].detach()) > 0.9 > 0.1 > first["ic"]
+
+
+def test_runs_under_bf16_autocast():
+    """Training on CUDA uses bf16 autocast; the CPU autocast exercises the same casts."""
+    config = small_config()
+    model = ATFTGATFAN(config, phase="gat").train()
+    x, sid, di, ei, ea = make_batch(config)
+    target = torch.randn(x.shape[0], 4) * 0.02
+    loss_fn = CombinedLoss(LossConfig(min_stocks_per_date=5), config.quantiles, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, sid, di, ei, ea)
+        terms = loss_fn(out.quantiles, out.point, target, di)
+    assert out.quantiles.dtype == torch.bfloat16
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in terms.values())
+    terms["total"].backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)

@@ -10,17 +10,19 @@ import pytest
 import torch
 
 from atft_pipeline import calendar
-from atft_pipeline.dataset.normalization import apply_normalization, compute_normalization_stats, stats_hash
+from atft_pipeline.dataset.normalization import (
+    apply_normalization,
+    compute_normalization_stats,
+    stats_hash,
+)
 from atft_pipeline.features.catalog import HORIZONS, META_COLUMNS, TARGET_COLUMNS
 from atft_pipeline.features.graph_builder import GraphConfig, correlation_graph
-from atft_pipeline.training.panel import (
-    OTHER_SECTOR_ID,
-    SECTOR_CODES,
-    SEGMENT_CODES,
-    UNKNOWN_SEGMENT_ID,
-    Panel,
-    PanelError,
-)
+from atft_pipeline.jquants.reference import MARKET_SEGMENTS, SECTOR33
+from atft_pipeline.model.config import N_SECTORS, N_SEGMENTS
+from atft_pipeline.training.panel import OTHER_SECTOR_ID, UNKNOWN_SEGMENT_ID, Panel, PanelError
+
+SECTOR_CODES = sorted(SECTOR33)
+SEGMENT_CODES = sorted(MARKET_SEGMENTS)
 
 RETURN_COLUMN = "logret_1d"
 SIGNAL_COLUMN = "signal"
@@ -43,7 +45,8 @@ def make_dataset(
     * targets are null where they would run past the data (the last 1 + h dates).
     """
     rng = np.random.default_rng(seed)
-    days = calendar.trading_days(dt.date(2020, 1, 6), dt.date(2021, 12, 31))[:n_dates]
+    start = dt.date(2020, 1, 6)
+    days = calendar.trading_days(start, start + dt.timedelta(days=2 * n_dates + 30))[:n_dates]
     codes = [f"{1301 + i:04d}0" for i in range(n_stocks)]
     d, n = len(days), n_stocks
     signal = rng.standard_normal((d, n))
@@ -105,7 +108,9 @@ def dataset() -> pl.DataFrame:
 
 @pytest.fixture(scope="module")
 def panel(dataset) -> Panel:
-    return Panel.from_dataset(dataset, make_stats(dataset), return_column=RETURN_COLUMN, window=5, graph=GRAPH)
+    return Panel.from_dataset(
+        dataset, make_stats(dataset), return_column=RETURN_COLUMN, window=5, graph=GRAPH
+    )
 
 
 def _cell(frame: pl.DataFrame, day: dt.date, code: str) -> dict:
@@ -124,13 +129,19 @@ def test_shapes_axes_and_static_vocabularies(dataset, panel):
     assert list(panel.codes) == sorted(dataset["code"].unique().to_list())
     assert panel.feature_columns == tuple(features)
     assert panel.stats_hash == stats_hash(make_stats(dataset))
-    # vocabulary: S33 codes in order, then "other"; market codes in order, then "unknown"
-    assert OTHER_SECTOR_ID == 33 and UNKNOWN_SEGMENT_ID == len(SEGMENT_CODES)
+    # vocabulary: S33 codes in order, then "9999"; market codes in order, then "unknown"
+    assert OTHER_SECTOR_ID == 33 == N_SECTORS - 1
+    assert UNKNOWN_SEGMENT_ID == len(SEGMENT_CODES) == N_SEGMENTS - 1
     t = panel.n_dates - 1
-    assert panel.sector_ids[t, 0] == SECTOR_CODES.index("0050") == 0
+    assert panel.sector_ids[t, 0] == 0 and panel.sector_ids[t, 7] == SECTOR_CODES.index("3250")
     assert panel.sector_ids[t, 3] == OTHER_SECTOR_ID  # "9999"
-    assert panel.segment_ids[t, 5] == 5
+    assert panel.segment_ids[t, 5] == 5 and SEGMENT_CODES[5] == "0109"
     assert panel.segment_ids[t, 4] == UNKNOWN_SEGMENT_ID  # "0199" is no known market code
+    unknown = dataset.with_columns(pl.lit(None, pl.String).alias("sector33"))
+    bare = Panel.from_dataset(
+        unknown, make_stats(dataset), return_column=RETURN_COLUMN, window=5, graph=GRAPH
+    )
+    assert (bare.sector_ids == OTHER_SECTOR_ID).all()
 
 
 def test_valid_mask_is_row_present_and_in_universe(dataset, panel):
@@ -200,7 +211,10 @@ def test_gather_equals_manual_window_slicing(panel):
                     expected[s] = features[step, j]
             np.testing.assert_array_equal(batch.x[row].numpy(), expected)
             assert batch.date_index[row] == local and batch.stocks[row] == j
-            assert batch.static_ids[row].tolist() == [panel.sector_ids[t, j], panel.segment_ids[t, j]]
+            assert batch.static_ids[row].tolist() == [
+                panel.sector_ids[t, j],
+                panel.segment_ids[t, j],
+            ]
             np.testing.assert_array_equal(batch.targets[row].numpy(), panel.targets[t, j].numpy())
             row += 1
     assert row == batch.n_rows == int(valid[date_idx].sum())
@@ -237,13 +251,17 @@ def test_graphs_are_per_date_without_cross_date_edges(panel):
 
 
 def test_to_moves_every_tensor_and_cached_graph(dataset):
-    panel = Panel.from_dataset(dataset, make_stats(dataset), return_column=RETURN_COLUMN, window=5, graph=GRAPH)
+    panel = Panel.from_dataset(
+        dataset, make_stats(dataset), return_column=RETURN_COLUMN, window=5, graph=GRAPH
+    )
     panel.date_graph(50)
     moved = panel.to("meta")  # a device with no data: everything must follow
     assert moved is panel and panel.device == torch.device("meta")
     for name in ("features", "valid", "targets", "sector_ids", "segment_ids", "returns"):
         assert getattr(panel, name).device.type == "meta"
-    assert all(e.device.type == "meta" and w.device.type == "meta" for e, w in panel._graphs.values())
+    assert all(
+        e.device.type == "meta" and w.device.type == "meta" for e, w in panel._graphs.values()
+    )
 
 
 def test_bad_inputs_are_refused_with_the_column_named(dataset):
@@ -257,6 +275,11 @@ def test_bad_inputs_are_refused_with_the_column_named(dataset):
         Panel.from_dataset(dataset.drop("target_5d"), stats, **build)
     with pytest.raises(PanelError, match="not a feature"):
         Panel.from_dataset(dataset, stats, **(build | {"return_column": "ret_xx"}))
-    with_nan = dataset.with_columns(pl.when(pl.col("code") == "13050").then(float("nan")).otherwise(pl.col("noise_1")).alias("noise_1"))
+    with_nan = dataset.with_columns(
+        pl.when(pl.col("code") == "13050")
+        .then(float("nan"))
+        .otherwise(pl.col("noise_1"))
+        .alias("noise_1")
+    )
     with pytest.raises(PanelError, match="noise_1"):
         Panel.from_dataset(with_nan, stats, **build)

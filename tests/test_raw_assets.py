@@ -38,8 +38,8 @@ def instance():
         yield inst
 
 
-def _defs(tmp_path, base_url: str, plan: str = "premium"):
-    settings = Settings(home=tmp_path, start_date=dt.date(2022, 10, 3), plan=plan)
+def _defs(tmp_path, base_url: str, plan: str = "premium", start: dt.date = dt.date(2022, 10, 3)):
+    settings = Settings(home=tmp_path, start_date=start, plan=plan)
     fast = JQuantsResource(
         api_key="sandbox", base_url=base_url, plan=plan, backoff_base_s=0.01,
         backoff_429_s=0.05, min_backoff_429_s=0.0, max_retries=2,
@@ -124,7 +124,7 @@ def test_a_failing_endpoint_fails_only_its_asset_and_a_rerun_completes_the_set(
     broken = ServerSettings(faults=FaultSettings(fail_endpoints=frozenset({"markets/short-ratio"})))
     with serve_in_thread(create_app(market.tables, settings=broken)) as server:
         result = materialize_range(
-            _defs(tmp_path, server.base_url), instance, RAW_ASSETS, START, END, progress=_quiet
+            _defs(tmp_path, server.base_url), instance, RAW_ASSETS, START, END, _store(tmp_path), progress=_quiet
         )
     failed = [s.asset for s in result.stages if not s.success]
     assert failed == ["raw_short_selling"]
@@ -134,7 +134,7 @@ def test_a_failing_endpoint_fails_only_its_asset_and_a_rerun_completes_the_set(
 
     with serve_in_thread(create_app(market.tables, settings=ServerSettings())) as server:
         rerun = materialize_range(
-            _defs(tmp_path, server.base_url), instance, RAW_ASSETS, START, END, progress=_quiet
+            _defs(tmp_path, server.base_url), instance, RAW_ASSETS, START, END, _store(tmp_path), progress=_quiet
         )
         assert rerun.success
         assert server.stats.endpoints_called() == {"markets/short-ratio"}
@@ -157,7 +157,7 @@ def test_schema_check_fails_on_planted_bad_rows_naming_asset_partition_and_colum
     with serve_in_thread(create_app(tables, settings=ServerSettings())) as server:
         defs = _defs(tmp_path, server.base_url)
         result = materialize_range(
-            defs, instance, ["raw_daily_quotes"], bad_day, dt.date(2023, 1, 12), progress=_quiet
+            defs, instance, ["raw_daily_quotes"], bad_day, dt.date(2023, 1, 12), _store(tmp_path), progress=_quiet
         )
     assert result.success  # the materialization itself is stored; the blocking check fails
     record = instance.get_latest_asset_check_evaluation_record(
@@ -173,7 +173,7 @@ def test_plan_without_entitlement_disables_the_source(tmp_path, market, instance
     with serve_in_thread(create_app(market.tables, settings=ServerSettings())) as server:
         defs = _defs(tmp_path, server.base_url, plan="light")
         result = materialize_range(
-            defs, instance, ["raw_short_selling"], START, dt.date(2023, 1, 6), progress=_quiet
+            defs, instance, ["raw_short_selling"], START, dt.date(2023, 1, 6), _store(tmp_path), progress=_quiet
         )
         assert not result.success
         assert "disabled" in result.stages[0].error and "needs 'standard'" in result.stages[0].error
@@ -189,7 +189,7 @@ def test_realdata_replays_through_the_raw_assets_for_its_whole_range(tmp_path, r
     start, end = dt.date(2013, 11, 1), dt.date(2018, 11, 16)
     settings_today = ServerSettings(today=end, plan="premium")
     with serve_in_thread(create_app(tables, settings=settings_today)) as server, instance_for_test() as inst:
-        defs = _defs(tmp_path, server.base_url)
+        defs = _defs(tmp_path, server.base_url, start=start)
         assets = [CALENDAR_ASSET, "raw_daily_quotes", "raw_listed_info", "raw_topix"]
         result = materialize_range(defs, inst, assets, start, end, _store(tmp_path), progress=_quiet)
         assert result.success, [s.error for s in result.stages if not s.success]

@@ -33,8 +33,21 @@ from atft_pipeline.sandbox.market.timeline import SEGMENT_MIGRATION, Timeline
 SMALL = {"n_stocks": 60, "start": dt.date(2022, 1, 4), "end": dt.date(2023, 6, 30)}
 OLD_SEGMENTS = {"0101", "0102", "0104", "0106", "0107"}
 NEW_SEGMENTS = {"0111", "0112", "0113"}
-INVESTORS = ("Prop", "Brk", "Tot", "Ind", "Frgn", "SecCo", "InvTr", "BusCo", "OthCo", "InsCo",
-             "Bank", "TrstBnk", "OthFin")
+INVESTORS = (
+    "Prop",
+    "Brk",
+    "Tot",
+    "Ind",
+    "Frgn",
+    "SecCo",
+    "InvTr",
+    "BusCo",
+    "OthCo",
+    "InsCo",
+    "Bank",
+    "TrstBnk",
+    "OthFin",
+)
 CLIENTS = INVESTORS[3:]
 
 
@@ -53,6 +66,7 @@ def _traded(bars: pl.DataFrame) -> pl.DataFrame:
 
 # --- configuration and schemas ------------------------------------------------------------
 
+
 def test_config_is_validated_and_frozen():
     with pytest.raises(ValidationError, match="extra"):
         MarketConfig(unknown_knob=1)
@@ -66,7 +80,11 @@ def test_config_is_validated_and_frozen():
     with pytest.raises(ValidationError):
         config.seed = 8  # frozen
     assert (config.seed, config.n_stocks, config.start, config.end) == (
-        7, 300, dt.date(2021, 1, 4), dt.date(2023, 12, 29))
+        7,
+        300,
+        dt.date(2021, 1, 4),
+        dt.date(2023, 12, 29),
+    )
 
 
 def test_every_endpoint_has_exactly_the_registry_schema(market):
@@ -81,10 +99,14 @@ def test_every_endpoint_has_exactly_the_registry_schema(market):
 
 
 def test_tables_are_sorted_by_date(market):
-    for path, column in [("equities/bars/daily", "Date"), ("fins/summary", "DiscDate"),
-                         ("markets/margin-alert", "PubDate"), ("equities/master", "Date"),
-                         ("equities/investor-types", "PubDate"),
-                         ("derivatives/bars/daily/options/225", "Date")]:
+    for path, column in [
+        ("equities/bars/daily", "Date"),
+        ("fins/summary", "DiscDate"),
+        ("markets/margin-alert", "PubDate"),
+        ("equities/master", "Date"),
+        ("equities/investor-types", "PubDate"),
+        ("derivatives/bars/daily/options/225", "Date"),
+    ]:
         assert market.tables[path][column].is_sorted(), path
     bars = market.tables["equities/bars/daily"]
     assert bars.select(pl.struct("Date", "Code").is_unique().all()).item()
@@ -96,13 +118,19 @@ def test_same_seed_is_bit_identical_and_other_seeds_differ(market):
         assert frame.equals(again.tables[path]), path
     assert market.oracle.equals(again.oracle)
     other = generate_market(MarketConfig(seed=8, **SMALL))
-    for path in ("equities/bars/daily", "fins/summary", "markets/margin-interest",
-                 "equities/investor-types", "derivatives/bars/daily/options/225"):
+    for path in (
+        "equities/bars/daily",
+        "fins/summary",
+        "markets/margin-interest",
+        "equities/investor-types",
+        "derivatives/bars/daily/options/225",
+    ):
         assert not market.tables[path].equals(other.tables[path]), path
     assert not market.oracle.equals(other.oracle)
 
 
 # --- universe and master --------------------------------------------------------------------
+
 
 def test_codes_sectors_and_segment_migration(market):
     master = market.tables["equities/master"]
@@ -110,12 +138,16 @@ def test_codes_sectors_and_segment_migration(market):
     assert codes.len() == 60
     assert codes.str.contains(r"^\d{4}0$").all()
     assert set(master["S33"]) <= set(SECTOR33) and master["S33"].n_unique() == 33
-    assert (master["S17"] == master["S33"].replace_strict({k: v[2] for k, v in SECTOR33.items()})).all()
+    assert (
+        master["S17"] == master["S33"].replace_strict({k: v[2] for k, v in SECTOR33.items()})
+    ).all()
     before = master.filter(pl.col("Date") < SEGMENT_MIGRATION)
     after = master.filter(pl.col("Date") >= SEGMENT_MIGRATION)
     assert set(before["Mkt"]) <= OLD_SEGMENTS and set(after["Mkt"]) <= NEW_SEGMENTS
-    assert master.filter(pl.col("Date") == SEGMENT_MIGRATION).height == before.filter(
-        pl.col("Date") == before["Date"].max()).height
+    assert (
+        master.filter(pl.col("Date") == SEGMENT_MIGRATION).height
+        == before.filter(pl.col("Date") == before["Date"].max()).height
+    )
     assert set(master["Mrgn"]) <= {"1", "2", "3"}
     reclassified = master.group_by("Code").agg(pl.col("S33").n_unique()).filter(pl.col("S33") > 1)
     assert reclassified.height >= 2
@@ -123,8 +155,9 @@ def test_codes_sectors_and_segment_migration(market):
 
 def test_master_snapshot_matches_listings_and_bars(market):
     master, bars = market.tables["equities/master"], market.tables["equities/bars/daily"]
-    span = bars.group_by("Code").agg(pl.col("Date").min().alias("first"),
-                                     pl.col("Date").max().alias("last"), pl.len())
+    span = bars.group_by("Code").agg(
+        pl.col("Date").min().alias("first"), pl.col("Date").max().alias("last"), pl.len()
+    )
     days = market.hidden.timeline.days
     sessions = {d: i for i, d in enumerate(days)}
     # A listed issue has a bar row (possibly null) on every session between listing and delisting.
@@ -133,8 +166,9 @@ def test_master_snapshot_matches_listings_and_bars(market):
     ipos = span.filter(pl.col("first") > days[0])
     delisted = span.filter(pl.col("last") < days[-1])
     assert ipos.height >= 2 and delisted.height >= 2
-    first_master = master.group_by("Code").agg(pl.col("Date").min().alias("m_first"),
-                                               pl.col("Date").max().alias("m_last"))
+    first_master = master.group_by("Code").agg(
+        pl.col("Date").min().alias("m_first"), pl.col("Date").max().alias("m_last")
+    )
     joined = span.join(first_master, on="Code")
     assert (joined["m_first"] == joined["first"]).all()
     assert (joined["m_last"] <= joined["last"]).all()
@@ -157,38 +191,64 @@ def test_markets_calendar_covers_range_and_next_year(market):
 
 # --- prices ---------------------------------------------------------------------------------
 
+
 def test_ohlc_sessions_volumes_and_tick_grid(market):
     bars = market.tables["equities/bars/daily"]
     traded = _traded(bars)
-    checks = traded.select(expr.alias(f"check_{i}") for i, expr in enumerate([
-        ((pl.col("L") <= pl.min_horizontal("O", "C")) & (pl.col("H") >= pl.max_horizontal("O", "C"))).all(),
-        ((pl.col("ML") <= pl.min_horizontal("MO", "MC")) & (pl.col("MH") >= pl.max_horizontal("MO", "MC"))).all(),
-        ((pl.col("AL") <= pl.min_horizontal("AO", "AC")) & (pl.col("AH") >= pl.max_horizontal("AO", "AC"))).all(),
-        (pl.max_horizontal("MH", "AH") == pl.col("H")).all(),
-        (pl.min_horizontal("ML", "AL") == pl.col("L")).all(),
-        ((pl.col("MO") == pl.col("O")) & (pl.col("AC") == pl.col("C"))).all(),
-        ((pl.col("Vo") > 0) & (pl.col("Va") > 0) & (pl.col("MVo") > 0) & (pl.col("AVo") > 0)).all(),
-        (pl.col("MVo") + pl.col("AVo") == pl.col("Vo")).all(),
-        (pl.col("MVa") + pl.col("AVa") == pl.col("Va")).all(),
-        (pl.col("Vo") % 100 == 0).all(),
-        (pl.col("UL") == (pl.col("MUL") | pl.col("AUL"))).all(),
-        (pl.col("LL") == (pl.col("MLL") | pl.col("ALL"))).all(),
-    ])).row(0)
+    checks = traded.select(
+        expr.alias(f"check_{i}")
+        for i, expr in enumerate(
+            [
+                (
+                    (pl.col("L") <= pl.min_horizontal("O", "C"))
+                    & (pl.col("H") >= pl.max_horizontal("O", "C"))
+                ).all(),
+                (
+                    (pl.col("ML") <= pl.min_horizontal("MO", "MC"))
+                    & (pl.col("MH") >= pl.max_horizontal("MO", "MC"))
+                ).all(),
+                (
+                    (pl.col("AL") <= pl.min_horizontal("AO", "AC"))
+                    & (pl.col("AH") >= pl.max_horizontal("AO", "AC"))
+                ).all(),
+                (pl.max_horizontal("MH", "AH") == pl.col("H")).all(),
+                (pl.min_horizontal("ML", "AL") == pl.col("L")).all(),
+                ((pl.col("MO") == pl.col("O")) & (pl.col("AC") == pl.col("C"))).all(),
+                (
+                    (pl.col("Vo") > 0)
+                    & (pl.col("Va") > 0)
+                    & (pl.col("MVo") > 0)
+                    & (pl.col("AVo") > 0)
+                ).all(),
+                (pl.col("MVo") + pl.col("AVo") == pl.col("Vo")).all(),
+                (pl.col("MVa") + pl.col("AVa") == pl.col("Va")).all(),
+                (pl.col("Vo") % 100 == 0).all(),
+                (pl.col("UL") == (pl.col("MUL") | pl.col("AUL"))).all(),
+                (pl.col("LL") == (pl.col("MLL") | pl.col("ALL"))).all(),
+            ]
+        )
+    ).row(0)
     assert all(checks), checks
     close = traded["C"].to_numpy()
     assert np.all(np.abs(close / tick_size(close) - np.round(close / tick_size(close))) < 1e-9)
     halted = bars.filter(pl.col("C").is_null())
     assert halted.height > 0
-    price_cols = [c for c in bars.columns if c not in ("Date", "Code", "AdjFactor") and
-                  bars.schema[c] == pl.Float64]
+    price_cols = [
+        c
+        for c in bars.columns
+        if c not in ("Date", "Code", "AdjFactor") and bars.schema[c] == pl.Float64
+    ]
     assert halted.select(pl.all_horizontal(pl.col(price_cols).is_null()).all()).item()
     assert not halted.select(pl.any_horizontal("UL", "LL", "MUL", "AUL").any()).item()
     assert (halted["AdjFactor"] == 1.0).all()
 
 
 def test_daily_price_limits(market):
-    bars = market.tables["equities/bars/daily"].sort("Code", "Date").with_columns(
-        pl.col("C").shift(1).over("Code").alias("prev"))
+    bars = (
+        market.tables["equities/bars/daily"]
+        .sort("Code", "Date")
+        .with_columns(pl.col("C").shift(1).over("Code").alias("prev"))
+    )
     rows = bars.filter(pl.col("C").is_not_null() & pl.col("prev").is_not_null())
     base = (rows["prev"] * rows["AdjFactor"]).to_numpy()
     upper, lower = limit_prices(base)
@@ -216,8 +276,11 @@ def test_split_adjustment_is_continuous(market):
         assert abs(ex["C"] / prev["C"] - 1) > 0.3  # the raw price jumps
     traded = _traded(bars)
     # Adjusted value traded equals raw value traded; the last rows are unadjusted.
-    assert np.allclose((traded["AdjC"] * traded["AdjVo"]).to_numpy(),
-                       (traded["C"] * traded["Vo"]).to_numpy(), rtol=1e-9)
+    assert np.allclose(
+        (traded["AdjC"] * traded["AdjVo"]).to_numpy(),
+        (traded["C"] * traded["Vo"]).to_numpy(),
+        rtol=1e-9,
+    )
     last = traded.group_by("Code").agg(pl.all().sort_by("Date").last())
     assert (last["AdjC"] == last["C"]).all()
 
@@ -225,11 +288,19 @@ def test_split_adjustment_is_continuous(market):
 def test_topix_tracks_cap_weighted_stocks(market):
     topix = market.tables["indices/bars/daily/topix"]
     assert topix.height == len(market.hidden.timeline)
-    assert topix.select(((pl.col("H") >= pl.max_horizontal("O", "C"))
-                         & (pl.col("L") <= pl.min_horizontal("O", "C"))).all()).item()
+    assert topix.select(
+        (
+            (pl.col("H") >= pl.max_horizontal("O", "C"))
+            & (pl.col("L") <= pl.min_horizontal("O", "C"))
+        ).all()
+    ).item()
     bars = market.tables["equities/bars/daily"].sort("Code", "Date")
-    ew = (bars.with_columns((pl.col("AdjC") / pl.col("AdjC").shift(1).over("Code") - 1).alias("r"))
-          .group_by("Date").agg(pl.col("r").mean()).sort("Date"))
+    ew = (
+        bars.with_columns((pl.col("AdjC") / pl.col("AdjC").shift(1).over("Code") - 1).alias("r"))
+        .group_by("Date")
+        .agg(pl.col("r").mean())
+        .sort("Date")
+    )
     index_return = topix["C"].pct_change()
     assert np.corrcoef(index_return[1:].to_numpy(), ew["r"][1:].to_numpy())[0, 1] > 0.8
     vol = index_return.std() * math.sqrt(245)
@@ -242,7 +313,13 @@ def test_stochastic_rounding_and_price_tables():
     rounded = stochastic_round(x, rng.random(x.size))
     assert set(np.unique(rounded)) == {1234.0, 1235.0}
     assert rounded.mean() == pytest.approx(1234.3, abs=0.005)
-    assert list(tick_size(np.array([3000.0, 3000.5, 5000.0, 30000.0, 30001.0]))) == [1, 5, 5, 10, 50]
+    assert list(tick_size(np.array([3000.0, 3000.5, 5000.0, 30000.0, 30001.0]))) == [
+        1,
+        5,
+        5,
+        10,
+        50,
+    ]
     upper, lower = limit_prices(np.array([99.0, 100.0, 1000.0, 3000.0]))
     assert list(upper) == [129.0, 150.0, 1300.0, 3700.0]
     assert list(lower) == [69.0, 50.0, 700.0, 2300.0]
@@ -250,27 +327,47 @@ def test_stochastic_rounding_and_price_tables():
 
 # --- statements -----------------------------------------------------------------------------
 
+
 def test_statements_look_like_fins_summary(market):
     fins = market.tables["fins/summary"]
     statements = fins.filter(pl.col("DocType").str.contains("FinancialStatements"))
-    assert statements["DocType"].str.contains(
-        r"^(1Q|2Q|3Q|FY)FinancialStatements_(Consolidated|NonConsolidated)_(JP|IFRS|US)$").all()
+    assert (
+        statements["DocType"]
+        .str.contains(
+            r"^(1Q|2Q|3Q|FY)FinancialStatements_(Consolidated|NonConsolidated)_(JP|IFRS|US)$"
+        )
+        .all()
+    )
     assert set(statements["CurPerType"]) == {"1Q", "2Q", "3Q", "FY"}
     assert statements["OP"].is_not_null().all() and statements["Sales"].is_not_null().all()
-    assert statements.select((pl.col("CurFYSt") <= pl.col("CurPerEn"))
-                             & (pl.col("CurPerEn") <= pl.col("CurFYEn"))).to_series().all()
+    assert (
+        statements.select(
+            (pl.col("CurFYSt") <= pl.col("CurPerEn")) & (pl.col("CurPerEn") <= pl.col("CurFYEn"))
+        )
+        .to_series()
+        .all()
+    )
     fy = statements.filter(pl.col("CurPerType") == "FY")
     assert fy["NxFOP"].is_not_null().all() and fy["FOP"].is_null().all()
     assert (fy["NxtFYSt"] == fy["CurFYEn"] + dt.timedelta(days=1)).all()
     quarterly = statements.filter(pl.col("CurPerType") != "FY")
     assert quarterly["FOP"].is_not_null().all() and quarterly["NxFOP"].is_null().all()
     # Year-to-date figures: within one fiscal year, 2Q sales exceed 1Q sales.
-    ytd = quarterly.filter(pl.col("CurPerType").is_in(["1Q", "2Q"])).sort("DiscDate").group_by(
-        "Code", "CurFYSt", "CurPerType").agg(pl.col("Sales").first()).pivot(
-        "CurPerType", index=["Code", "CurFYSt"], values="Sales").drop_nulls()
+    ytd = (
+        quarterly.filter(pl.col("CurPerType").is_in(["1Q", "2Q"]))
+        .sort("DiscDate")
+        .group_by("Code", "CurFYSt", "CurPerType")
+        .agg(pl.col("Sales").first())
+        .pivot("CurPerType", index=["Code", "CurFYSt"], values="Sales")
+        .drop_nulls()
+    )
     assert (ytd["2Q"] > ytd["1Q"]).mean() > 0.95
     revisions = fins.filter(pl.col("DocType") == "EarnForecastRevision")
-    assert revisions.height > 0 and revisions["FOP"].is_not_null().all() and revisions["OP"].is_null().all()
+    assert (
+        revisions.height > 0
+        and revisions["FOP"].is_not_null().all()
+        and revisions["OP"].is_null().all()
+    )
     assert fins["DiscNo"].is_unique().all() and fins["DiscNo"].is_sorted()
     assert (fins["DiscNo"].str.slice(0, 8) == fins["DiscDate"].dt.strftime("%Y%m%d")).all()
     assert (fins["DiscTime"] >= "15:00:00").mean() > 0.4  # most results come after the close
@@ -280,19 +377,51 @@ def test_statements_look_like_fins_summary(market):
 
 def test_earnings_surprise_rule_on_handmade_rows():
     def row(no, doc, period, fy_start, op=None, fop=None, nxfop=None, nxt=None):
-        return {"DiscDate": dt.date(2023, 1, 1) + dt.timedelta(days=no), "DiscTime": "15:00:00",
-                "Code": "13010", "DiscNo": f"2023010{no}100001", "DocType": doc,
-                "CurPerType": period, "CurFYSt": fy_start, "NxtFYSt": nxt, "OP": op, "FOP": fop,
-                "NxFOP": nxfop}
+        return {
+            "DiscDate": dt.date(2023, 1, 1) + dt.timedelta(days=no),
+            "DiscTime": "15:00:00",
+            "Code": "13010",
+            "DiscNo": f"2023010{no}100001",
+            "DocType": doc,
+            "CurPerType": period,
+            "CurFYSt": fy_start,
+            "NxtFYSt": nxt,
+            "OP": op,
+            "FOP": fop,
+            "NxFOP": nxfop,
+        }
 
     fy22, fy23 = dt.date(2022, 4, 1), dt.date(2023, 4, 1)
-    fins = pl.DataFrame([
-        row(1, "FYFinancialStatements_Consolidated_JP", "FY", fy22, op=100.0, nxfop=120.0, nxt=fy23),
-        row(2, "1QFinancialStatements_Consolidated_JP", "1Q", fy23, op=33.0, fop=120.0),
-        row(3, "EarnForecastRevision", "FY", fy23, fop=108.0),
-        row(4, "2QFinancialStatements_Consolidated_JP", "2Q", fy23, op=54.0, fop=108.0),
-        row(5, "1QFinancialStatements_Consolidated_JP", "1Q", dt.date(2024, 4, 1), op=10.0, fop=50.0),
-    ], schema_overrides={"NxtFYSt": pl.Date, "OP": pl.Float64, "FOP": pl.Float64, "NxFOP": pl.Float64})
+    fins = pl.DataFrame(
+        [
+            row(
+                1,
+                "FYFinancialStatements_Consolidated_JP",
+                "FY",
+                fy22,
+                op=100.0,
+                nxfop=120.0,
+                nxt=fy23,
+            ),
+            row(2, "1QFinancialStatements_Consolidated_JP", "1Q", fy23, op=33.0, fop=120.0),
+            row(3, "EarnForecastRevision", "FY", fy23, fop=108.0),
+            row(4, "2QFinancialStatements_Consolidated_JP", "2Q", fy23, op=54.0, fop=108.0),
+            row(
+                5,
+                "1QFinancialStatements_Consolidated_JP",
+                "1Q",
+                dt.date(2024, 4, 1),
+                op=10.0,
+                fop=50.0,
+            ),
+        ],
+        schema_overrides={
+            "NxtFYSt": pl.Date,
+            "OP": pl.Float64,
+            "FOP": pl.Float64,
+            "NxFOP": pl.Float64,
+        },
+    )
     z = dict(earnings_surprises(fins).select("DiscNo", "z").iter_rows())
     assert "20230101100001" not in z  # no earlier guidance for its year
     assert z["20230102100001"] == pytest.approx((33 - 30) / 30 / SURPRISE_SCALE)
@@ -303,16 +432,33 @@ def test_earnings_surprise_rule_on_handmade_rows():
 
 def test_after_close_disclosures_move_prices_the_next_session():
     timeline = Timeline.between(dt.date(2024, 10, 28), dt.date(2024, 11, 15))
-    dates = [dt.date(2024, 10, 30), dt.date(2024, 10, 31), dt.date(2024, 11, 6), dt.date(2024, 11, 7)]
+    dates = [
+        dt.date(2024, 10, 30),
+        dt.date(2024, 10, 31),
+        dt.date(2024, 11, 6),
+        dt.date(2024, 11, 7),
+    ]
     times = ["15:00:00", "14:59:00", "15:15:00", "15:30:00"]
-    fins = pl.DataFrame({"DiscNo": [f"{i}" for i in range(4)], "DiscDate": dates,
-                         "DiscTime": times, "Code": ["13010", "13020", "13010", "13020"]})
+    fins = pl.DataFrame(
+        {
+            "DiscNo": [f"{i}" for i in range(4)],
+            "DiscDate": dates,
+            "DiscTime": times,
+            "Code": ["13010", "13020", "13010", "13020"],
+        }
+    )
     news = pl.DataFrame({"DiscNo": [f"{i}" for i in range(4)], "news": [1.0, 2.0, 3.0, 4.0]})
     from atft_pipeline.sandbox.market import prices
 
     reaction = prices._by_session(  # the mapping EarningsInputs uses
-        timeline, fins["DiscDate"], pl.Series([0, 1, 0, 1]), news["news"],
-        np.array([t >= prices.close_time(d) for d, t in zip(dates, times, strict=True)], dtype=np.int64))
+        timeline,
+        fins["DiscDate"],
+        pl.Series([0, 1, 0, 1]),
+        news["news"],
+        np.array(
+            [t >= prices.close_time(d) for d, t in zip(dates, times, strict=True)], dtype=np.int64
+        ),
+    )
     session = {d: i for i, d in enumerate(timeline.days)}
     assert reaction[session[dt.date(2024, 10, 31)]][1].tolist() == [1.0, 2.0]  # 15:00 -> next day
     assert reaction[session[dt.date(2024, 11, 6)]][1].tolist() == [3.0]  # close is 15:30 now
@@ -324,13 +470,17 @@ def test_earnings_calendar_lists_march_and_september_reports(market):
     ec = market.tables["equities/earnings-calendar"]
     assert set(ec["FY"]) <= {"3月31日", "9月30日"} and ec.height > 0
     assert set(ec["FQ"]) <= {"第1四半期", "第2四半期", "第3四半期", "本決算"}
-    reports = market.tables["fins/summary"].filter(
-        pl.col("DocType").str.contains("FinancialStatements")).select(
-        pl.col("DiscDate").alias("Date"), "Code").unique()
+    reports = (
+        market.tables["fins/summary"]
+        .filter(pl.col("DocType").str.contains("FinancialStatements"))
+        .select(pl.col("DiscDate").alias("Date"), "Code")
+        .unique()
+    )
     assert ec.join(reports, on=["Date", "Code"], how="anti").height == 0
 
 
 # --- positioning and flows ------------------------------------------------------------------
+
 
 def test_weekly_margin_publication_lag(market):
     margin = market.tables["markets/margin-interest"]
@@ -352,8 +502,11 @@ def test_weekly_margin_publication_lag(market):
     tables = dict(market.tables)
     scale = pl.Series(np.random.default_rng(2).uniform(0.3, 3.0, margin.height))
     tables["markets/margin-interest"] = margin.with_columns(
-        pl.when(pl.col("Date") == application).then(pl.col("LongVol") * scale).otherwise(
-            pl.col("LongVol")).alias("LongVol"))
+        pl.when(pl.col("Date") == application)
+        .then(pl.col("LongVol") * scale)
+        .otherwise(pl.col("LongVol"))
+        .alias("LongVol")
+    )
     replayed = market.replay_oracle(tables)
     assert _rows(replayed, t).equals(_rows(market.oracle, t))
     assert not _rows(replayed, publication).equals(_rows(market.oracle, publication))
@@ -363,7 +516,9 @@ def test_margin_alerts(market):
     alerts = market.tables["markets/margin-alert"]
     sessions = market.hidden.timeline.days
     index = {d: i for i, d in enumerate(sessions)}
-    lag = np.array([index[p] - index[a] for p, a in alerts.select("PubDate", "AppDate").iter_rows()])
+    lag = np.array(
+        [index[p] - index[a] for p, a in alerts.select("PubDate", "AppDate").iter_rows()]
+    )
     assert set(lag) <= {1, 2} and (lag == 1).mean() > 0.95
     for side in ("Shrt", "Long"):
         assert (alerts[f"{side}NegOut"] + alerts[f"{side}StdOut"] == alerts[f"{side}Out"]).all()
@@ -408,9 +563,11 @@ def test_investor_types_invariants(market):
     assert set(after["Section"]) <= {"TSEPrime", "TSEStandard", "TSEGrowth", "TokyoNagoya"}
     first = flows.sort("PubDate").group_by("Section", "StDate", "EnDate").first()
     assert all(p == _session_shift(e, 4) for p, e in first.select("PubDate", "EnDate").iter_rows())
-    corrected = flows.group_by("Section", "StDate", "EnDate").agg(
-        pl.col("PubDate").n_unique().alias("n"), pl.col("PubDate").max().alias("latest")).filter(
-        pl.col("n") > 1)
+    corrected = (
+        flows.group_by("Section", "StDate", "EnDate")
+        .agg(pl.col("PubDate").n_unique().alias("n"), pl.col("PubDate").max().alias("latest"))
+        .filter(pl.col("n") > 1)
+    )
     assert corrected.height >= 1 and (corrected["latest"] >= dt.date(2023, 4, 3)).all()
 
 
@@ -440,6 +597,7 @@ def test_index_option_chains(market):
 
 # --- oracle ---------------------------------------------------------------------------------
 
+
 def _rows(frame: pl.DataFrame, day: dt.date) -> pl.DataFrame:
     return frame.filter(pl.col("date") == day)
 
@@ -447,8 +605,9 @@ def _rows(frame: pl.DataFrame, day: dt.date) -> pl.DataFrame:
 def test_oracle_frame_covers_every_bar(market):
     oracle = market.oracle
     assert oracle.columns == ["date", "code"] + [f"oracle_{h}d" for h in HORIZONS]
-    bars = market.tables["equities/bars/daily"].select(pl.col("Date").alias("date"),
-                                                      pl.col("Code").alias("code"))
+    bars = market.tables["equities/bars/daily"].select(
+        pl.col("Date").alias("date"), pl.col("Code").alias("code")
+    )
     assert oracle.select("date", "code").equals(bars)
     assert oracle.null_count().sum_horizontal().item() == 0
 
@@ -464,16 +623,21 @@ def test_oracle_uses_no_information_after_t(market):
     future = pl.col("Date") > t
     perturbed = dict(market.tables)
     perturbed["equities/bars/daily"] = bars.with_columns(
-        pl.when(future).then(pl.col("C") * pl.Series(rng.uniform(0.5, 1.5, bars.height)))
-        .otherwise(pl.col("C")).alias("C"))
+        pl.when(future)
+        .then(pl.col("C") * pl.Series(rng.uniform(0.5, 1.5, bars.height)))
+        .otherwise(pl.col("C"))
+        .alias("C")
+    )
     fins = market.tables["fins/summary"]
     perturbed["fins/summary"] = fins.with_columns(
         pl.when(pl.col("DiscDate") > t).then(pl.col(c) * 3).otherwise(pl.col(c)).alias(c)
-        for c in ("OP", "FOP", "NxFOP"))
+        for c in ("OP", "FOP", "NxFOP")
+    )
     margin = market.tables["markets/margin-interest"]
     published_after = pl.Series([_session_shift(d, 2) > t for d in margin["Date"].to_list()])
     perturbed["markets/margin-interest"] = margin.with_columns(
-        pl.when(published_after).then(pl.col("LongVol") * 2).otherwise(pl.col("LongVol")))
+        pl.when(published_after).then(pl.col("LongVol") * 2).otherwise(pl.col("LongVol"))
+    )
     replayed = market.replay_oracle(perturbed)
     past = pl.col("date") <= t
     assert replayed.filter(past).equals(market.oracle.filter(past))
@@ -491,13 +655,15 @@ def test_oracle_uses_no_information_after_t(market):
     # The check can fail: changing a close at t changes the oracle at t.
     changed = dict(market.tables)
     changed["equities/bars/daily"] = bars.with_columns(
-        pl.when(pl.col("Date") == t).then(pl.col("C") * 1.1).otherwise(pl.col("C")).alias("C"))
+        pl.when(pl.col("Date") == t).then(pl.col("C") * 1.1).otherwise(pl.col("C")).alias("C")
+    )
     assert not _rows(market.replay_oracle(changed), t).equals(_rows(market.oracle, t))
 
 
 def test_oracle_rankic_is_positive_and_stable_across_seeds(market):
     results = [market.oracle_rankic()] + [
-        generate_market(MarketConfig(seed=s, **SMALL)).oracle_rankic() for s in (11, 12)]
+        generate_market(MarketConfig(seed=s, **SMALL)).oracle_rankic() for s in (11, 12)
+    ]
     for ric in results:
         assert set(ric) == set(HORIZONS)
         assert 0.03 <= ric[1] <= 0.25, ric
@@ -521,20 +687,30 @@ def test_random_predictor_scores_about_zero(market):
 def test_rank_ic_helper_matches_scipy():
     rng = np.random.default_rng(5)
     n = 400
-    frame = pl.DataFrame({
-        "date": np.repeat(np.arange(8), n // 8),
-        "prediction": np.round(rng.standard_normal(n), 1),  # ties
-        "target": np.where(rng.random(n) < 0.05, np.nan, rng.standard_normal(n)),
-    }).with_columns(pl.when(pl.int_range(pl.len()) % 37 == 0).then(None)
-                    .otherwise(pl.col("prediction")).alias("prediction"))
+    frame = pl.DataFrame(
+        {
+            "date": np.repeat(np.arange(8), n // 8),
+            "prediction": np.round(rng.standard_normal(n), 1),  # ties
+            "target": np.where(rng.random(n) < 0.05, np.nan, rng.standard_normal(n)),
+        }
+    ).with_columns(
+        pl.when(pl.int_range(pl.len()) % 37 == 0)
+        .then(None)
+        .otherwise(pl.col("prediction"))
+        .alias("prediction")
+    )
     daily = daily_rank_ic(frame, "prediction", "target")
     expected = []
     for d, part in frame.group_by("date", maintain_order=True):
         ok = part.filter(pl.col("prediction").is_not_null() & pl.col("target").is_not_nan())
         rho = stats.spearmanr(ok["prediction"], ok["target"]).statistic
         expected.append(rho)
-        assert daily.filter(pl.col("date") == d[0])["rank_ic"].item() == pytest.approx(rho, abs=1e-12)
-    assert mean_rank_ic(frame, "prediction", "target") == pytest.approx(np.mean(expected), abs=1e-12)
+        assert daily.filter(pl.col("date") == d[0])["rank_ic"].item() == pytest.approx(
+            rho, abs=1e-12
+        )
+    assert mean_rank_ic(frame, "prediction", "target") == pytest.approx(
+        np.mean(expected), abs=1e-12
+    )
 
 
 def test_summary_is_json_ready(market):
@@ -555,7 +731,9 @@ def test_default_market_size_speed_and_signal():
     assert market.tables["equities/master"]["Code"].n_unique() == 300
     fins = market.tables["fins/summary"]
     reports = fins.filter(pl.col("DocType").str.contains("FinancialStatements"))
-    restated = reports.group_by("Code", "DocType", "CurPerEn").agg(pl.len(), pl.col("OP").n_unique())
+    restated = reports.group_by("Code", "DocType", "CurPerEn").agg(
+        pl.len(), pl.col("OP").n_unique()
+    )
     assert restated.filter((pl.col("len") > 1) & (pl.col("OP") > 1)).height >= 1
     ric = market.oracle_rankic()
     assert 0.05 <= ric[1] <= 0.15, ric

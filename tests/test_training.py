@@ -65,8 +65,14 @@ def splits(dataset) -> SplitConfig:
 @pytest.fixture(scope="module")
 def model_config(dataset) -> ModelConfig:
     return ModelConfig.demo(
-        len(feature_columns(dataset)), window=WINDOW, hidden=16, attn_heads=2, gat_heads=(2, 2),
-        fan_top_k=1, graph_window=20, graph_k=4,
+        len(feature_columns(dataset)),
+        window=WINDOW,
+        hidden=16,
+        attn_heads=2,
+        gat_heads=(2, 2),
+        fan_top_k=1,
+        graph_window=20,
+        graph_k=4,
     )
 
 
@@ -83,7 +89,9 @@ def config(phases: dict[str, int], **overrides) -> TrainingConfig:
         seed=7,
         dates_per_batch=8,
         eval_dates_per_batch=16,
-        phases=tuple(PhaseConfig(name=name, epochs=epochs, lr=3e-3) for name, epochs in phases.items()),
+        phases=tuple(
+            PhaseConfig(name=name, epochs=epochs, lr=3e-3) for name, epochs in phases.items()
+        ),
         early_stopping_patience=5,
         device="cpu",
     )
@@ -125,7 +133,9 @@ class KillAfter(TrainCallback):
 class OutOfMemoryAbove(TrainCallback):
     """Simulates a device that cannot hold more than ``max_dates`` dates per batch."""
 
-    def __init__(self, max_dates: int, error: type[Exception] = torch.cuda.OutOfMemoryError) -> None:
+    def __init__(
+        self, max_dates: int, error: type[Exception] = torch.cuda.OutOfMemoryError
+    ) -> None:
         self.max_dates = max_dates
         self.error = error
         self.raised = 0
@@ -143,7 +153,12 @@ def trained(panel, splits, model_config, tmp_path_factory):
     recorder = BatchRecorder()
     tracker = JsonTracker(run_dir / "metrics.jsonl")
     result = train(
-        panel, splits, model_config, config({"baseline": 2, "gat": 2}), run_dir, tracker,
+        panel,
+        splits,
+        model_config,
+        config({"baseline": 2, "gat": 2}),
+        run_dir,
+        tracker,
         callbacks=[recorder],
     )
     return result, run_dir, recorder, tracker
@@ -194,11 +209,16 @@ def test_full_epochs_over_every_training_date(trained, panel, splits):
     n = n_train(panel, splits)
     train_dates = sorted(panel.date_indices(splits.train.start, splits.train.end).tolist())
     assert [(r["phase"], r["epoch"]) for r in result.history] == [
-        ("baseline", 1), ("baseline", 2), ("gat", 1), ("gat", 2)
+        ("baseline", 1),
+        ("baseline", 2),
+        ("gat", 1),
+        ("gat", 2),
     ]
     orders = []
     for record in result.history:
-        batches = [b for p, e, b in recorder.batches if (p, e) == (record["phase"], record["epoch"])]
+        batches = [
+            b for p, e, b in recorder.batches if (p, e) == (record["phase"], record["epoch"])
+        ]
         assert record["n_batches"] == len(batches) == math.ceil(n / 8)
         assert record["dates_seen"] == n
         assert sorted(d for b in batches for d in b) == train_dates  # every date exactly once
@@ -245,36 +265,52 @@ def test_checkpoint_files_and_contents(trained, panel, model_config):
     assert payload["feature_columns"] == list(panel.feature_columns)
     assert ModelConfig.model_validate(payload["model_config"]) == model_config
     best_epoch = max(
-        (r for r in result.history if r["phase"] == result.best_phase), key=lambda r: r["val_rank_ic_h1"]
+        (r for r in result.history if r["phase"] == result.best_phase),
+        key=lambda r: r["val_rank_ic_h1"],
     )
     assert payload["metric"] == best_epoch["val_rank_ic_h1"] == result.best_metric
     for key, value in model.state_dict().items():
         assert torch.equal(value, result.model.state_dict()[key]), key
     final = json.loads((run_dir / "final_metrics.json").read_text())
-    assert final["best_phase"] == result.best_phase and set(final["val"]) == {str(h) for h in HORIZONS}
+    assert final["best_phase"] == result.best_phase and set(final["val"]) == {
+        str(h) for h in HORIZONS
+    }
 
 
 def test_json_tracker_has_one_entry_per_epoch_with_horizon_metrics(trained):
     result, run_dir, _, tracker = trained
     entries = tracker.records("metrics")
-    assert [e["step"] for e in entries] == [r["global_epoch"] for r in result.history] == [1, 2, 3, 4]
+    assert (
+        [e["step"] for e in entries] == [r["global_epoch"] for r in result.history] == [1, 2, 3, 4]
+    )
     for entry, record in zip(entries, result.history, strict=True):
         metrics = entry["metrics"]
         assert metrics["train_loss"] == pytest.approx(record["train_loss"])
         for h in HORIZONS:
             for name in ("ic", "rank_ic", "icir", "sharpe_gross", "hit_rate"):
-                assert metrics[f"val_h{h}_{name}"] == pytest.approx(record["val"][h][name]), (h, name)
+                assert metrics[f"val_h{h}_{name}"] == pytest.approx(record["val"][h][name]), (
+                    h,
+                    name,
+                )
     params = tracker.records("params")[0]["params"]
     assert params["training.seed"] == "7" and params["model.hidden"] == "16"
     assert {Path(r["path"]).name for r in tracker.records("artifact")} == {
-        "final_metrics.json", result.best_checkpoint.name
+        "final_metrics.json",
+        result.best_checkpoint.name,
     }
 
 
 def test_same_seed_same_weights_and_other_seed_differs(panel, splits, model_config, tmp_path):
     def weights(seed: int, name: str) -> dict[str, torch.Tensor]:
         cfg = config({"baseline": 1}, seed=seed)
-        out = train(panel, splits, model_config, cfg, tmp_path / name, JsonTracker(tmp_path / f"{name}.jsonl"))
+        out = train(
+            panel,
+            splits,
+            model_config,
+            cfg,
+            tmp_path / name,
+            JsonTracker(tmp_path / f"{name}.jsonl"),
+        )
         return out.model.state_dict()
 
     a, b, c = weights(3, "a"), weights(3, "b"), weights(4, "c")
@@ -285,8 +321,12 @@ def test_same_seed_same_weights_and_other_seed_differs(panel, splits, model_conf
 def test_early_stopping_ends_a_phase(panel, splits, model_config, tmp_path):
     # A learning rate this small leaves the validation RankIC (almost) unchanged, so no epoch
     # after the first improves by min_delta: the phase stops after 1 + patience epochs.
-    cfg = config({"baseline": 10, "fan": 1}, early_stopping_patience=2, early_stopping_min_delta=0.05)
-    cfg = cfg.model_copy(update={"phases": (cfg.phases[0].model_copy(update={"lr": 1e-9}), cfg.phases[1])})
+    cfg = config(
+        {"baseline": 10, "fan": 1}, early_stopping_patience=2, early_stopping_min_delta=0.05
+    )
+    cfg = cfg.model_copy(
+        update={"phases": (cfg.phases[0].model_copy(update={"lr": 1e-9}), cfg.phases[1])}
+    )
     result = train(panel, splits, model_config, cfg, tmp_path, JsonTracker(tmp_path / "m.jsonl"))
     baseline = [r for r in result.history if r["phase"] == "baseline"]
     assert [r["epoch"] for r in baseline] == [1, 2, 3]
@@ -296,17 +336,31 @@ def test_early_stopping_ends_a_phase(panel, splits, model_config, tmp_path):
 
 
 @pytest.mark.parametrize("kill_after", [1, 2, 3])
-def test_resume_after_kill_is_bit_identical(trained, panel, splits, model_config, tmp_path, kill_after):
+def test_resume_after_kill_is_bit_identical(
+    trained, panel, splits, model_config, tmp_path, kill_after
+):
     """Epoch 1: mid-phase; 2: at the baseline → gat boundary; 3: inside the graph phase."""
     reference, reference_dir, *_ = trained
     cfg = config({"baseline": 2, "gat": 2})
     with pytest.raises(KeyboardInterrupt):
-        train(panel, splits, model_config, cfg, tmp_path, JsonTracker(tmp_path / "a.jsonl"),
-              callbacks=[KillAfter(kill_after)])
+        train(
+            panel,
+            splits,
+            model_config,
+            cfg,
+            tmp_path,
+            JsonTracker(tmp_path / "a.jsonl"),
+            callbacks=[KillAfter(kill_after)],
+        )
     assert load_checkpoint(tmp_path / "last.pt")["progress"]["global_epoch"] == kill_after
-    resumed = train(panel, splits, model_config, cfg, tmp_path, JsonTracker(tmp_path / "b.jsonl"), resume=True)
+    resumed = train(
+        panel, splits, model_config, cfg, tmp_path, JsonTracker(tmp_path / "b.jsonl"), resume=True
+    )
 
-    last_a, last_b = load_checkpoint(reference_dir / "last.pt"), load_checkpoint(tmp_path / "last.pt")
+    last_a, last_b = (
+        load_checkpoint(reference_dir / "last.pt"),
+        load_checkpoint(tmp_path / "last.pt"),
+    )
     for key, value in last_a["model"].items():
         assert torch.equal(value, last_b["model"][key]), key
     for key, value in reference.model.state_dict().items():
@@ -314,11 +368,15 @@ def test_resume_after_kill_is_bit_identical(trained, panel, splits, model_config
     state_a, state_b = last_a["optimizer"]["state"], last_b["optimizer"]["state"]
     assert all(torch.equal(state_a[i]["exp_avg_sq"], state_b[i]["exp_avg_sq"]) for i in state_a)
     assert resumed.best_phase == reference.best_phase
-    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in reference.history]
+    assert [r["train_loss"] for r in resumed.history] == [
+        r["train_loss"] for r in reference.history
+    ]
     # identical weights give identical predictions; the metrics over them are Polars group-by
     # aggregations whose summation order is not fixed, so they agree to ~1e-15, not bit-for-bit
     val_idx = panel.date_indices(splits.val.start, splits.val.end)
-    assert predict(resumed.model, panel, val_idx, "val").equals(predict(reference.model, panel, val_idx, "val"))
+    assert predict(resumed.model, panel, val_idx, "val").equals(
+        predict(reference.model, panel, val_idx, "val")
+    )
     assert_same_metrics(resumed.final_metrics, reference.final_metrics)
     for a, b in zip(resumed.history, reference.history, strict=True):
         assert_same_metrics(a["val"], b["val"])
@@ -328,17 +386,32 @@ def test_resume_refuses_a_different_configuration(trained, panel, splits, model_
     _, run_dir, *_ = trained
     other = config({"baseline": 2, "gat": 2}, seed=8)
     with pytest.raises(ValueError, match="training_config differs"):
-        train(panel, splits, model_config, other, run_dir, JsonTracker(run_dir / "x.jsonl"), resume=True)
+        train(
+            panel,
+            splits,
+            model_config,
+            other,
+            run_dir,
+            JsonTracker(run_dir / "x.jsonl"),
+            resume=True,
+        )
 
 
 @pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError, RuntimeError])
-def test_out_of_memory_halves_the_batch_and_skips_nothing(panel, splits, model_config, tmp_path, error):
+def test_out_of_memory_halves_the_batch_and_skips_nothing(
+    panel, splits, model_config, tmp_path, error
+):
     n = n_train(panel, splits)
     oom = OutOfMemoryAbove(max_dates=2, error=error)
     recorder = BatchRecorder()
     result = train(
-        panel, splits, model_config, config({"baseline": 2}, dates_per_batch=8), tmp_path,
-        JsonTracker(tmp_path / "m.jsonl"), callbacks=[oom, recorder],
+        panel,
+        splits,
+        model_config,
+        config({"baseline": 2}, dates_per_batch=8),
+        tmp_path,
+        JsonTracker(tmp_path / "m.jsonl"),
+        callbacks=[oom, recorder],
     )
     assert oom.raised == 2  # 8 dates -> 4 -> 2
     assert result.dates_per_batch == 2
@@ -359,16 +432,37 @@ def test_other_runtime_errors_are_not_mistaken_for_oom(panel, splits, model_conf
             raise RuntimeError("shape mismatch")
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        train(panel, splits, model_config, config({"baseline": 1}), tmp_path,
-              JsonTracker(tmp_path / "m.jsonl"), callbacks=[Broken()])
+        train(
+            panel,
+            splits,
+            model_config,
+            config({"baseline": 1}),
+            tmp_path,
+            JsonTracker(tmp_path / "m.jsonl"),
+            callbacks=[Broken()],
+        )
 
 
 def test_mismatched_panel_and_model_are_refused(panel, splits, model_config, tmp_path):
     tracker = JsonTracker(tmp_path / "m.jsonl")
     with pytest.raises(ValueError, match="window"):
-        train(panel, splits, model_config.model_copy(update={"window": 6}), config({"baseline": 1}), tmp_path, tracker)
+        train(
+            panel,
+            splits,
+            model_config.model_copy(update={"window": 6}),
+            config({"baseline": 1}),
+            tmp_path,
+            tracker,
+        )
     with pytest.raises(ValueError, match="graph settings"):
-        train(panel, splits, model_config.model_copy(update={"graph_k": 5}), config({"baseline": 1}), tmp_path, tracker)
+        train(
+            panel,
+            splits,
+            model_config.model_copy(update={"graph_k": 5}),
+            config({"baseline": 1}),
+            tmp_path,
+            tracker,
+        )
     late = SplitConfig(
         train=DateWindow(start=panel.dates[0], end=panel.dates[60]),
         val=DateWindow(start=dt.date(2025, 1, 6), end=dt.date(2025, 3, 3)),
@@ -453,5 +547,7 @@ def test_mlflow_and_json_trackers_record_every_epoch(panel, splits, model_config
 
 
 def test_credentials_never_reach_the_trackers():
-    flat = flatten_params({"jquants": {"JQUANTS_API_KEY": "secret-value", "plan": "premium"}, "seed": 1})
+    flat = flatten_params(
+        {"jquants": {"JQUANTS_API_KEY": "secret-value", "plan": "premium"}, "seed": 1}
+    )
     assert flat == {"jquants.plan": "premium", "seed": "1"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from atft_pipeline import calendar
@@ -61,6 +62,16 @@ class SplitConfig(BaseModel):
                     f"(up to t+{MIN_GAP}) never reach into {b_name}"
                 )
         return self
+
+    def split_expr(self, column: str = "date") -> pl.Expr:
+        """"train" / "val" / "test" (null in the embargo gaps) for a date column."""
+        col = pl.col(column)
+        return (
+            pl.when(col.is_between(self.train.start, self.train.end)).then(pl.lit("train"))
+            .when(col.is_between(self.val.start, self.val.end)).then(pl.lit("val"))
+            .when(col.is_between(self.test.start, self.test.end)).then(pl.lit("test"))
+            .otherwise(None)
+        )
 
     def split_of(self, day: dt.date) -> str | None:
         for name in ("train", "val", "test"):

@@ -79,7 +79,12 @@ def asof_published(
     information published after its date.
     """
     return left.sort("date").join_asof(
-        right.sort(published), left_on="date", right_on=published, by=by, strategy="backward"
+        right.sort(published, maintain_order=True),
+        left_on="date",
+        right_on=published,
+        by=by,
+        strategy="backward",
+        check_sortedness=False,  # sorted just above; polars cannot verify it within groups
     )
 
 
@@ -90,10 +95,11 @@ def emit(frame: pl.LazyFrame, family: FeatureFamily, dates: Sequence[dt.date]) -
     """
     exprs = [pl.col("date"), pl.col("code")]
     for spec in family.features:
-        col = pl.col(spec.name)
+        col = pl.col(spec.name).cast(spec.dtype)
         if spec.dtype.is_float():
-            col = pl.when(col.cast(pl.Float64).is_finite()).then(col).otherwise(None)
-        exprs.append(col.cast(spec.dtype).alias(spec.name))
+            # checked after the cast: a Float64 beyond the Float32 range becomes inf in the cast
+            col = pl.when(col.is_finite()).then(col).otherwise(None)
+        exprs.append(col.alias(spec.name))
     return (
         frame.filter(pl.col("date").is_in(list(dates)))
         .select(exprs)

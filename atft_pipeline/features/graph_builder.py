@@ -13,16 +13,14 @@ pairwise-complete ρ; for different gaps (halts, a recent listing) it shrinks ρ
 proportion to the non-overlap, so a short overlap cannot create a spuriously strong link.
 It keeps the whole date one matrix product.
 
-Cost: one [N × T] × [T × N] product per date, done in row blocks so memory stays at
-``block × N`` scores. Candidate selection uses float32 scores; the weights of the chosen
-edges are then recomputed exactly in float64, so only a near tie at the k-th place
-(|Δρ| ≲ 1e-6) can differ from an all-float64 selection.
+Cost: one [N × T] × [T × N] product per date (torch, on the caller's torch thread setting),
+done in row blocks so memory stays at ``block × N`` scores. Candidate selection uses float32
+scores; the weights of the chosen edges are then recomputed exactly in float64, so only a
+near tie at the k-th place (|Δρ| ≲ 1e-6) can differ from an all-float64 selection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +30,7 @@ import torch
 # never moved in the window).
 _MIN_NORM = 1e-9
 _BLOCK_ROWS = 1024
-_CHUNK = 16  # columns per chunk in the exact two-stage top-k
+_GROUP_SIZE = 16  # columns per group in the exact two-stage top-k
 # float32 scores are within ~1e-6 of the exact ρ; candidates this close to the threshold are
 # decided by their exact value
 _SCORE_TOLERANCE = 1e-4
@@ -45,7 +43,7 @@ class GraphConfig:
     window: int = 60  # trailing sessions of daily returns, ending at t
     k: int = 10  # neighbours kept per stock (before symmetrization)
     threshold: float = 0.3  # minimum |ρ| for an edge
-    min_obs: int = 40  # observed sessions a stock (and a pair) needs in the window
+    min_obs: int = 40  # observed returns a stock needs in the window to be in the graph
 
     def __post_init__(self) -> None:
         if self.window < 2 or self.k < 1 or not 0.0 <= self.threshold <= 1.0:
@@ -152,49 +150,31 @@ def _top_partners(rows_of: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """[n, k] partner indices of largest |ρ| per stock (itself excluded) and their float32
     |ρ| scores, computed one block of rows at a time.
 
-    Exact top-k without scanning every score twice: the columns are cut into chunks of
-    ``_CHUNK``; a chunk holding one of a row's k best scores has a chunk maximum at least as
-    large as the k-th best, and at most k chunks can, so the k chunks with the largest
-    maxima contain the k best scores. Padding columns score 0 and are never preferred to a
-    real partner (ρ = 0 exactly aside).
+    Exact top-k in two cheap stages instead of a full top-k over every score: the columns are
+    split into groups (group q = columns q, q + G, q + 2G, ... for G groups, so a group
+    maximum is an elementwise max of contiguous slices); a group holding one of a row's k
+    best scores has a maximum at least as large as the k-th best, and at most k groups can,
+    so the k groups with the largest maxima hold the k best scores. Padding columns score 0
+    and are never preferred to a real partner (ρ = 0 exactly aside).
     """
     n, t = rows_of.shape
-    width = -(-n // _CHUNK) * _CHUNK
+    groups = -(-n // _GROUP_SIZE)
     z_rows = torch.from_numpy(rows_of.astype(np.float32))
-    z_cols = torch.zeros((t, width), dtype=torch.float32)
+    z_cols = torch.zeros((t, groups * _GROUP_SIZE), dtype=torch.float32)
     z_cols[:, :n] = z_rows.T
-    offsets = torch.arange(_CHUNK)
-    n_chunks = min(k, width // _CHUNK)
+    members = torch.arange(_GROUP_SIZE) * groups  # column offsets within a group
+    n_best_groups = min(k, groups)
     partners = np.empty((n, k), dtype=np.int64)
     scores = np.empty((n, k), dtype=np.float32)
-    with _single_intra_op_thread():
-        for start in range(0, n, _BLOCK_ROWS):
-            stop = min(start + _BLOCK_ROWS, n)
-            block = z_rows[start:stop] @ z_cols  # [b, width] ρ
-            rows = torch.arange(stop - start)
-            block[rows, rows + start] = 0.0  # not its own partner
-            low, high = block.view(stop - start, -1, _CHUNK).aminmax(dim=2)
-            chunks = torch.maximum(high, -low).topk(n_chunks, dim=1, sorted=False).indices
-            columns = (chunks[:, :, None] * _CHUNK + offsets).reshape(stop - start, -1)
-            candidates = block.gather(1, columns).abs_()
-            top = candidates.topk(k, dim=1, sorted=False)
-            partners[start:stop] = columns.gather(1, top.indices).numpy()
-            scores[start:stop] = top.values.numpy()
+    for start in range(0, n, _BLOCK_ROWS):
+        stop = min(start + _BLOCK_ROWS, n)
+        rows = torch.arange(stop - start)
+        block = (z_rows[start:stop] @ z_cols).abs_()  # [b, width] |ρ|
+        block[rows, rows + start] = 0.0  # not its own partner
+        group_max = block.view(stop - start, _GROUP_SIZE, groups).amax(dim=1)
+        best_groups = group_max.topk(n_best_groups, dim=1, sorted=False).indices
+        columns = (best_groups[:, :, None] + members).reshape(stop - start, -1)
+        top = block.gather(1, columns).topk(k, dim=1, sorted=False)
+        partners[start:stop] = columns.gather(1, top.indices).numpy()
+        scores[start:stop] = top.values.numpy()
     return partners, scores
-
-
-@contextmanager
-def _single_intra_op_thread() -> Iterator[None]:
-    """Run torch ops on one thread, then restore the setting.
-
-    A [block × N] product followed by elementwise passes is a few milliseconds of work; torch's
-    OpenMP workers synchronize at every op, and on shared cores (other assets, other
-    processes) waiting at those barriers cost 2-5x in measurements, while one thread never
-    waits.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

@@ -42,7 +42,8 @@ QUOTES = "raw_daily_quotes"
 SOURCES = (QUOTES,)
 # What ``common.bars`` reads, plus raw volume for the trading-value fallback.
 QUOTE_COLUMNS = (
-    "Date", "Code", "AdjO", "AdjH", "AdjL", "AdjC", "AdjVo", "C", "Vo", "Va", "AdjFactor", "UL", "LL",
+    *("Date", "Code", "AdjO", "AdjH", "AdjL", "AdjC", "AdjVo"),
+    *("C", "Vo", "Va", "AdjFactor", "UL", "LL"),
 )
 
 RETURN_HORIZONS = (1, 2, 3, 5, 10, 20, 60, 120, 250)
@@ -121,15 +122,15 @@ _SPECS: tuple[FeatureSpec, ...] = (
     FeatureSpec("ret_intraday", "close / open - 1 (open-to-close return)", 0),
     FeatureSpec("hl_range", "high / low - 1 (the day's range)", 0),
     FeatureSpec("close_location", "(close - low) / (high - low); null when high == low", 0),
-    FeatureSpec("turnover_yen", "trading value Va in yen", 0),
-    FeatureSpec("log_turnover", "ln(1 + Va), log trading value in yen", 0),
-    FeatureSpec("log_turnover_20d", "ln(1 + mean Va over 20 bars)", 19),
-    FeatureSpec("turnover_ratio_20", "Va / its 20-bar mean", 19),
+    FeatureSpec("turnover_yen", "trading value in yen (Va; raw C x Vo where Va is absent)", 0),
+    FeatureSpec("log_turnover", "ln(1 + trading value in yen)", 0),
+    FeatureSpec("log_turnover_20d", "ln(1 + mean trading value over 20 bars)", 19),
+    FeatureSpec("turnover_ratio_20", "trading value / its 20-bar mean", 19),
     FeatureSpec("volume_ratio_5_20", "mean adjusted volume over 5 bars / over 20 bars", 19),
     FeatureSpec("volume_ratio_20_60", "mean adjusted volume over 20 bars / over 60 bars", 59),
-    FeatureSpec("amihud_20", "Amihud illiquidity: 20-bar mean of |ret_1d| / Va, per billion yen", 20),
-    FeatureSpec("limit_up", "1 when the close is at the daily upper price limit (UL)", 0),
-    FeatureSpec("limit_down", "1 when the close is at the daily lower price limit (LL)", 0),
+    FeatureSpec("amihud_20", "Amihud illiquidity: 20-bar mean of |ret_1d| / Va (per ¥1bn)", 20),
+    FeatureSpec("limit_up", "1 on a limit-up day (UL flag)", 0),
+    FeatureSpec("limit_down", "1 on a limit-down day (LL flag)", 0),
     FeatureSpec("limit_up_count_20", "limit-up days among the last 20 sessions", 19),
     FeatureSpec("limit_down_count_20", "limit-down days among the last 20 sessions", 19),
     FeatureSpec(

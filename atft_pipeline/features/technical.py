@@ -2,9 +2,9 @@
 
 The indicator functions below are plain Polars expressions over *one* price series (a
 stock's traded bars in date order); the family evaluates the accumulating ones per series
-and the exact windows (shifts, min/max) on the whole column (see ``price``).
-They follow the conventions of the ``ta`` package (0.11) exactly, so that
-every value can be checked against it after warm-up:
+and the exact windows (shifts, min/max) on the whole column (see ``price``). They follow the
+conventions of the ``ta`` package (0.11) exactly, so every value can be checked against it
+after warm-up:
 
 - ``ta`` seeds exponential averages with the first value (``ewm(adjust=False)``) and its
   RSI treats the first bar's missing change as 0, which Polars' ``ewm_mean(adjust=False)``
@@ -15,7 +15,8 @@ every value can be checked against it after warm-up:
 
 Indicators in price units (ATR, MACD, moving averages) are emitted scale-free (divided by
 the close, or as distances close / average - 1), because adjusted price levels change when a
-later split is applied.
+later split is applied; Bollinger width is ta's ``wband`` / 100. Williams %R (14) is exactly
+``stoch_k_14 - 100``, so it has no column of its own.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ def true_range(high: pl.Expr, low: pl.Expr, close: pl.Expr) -> pl.Expr:
 
 
 def rsi(close: pl.Expr, n: int) -> pl.Expr:
+    """Wilder RSI: averages of gains and losses seeded with the first bar's change taken as
+    0 (ta's convention); 100 when there are no losses."""
     change = close.diff()
     gain = pl.when(change > 0).then(change).otherwise(0.0)
     loss = pl.when(change < 0).then(-change).otherwise(0.0)
@@ -100,7 +103,8 @@ def directional_index(avg_dm: pl.Expr, avg_tr: pl.Expr) -> pl.Expr:
 def adx(plus_di: pl.Expr, minus_di: pl.Expr, n: int) -> pl.Expr:
     """Wilder average of DX, seeded with the mean of the first n DX values (position 2n - 1)."""
     total = plus_di + minus_di
-    dx = pl.when(total > 0).then(100.0 * (plus_di - minus_di).abs() / total).when(total == 0).then(0.0)
+    spread = 100.0 * (plus_di - minus_di).abs()
+    dx = pl.when(total > 0).then(spread / total).when(total == 0).then(0.0)
     return wilder_mean(dx, n, seed_at=2 * n - 1)
 
 
@@ -135,8 +139,8 @@ def mfi(typical: pl.Expr, volume: pl.Expr, n: int) -> pl.Expr:
 
 def obv(close: pl.Expr, volume: pl.Expr) -> pl.Expr:
     """On-balance volume: cumulative volume signed by the close's direction (ta's convention:
-    an unchanged close and the first bar count as up)."""
-    return pl.when(close < close.shift(1)).then(-volume).otherwise(volume).cum_sum()
+    an unchanged close and the first bar count as up; a missing volume adds nothing)."""
+    return pl.when(close < close.shift(1)).then(-volume).otherwise(volume).fill_null(0.0).cum_sum()
 
 
 def obv_slope(obv_: pl.Expr, volume: pl.Expr, n: int) -> pl.Expr:
@@ -164,7 +168,9 @@ def keltner_position(high: pl.Expr, low: pl.Expr, close: pl.Expr, n: int) -> pl.
 def chaikin_money_flow(
     high: pl.Expr, low: pl.Expr, close: pl.Expr, volume: pl.Expr, n: int
 ) -> pl.Expr:
-    location = pl.when(high != low).then(((close - low) - (high - close)) / (high - low)).otherwise(0.0)
+    location = (
+        pl.when(high != low).then(((close - low) - (high - close)) / (high - low)).otherwise(0.0)
+    )
     return common.safe_div((location * volume).rolling_sum(n), volume.rolling_sum(n))
 
 
@@ -214,7 +220,7 @@ _SPECS: tuple[FeatureSpec, ...] = (
     FeatureSpec("obv_slope_20", "20-bar regression slope of OBV per bar / mean volume", 19),
     FeatureSpec("cmf_20", "Chaikin money flow over 20 bars", 19),
     FeatureSpec("uo", "ultimate oscillator (7, 14, 28 bars)", 28),
-    FeatureSpec("donchian_pos_20", "close within the 20-bar Donchian channel (0 low .. 1 high)", 19),
+    FeatureSpec("donchian_pos_20", "close within the 20-bar high-low (Donchian) channel", 19),
     FeatureSpec("keltner_pos_20", "close within the 20-bar Keltner channel (ta original)", 19),
     FeatureSpec("dist_high_250", f"close / {YEAR}-bar high - 1 (52-week high)", YEAR - 1),
     FeatureSpec("dist_low_250", f"close / {YEAR}-bar low - 1 (52-week low)", YEAR - 1),

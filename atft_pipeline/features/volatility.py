@@ -36,8 +36,8 @@ PEAK_WINDOW = 60
 def annualized(variance: pl.Expr) -> pl.Expr:
     """sqrt(daily variance * 252).
 
-    Every estimator here is a mean of non-negative terms, so a negative value is rolling-sum
-    rounding (-1e-20) of a zero variance.
+    Every variance here is non-negative in exact arithmetic; a negative value is rolling-sum
+    rounding (~ -1e-20) of a zero variance.
     """
     return variance.clip(lower_bound=0.0).sqrt() * ANNUALIZE
 
@@ -49,14 +49,16 @@ def parkinson_variance(high: pl.Expr, low: pl.Expr, n: int) -> pl.Expr:
 def garman_klass_variance(
     open_: pl.Expr, high: pl.Expr, low: pl.Expr, close: pl.Expr, n: int
 ) -> pl.Expr:
-    term = 0.5 * log_ratio(high, low) ** 2 - (2.0 * math.log(2.0) - 1.0) * log_ratio(close, open_) ** 2
-    return term.rolling_mean(n)
+    range_term = 0.5 * log_ratio(high, low) ** 2
+    body_term = (2.0 * math.log(2.0) - 1.0) * log_ratio(close, open_) ** 2
+    return (range_term - body_term).rolling_mean(n)
 
 
 def rogers_satchell_term(open_: pl.Expr, high: pl.Expr, low: pl.Expr, close: pl.Expr) -> pl.Expr:
-    return log_ratio(high, close) * log_ratio(high, open_) + log_ratio(low, close) * log_ratio(
-        low, open_
-    )
+    """One day's Rogers-Satchell variance term (drift-free, >= 0)."""
+    upper = log_ratio(high, close) * log_ratio(high, open_)
+    lower = log_ratio(low, close) * log_ratio(low, open_)
+    return upper + lower
 
 
 def yang_zhang_variance(
@@ -127,25 +129,23 @@ _SPECS: tuple[FeatureSpec, ...] = (
     ),
     FeatureSpec("parkinson_20", "Parkinson high-low volatility over 20 bars, annualized", 19),
     FeatureSpec("garman_klass_20", "Garman-Klass OHLC volatility over 20 bars, annualized", 19),
-    FeatureSpec("rogers_satchell_20", "Rogers-Satchell OHLC volatility over 20 bars, annualized", 19),
+    FeatureSpec("rogers_satchell_20", "Rogers-Satchell volatility over 20 bars, annualized", 19),
     FeatureSpec("yang_zhang_20", "Yang-Zhang volatility over 20 bars, annualized", 20),
     FeatureSpec("vol_of_vol_60", "sample std over 60 bars of rv_5 (volatility of volatility)", 64),
     *(
-        FeatureSpec(
-            f"downside_vol_{n}", f"sqrt(mean of squared negative log returns) over {n} bars, annualized", n
-        )
+        FeatureSpec(f"downside_vol_{n}", f"downside semi-deviation over {n} bars, annualized", n)
         for n in MOMENT_WINDOWS
     ),
     *(
-        FeatureSpec(f"skew_{n}", f"sample skewness (bias-corrected) of log returns over {n} bars", n)
+        FeatureSpec(f"skew_{n}", f"sample skewness (bias-corrected), log returns, {n} bars", n)
         for n in MOMENT_WINDOWS
     ),
     *(
-        FeatureSpec(f"kurt_{n}", f"sample excess kurtosis (bias-corrected) of log returns over {n} bars", n)
+        FeatureSpec(f"kurt_{n}", f"sample excess kurtosis (bias-corrected), {n} bars", n)
         for n in MOMENT_WINDOWS
     ),
     *(
-        FeatureSpec(f"max_drawdown_{n}", f"largest peak-to-trough fall of the close within {n} bars", n - 1)
+        FeatureSpec(f"max_drawdown_{n}", f"largest peak-to-trough fall within {n} bars", n - 1)
         for n in DRAWDOWN_WINDOWS
     ),
     FeatureSpec("drawdown_60", "close / max close over 60 bars - 1", PEAK_WINDOW - 1),

@@ -84,9 +84,11 @@ class ATFTGATFAN(nn.Module):
         self.config = c
         self.static = StaticCovariateEncoder(c.n_sectors, c.n_segments, c.hidden, c.dropout)
         self.fan = FrequencyAdaptiveNormalization(
-            c.n_features, c.hidden, c.fan_top_k, c.fan_include_dc, c.dropout
+            c.n_features, c.hidden, c.fan_top_k, c.fan_include_dc
         )
-        self.selection = VariableSelectionNetwork(c.n_features, c.hidden, c.dropout, context_size=c.hidden)
+        self.selection = VariableSelectionNetwork(
+            c.n_features, c.hidden, c.dropout, context_size=c.hidden
+        )
         self.temporal = TemporalFusionBlock(c.hidden, c.lstm_layers, c.attn_heads, c.dropout)
         self.graph = GraphAttentionBlock(c.hidden, c.gat_heads, c.gat_dropout, c.edge_dropout)
         self.heads = QuantileHeads(c.hidden, c.horizons, c.quantiles, c.dropout, c.target_daily_std)
@@ -122,7 +124,9 @@ class ATFTGATFAN(nn.Module):
         gate = None
         if self.phase.uses_gat:
             if edge_index is None or edge_attr is None:
-                raise ValueError(f"phase {self.phase.name!r} needs the batch graph (edge_index, edge_attr)")
+                raise ValueError(
+                    f"phase {self.phase.name!r} needs the batch graph (edge_index, edge_attr)"
+                )
             self._check_edges(edge_index, date_index)
             state, gate = self.graph(state, edge_index, edge_attr)
         quantiles = self.heads(state)

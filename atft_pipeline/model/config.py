@@ -7,17 +7,22 @@ production presets differ only in sizes; both go through the same code.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from atft_pipeline.features.catalog import HORIZONS
-from atft_pipeline.jquants.reference import MARKET_SEGMENTS, SECTOR33
+from atft_pipeline.jquants.reference import MARKET_SEGMENTS, SECTOR33, SECTOR33_OTHER
 
-# Static categorical vocabularies: every S33 code plus "9999" (other); every market segment
-# plus one id for a segment the table does not know.
-N_SECTORS = len(SECTOR33) + 1
-N_SEGMENTS = len(MARKET_SEGMENTS) + 1
+# Static categorical vocabularies (the ids ``static_ids`` carries). Sectors: every S33 code,
+# then "9999" (other), which also takes any code the table does not know. Segments: every
+# market segment code, then one id for an unknown segment.
+SECTOR_IDS: dict[str, int] = {code: i for i, code in enumerate([*SECTOR33, SECTOR33_OTHER])}
+SEGMENT_IDS: dict[str, int] = {code: i for i, code in enumerate(MARKET_SEGMENTS)}
+UNKNOWN_SEGMENT_ID = len(SEGMENT_IDS)
+N_SECTORS = len(SECTOR_IDS)
+N_SEGMENTS = len(SEGMENT_IDS) + 1
 
 
 class ModelConfig(BaseModel):
@@ -55,7 +60,9 @@ class ModelConfig(BaseModel):
     @model_validator(mode="after")
     def _check_consistency(self) -> ModelConfig:
         if self.hidden % self.attn_heads:
-            raise ValueError(f"hidden={self.hidden} is not divisible by attn_heads={self.attn_heads}")
+            raise ValueError(
+                f"hidden={self.hidden} is not divisible by attn_heads={self.attn_heads}"
+            )
         if self.hidden % self.gat_heads[0]:
             raise ValueError(
                 f"hidden={self.hidden} is not divisible by the first GAT layer's "
@@ -72,22 +79,26 @@ class ModelConfig(BaseModel):
         if any(h < 1 for h in self.horizons) or len(set(self.horizons)) != len(self.horizons):
             raise ValueError(f"horizons must be distinct positive ints, got {self.horizons}")
         qs = self.quantiles
-        if any(not 0.0 < q < 1.0 for q in qs) or any(a >= b for a, b in zip(qs, qs[1:])):
+        if any(not 0.0 < q < 1.0 for q in qs) or any(a >= b for a, b in pairwise(qs)):
             raise ValueError(f"quantiles must be strictly increasing in (0, 1), got {qs}")
         if 0.5 not in qs:
             raise ValueError(f"quantiles must contain the median 0.5 (point forecast), got {qs}")
         return self
 
-    @property
-    def median_index(self) -> int:
-        return self.quantiles.index(0.5)
-
     @classmethod
     def demo(cls, n_features: int, **overrides: Any) -> ModelConfig:
         """Small enough to train, validate and predict on 2 CPU cores in minutes."""
         values: dict[str, Any] = dict(
-            n_features=n_features, window=20, hidden=32, lstm_layers=1, attn_heads=4,
-            dropout=0.1, fan_top_k=3, gat_heads=(4, 2), gat_dropout=0.1, edge_dropout=0.1,
+            n_features=n_features,
+            window=20,
+            hidden=32,
+            lstm_layers=1,
+            attn_heads=4,
+            dropout=0.1,
+            fan_top_k=3,
+            gat_heads=(4, 2),
+            gat_dropout=0.1,
+            edge_dropout=0.1,
         )
         return cls(**(values | overrides))
 
@@ -95,8 +106,16 @@ class ModelConfig(BaseModel):
     def production(cls, n_features: int, **overrides: Any) -> ModelConfig:
         """The GPU configuration: 60-day windows, width 256."""
         values: dict[str, Any] = dict(
-            n_features=n_features, window=60, hidden=256, lstm_layers=2, attn_heads=8,
-            dropout=0.2, fan_top_k=4, gat_heads=(8, 4), gat_dropout=0.2, edge_dropout=0.1,
+            n_features=n_features,
+            window=60,
+            hidden=256,
+            lstm_layers=2,
+            attn_heads=8,
+            dropout=0.2,
+            fan_top_k=4,
+            gat_heads=(8, 4),
+            gat_dropout=0.2,
+            edge_dropout=0.1,
             graph_k=15,
         )
         return cls(**(values | overrides))
@@ -143,5 +162,7 @@ class LossConfig(BaseModel):
         if self.horizon_weights is not None and (
             any(w < 0 for w in self.horizon_weights) or sum(self.horizon_weights) <= 0
         ):
-            raise ValueError(f"horizon_weights must be ≥ 0 with a positive sum, got {self.horizon_weights}")
+            raise ValueError(
+                f"horizon_weights must be ≥ 0 with a positive sum, got {self.horizon_weights}"
+            )
         return self

@@ -69,15 +69,16 @@ class FrequencyAdaptiveNormalization(nn.Module):
     * :meth:`forward`: ``(selected [B, T, hidden], x_non [B, T, F]) -> [B, T, hidden]`` =
       LayerNorm(selected + GLU(x_non)): the removed components re-enter as features through a
       gate that can close when they carry nothing.
+
+    No dropout on the F-wide input components: it would erase raw features at random, and at
+    F ≈ 330 its mask costs about as much as the projection itself.
     """
 
-    def __init__(
-        self, n_features: int, hidden: int, top_k: int, include_dc: bool = False, dropout: float = 0.0
-    ) -> None:
+    def __init__(self, n_features: int, hidden: int, top_k: int, include_dc: bool = False) -> None:
         super().__init__()
         self.top_k = top_k
         self.include_dc = include_dc
-        self.merge = GateAddNorm(n_features, hidden, dropout)
+        self.merge = GateAddNorm(n_features, hidden)
 
     def decompose(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return fan_decompose(x, self.top_k, self.include_dc)

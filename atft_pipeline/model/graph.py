@@ -66,9 +66,8 @@ class GraphAttentionBlock(nn.Module):
         if edge_index.dim() != 2 or edge_index.shape[0] != 2:
             raise ValueError(f"edge_index must be [2, E], got {tuple(edge_index.shape)}")
         if edge_attr.shape != (edge_index.shape[1], 1):
-            raise ValueError(
-                f"edge_attr must be [E, 1] = [{edge_index.shape[1]}, 1], got {tuple(edge_attr.shape)}"
-            )
+            expected = (edge_index.shape[1], 1)
+            raise ValueError(f"edge_attr must be [E, 1] = {expected}, got {tuple(edge_attr.shape)}")
         edge_index, kept = dropout_edge(edge_index, p=self.edge_dropout, training=self.training)
         edge_attr = edge_attr[kept].to(base.dtype)
         h = base

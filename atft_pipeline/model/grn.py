@@ -54,9 +54,13 @@ class GatedResidualNetwork(nn.Module):
         context_size: int | None = None,
     ) -> None:
         super().__init__()
-        self.skip = nn.Identity() if input_size == output_size else nn.Linear(input_size, output_size)
+        self.skip = (
+            nn.Identity() if input_size == output_size else nn.Linear(input_size, output_size)
+        )
         self.fc1 = nn.Linear(input_size, hidden_size)
-        self.context = None if context_size is None else nn.Linear(context_size, hidden_size, bias=False)
+        self.context = (
+            None if context_size is None else nn.Linear(context_size, hidden_size, bias=False)
+        )
         self.fc2 = nn.Linear(hidden_size, hidden_size)
         self.gate = GateAddNorm(hidden_size, output_size, dropout)
 
@@ -64,11 +68,12 @@ class GatedResidualNetwork(nn.Module):
         a = self.fc1(x)
         if self.context is not None:
             if context is None:
-                raise ValueError("this GatedResidualNetwork was built with a context input; pass one")
+                raise ValueError(
+                    "this GatedResidualNetwork was built with a context input; pass one"
+                )
             c = self.context(context)
             a = a + (c.unsqueeze(-2) if x.dim() == c.dim() + 1 else c)
         elif context is not None:
             raise ValueError("this GatedResidualNetwork takes no context input")
         a = self.fc2(F.elu(a))
         return self.gate(a, self.skip(x))
-

@@ -35,7 +35,9 @@ def _valid_mask(target: Tensor, valid: Tensor | None) -> Tensor:
     ok = torch.isfinite(target)
     if valid is not None:
         if valid.shape != target.shape:
-            raise ValueError(f"valid mask {tuple(valid.shape)} does not match target {tuple(target.shape)}")
+            raise ValueError(
+                f"valid mask {tuple(valid.shape)} does not match target {tuple(target.shape)}"
+            )
         ok = ok & valid.bool()
     return ok
 
@@ -66,7 +68,9 @@ def _group_sum(values: Tensor, groups: Tensor, n_groups: int) -> Tensor:
     return values.new_zeros(n_groups).index_add_(0, groups, values)
 
 
-def _group_centered(values: Tensor, groups: Tensor, n_groups: int, weight: Tensor, count: Tensor) -> Tensor:
+def _group_centered(
+    values: Tensor, groups: Tensor, n_groups: int, weight: Tensor, count: Tensor
+) -> Tensor:
     """``values`` minus its group mean over the weighted (valid) rows; 0 on invalid rows."""
     mean = _group_sum(values * weight, groups, n_groups) / count.clamp_min(1.0)
     return (values - mean[groups]) * weight
@@ -112,18 +116,20 @@ def rank_within_groups(values: Tensor, groups: Tensor, n_groups: int, valid: Ten
     rank = position - starts[sorted_groups] + 1.0
     # Ties: a run of equal (group, value) shares the mean of its ranks.
     new_run = torch.ones_like(sorted_groups, dtype=torch.bool)
-    new_run[1:] = (sorted_groups[1:] != sorted_groups[:-1]) | (sorted_values[1:] != sorted_values[:-1])
+    new_run[1:] = (sorted_groups[1:] != sorted_groups[:-1]) | (
+        sorted_values[1:] != sorted_values[:-1]
+    )
     run = torch.cumsum(new_run, 0) - 1
     n_runs = int(run[-1]) + 1
-    run_mean = rank.new_zeros(n_runs).index_add_(0, run, rank) / torch.bincount(run, minlength=n_runs)
+    run_mean = rank.new_zeros(n_runs).index_add_(0, run, rank) / torch.bincount(
+        run, minlength=n_runs
+    )
     ranks = torch.empty_like(rank)
     ranks[order] = run_mean[run]
     return torch.where(valid, ranks.to(values.dtype), torch.nan)
 
 
-def _mean_over_dates(
-    values: Tensor, ok: Tensor, horizon_weights: Tensor | None
-) -> Tensor:
+def _mean_over_dates(values: Tensor, ok: Tensor, horizon_weights: Tensor | None) -> Tensor:
     """``values, ok [D, H]`` -> Σ_h w_h·mean_{ok dates}(values[:, h]) / Σ_{h with data} w_h."""
     values = torch.where(ok, values, 0.0)
     n = ok.sum(0)
@@ -131,7 +137,9 @@ def _mean_over_dates(
     return _combine_horizons(per_horizon, n > 0, horizon_weights)
 
 
-def _combine_horizons(per_horizon: Tensor, has_data: Tensor, horizon_weights: Tensor | None) -> Tensor:
+def _combine_horizons(
+    per_horizon: Tensor, has_data: Tensor, horizon_weights: Tensor | None
+) -> Tensor:
     w = torch.ones_like(per_horizon) if horizon_weights is None else horizon_weights.to(per_horizon)
     w = torch.where(has_data, w, 0.0)
     total = w.sum()
@@ -222,9 +230,13 @@ def _per_date_correlation(
     horizon_weights: Tensor | None,
 ) -> Tensor:
     n_horizons = pred.shape[1]
-    corr, count = group_pearson(pred.flatten(), target.flatten(), groups, n_dates * n_horizons, ok.flatten())
+    corr, count = group_pearson(
+        pred.flatten(), target.flatten(), groups, n_dates * n_horizons, ok.flatten()
+    )
     shape = (n_dates, n_horizons)
-    return _mean_over_dates(corr.view(shape), (count >= max(min_count, 2)).view(shape), horizon_weights)
+    return _mean_over_dates(
+        corr.view(shape), (count >= max(min_count, 2)).view(shape), horizon_weights
+    )
 
 
 def long_short_sharpe(
@@ -297,13 +309,17 @@ class CombinedLoss(nn.Module):
     def __init__(self, config: LossConfig, quantiles: Sequence[float], n_horizons: int) -> None:
         super().__init__()
         self.config = config
-        self.register_buffer("quantiles", torch.tensor(quantiles, dtype=torch.float32), persistent=False)
+        self.register_buffer(
+            "quantiles", torch.tensor(quantiles, dtype=torch.float32), persistent=False
+        )
         weights = config.horizon_weights
         if weights is not None and len(weights) != n_horizons:
             raise ValueError(f"{len(weights)} horizon_weights for {n_horizons} horizons")
         self.register_buffer(
             "horizon_weights",
-            torch.ones(n_horizons) if weights is None else torch.tensor(weights, dtype=torch.float32),
+            torch.ones(n_horizons)
+            if weights is None
+            else torch.tensor(weights, dtype=torch.float32),
             persistent=False,
         )
 
@@ -319,11 +335,15 @@ class CombinedLoss(nn.Module):
         c = self.config
         quantiles, point, target = quantiles.float(), point.float(), target.float()
         common = dict(
-            n_dates=n_dates, valid=valid, min_count=c.min_stocks_per_date,
+            n_dates=n_dates,
+            valid=valid,
+            min_count=c.min_stocks_per_date,
             horizon_weights=self.horizon_weights,
         )
         terms = {
-            "quantile": pinball_loss(quantiles, target, self.quantiles, valid, self.horizon_weights),
+            "quantile": pinball_loss(
+                quantiles, target, self.quantiles, valid, self.horizon_weights
+            ),
             "rank_ic": per_date_rank_ic_surrogate(point, target, date_index, **common),
             "ic": per_date_ic(point, target, date_index, **common),
             "sharpe": long_short_sharpe(point, target, date_index, **common),

@@ -45,7 +45,9 @@ class StaticCovariateEncoder(nn.Module):
                 f"static_ids must be [B, {len(self.vocab_sizes)}] (sector, segment), "
                 f"got {tuple(static_ids.shape)}"
             )
-        for column, (name, size) in enumerate(zip(("sector", "segment"), self.vocab_sizes)):
+        for column, (name, size) in enumerate(
+            zip(("sector", "segment"), self.vocab_sizes, strict=True)
+        ):
             ids = static_ids[:, column]
             if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= size):
                 raise ValueError(

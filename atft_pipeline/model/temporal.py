@@ -27,7 +27,11 @@ class LSTMEncoder(nn.Module):
         super().__init__()
         self.layers = layers
         self.lstm = nn.LSTM(
-            hidden, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
+            hidden,
+            hidden,
+            num_layers=layers,
+            batch_first=True,
+            dropout=dropout if layers > 1 else 0.0,
         )
         self.gate = GateAddNorm(hidden, hidden, dropout)
 

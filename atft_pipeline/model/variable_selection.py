@@ -54,4 +54,3 @@ class VariableSelectionNetwork(nn.Module):
         weights = torch.softmax(self.selection(x, context), dim=-1)
         selected = (weights * x) @ self.embed_weight + weights @ self.embed_bias
         return self.transform(selected), weights
-

@@ -27,7 +27,7 @@ def embedded_sandbox_url(*, seed: int, n_stocks: int, start: dt.date, end: dt.da
             from atft_pipeline.sandbox.server import ServerSettings, create_app, serve_in_thread
 
             market = generate_market(MarketConfig(seed=seed, n_stocks=n_stocks, start=start, end=end))
-            app = create_app(market.tables, settings=ServerSettings())
+            app = create_app(market.tables, settings=ServerSettings(), oracle=market.oracle)
             handle = _exit_stack.enter_context(serve_in_thread(app))
             _servers[key] = handle.base_url
         return _servers[key]

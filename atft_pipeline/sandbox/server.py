@@ -54,6 +54,9 @@ from atft_pipeline.settings import SANDBOX_API_KEY
 
 API_PREFIX = "/v2"
 STATS_PATH = "/_sandbox/stats"
+# Not part of J-Quants: the synthetic market's oracle (expected forward returns), so reports
+# can state what fraction of the achievable RankIC a model reaches.
+ORACLE_PATH = "/_sandbox/oracle"
 INVALID_KEY_MESSAGE = "The incoming api key is invalid or expired."
 _ERROR_MESSAGES = {
     429: "Too Many Requests",
@@ -94,17 +97,21 @@ class ServerSettings(BaseModel):
 
 
 def create_app(
-    tables: Mapping[str, pl.DataFrame], *, settings: ServerSettings | None = None
+    tables: Mapping[str, pl.DataFrame],
+    *,
+    settings: ServerSettings | None = None,
+    oracle: pl.DataFrame | None = None,
 ) -> Starlette:
     """The stand-in API over ``tables`` (V2 path -> frame with that endpoint's V2 fields).
 
     Endpoints without a table answer ``200 {"data": []}``. ``app.state.stats`` records every
     request; ``app.state.today`` and ``app.state.window`` are the effective plan window.
     """
-    api = _StandInApi(tables, settings or ServerSettings())
+    api = _StandInApi(tables, settings or ServerSettings(), oracle)
     app = Starlette(
         routes=[
             Route(STATS_PATH, api.stats_endpoint, methods=["GET"]),
+            Route(ORACLE_PATH, api.oracle_endpoint, methods=["GET"]),
             Route(API_PREFIX + "/{path:path}", api.handle, methods=_ALL_METHODS),
             Route("/{path:path}", api.handle_unknown, methods=_ALL_METHODS),
         ],
@@ -123,7 +130,13 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 class _StandInApi:
-    def __init__(self, tables: Mapping[str, pl.DataFrame], settings: ServerSettings) -> None:
+    def __init__(
+        self,
+        tables: Mapping[str, pl.DataFrame],
+        settings: ServerSettings,
+        oracle: pl.DataFrame | None = None,
+    ) -> None:
+        self.oracle = oracle
         unknown = sorted(set(tables) - set(ENDPOINTS))
         if unknown:
             raise ValueError(
@@ -160,6 +173,20 @@ class _StandInApi:
 
     async def stats_endpoint(self, request: Request) -> JSONResponse:
         return JSONResponse(self.stats.to_json())
+
+    async def oracle_endpoint(self, request: Request) -> Response:
+        """Oracle rows (date, code, oracle_<h>d) with ``from`` <= date <= ``to``; 404 without."""
+        if request.headers.get("x-api-key") != self.settings.api_key.get_secret_value():
+            return _error(403, INVALID_KEY_MESSAGE)
+        if self.oracle is None:
+            return _error(404, "this server has no oracle (not a synthetic market)")
+        try:
+            first = dt.date.fromisoformat(request.query_params["from"])
+            last = dt.date.fromisoformat(request.query_params["to"])
+        except (KeyError, ValueError):
+            return _error(400, "oracle requires from=YYYY-MM-DD and to=YYYY-MM-DD")
+        rows = self.oracle.filter(pl.col("date").is_between(first, last))
+        return Response(rows.write_json(), media_type="application/json")
 
     async def handle_unknown(self, request: Request) -> Response:
         path = request.path_params["path"]

@@ -87,7 +87,13 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"].cpu())
     numpy = state["numpy"]
     np.random.set_state(
-        (numpy["kind"], numpy["keys"].cpu().numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"], numpy["cached"])
+        (
+            numpy["kind"],
+            numpy["keys"].cpu().numpy().astype(np.uint32),
+            numpy["pos"],
+            numpy["has_gauss"],
+            numpy["cached"],
+        )
     )
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))

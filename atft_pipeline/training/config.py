@@ -68,10 +68,14 @@ class TrainingConfig(BaseModel):
     def _check(self) -> TrainingConfig:
         names = [p.name for p in self.phases]
         if len(set(names)) != len(names):
-            raise ValueError(f"phase names must be distinct (one best checkpoint each), got {names}")
+            raise ValueError(
+                f"phase names must be distinct (one best checkpoint each), got {names}"
+            )
         total = sum(p.epochs for p in self.phases)
         if total > self.max_epochs:
-            raise ValueError(f"the phases ask for {total} epochs, more than max_epochs={self.max_epochs}")
+            raise ValueError(
+                f"the phases ask for {total} epochs, more than max_epochs={self.max_epochs}"
+            )
         return self
 
     @property

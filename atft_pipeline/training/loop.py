@@ -105,7 +105,9 @@ class WarmupCosine:
     when an out-of-memory back-off changes the batch size.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, peak_lr: float, total_dates: int, warmup: float) -> None:
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, peak_lr: float, total_dates: int, warmup: float
+    ) -> None:
         self.optimizer = optimizer
         self.peak_lr = peak_lr
         self.total_dates = total_dates
@@ -133,7 +135,8 @@ class WarmupCosine:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["total_dates"] != self.total_dates:
             raise ValueError(
-                f"schedule was planned for {state['total_dates']} dates, this phase has {self.total_dates}"
+                f"schedule was planned for {state['total_dates']} dates, "
+                f"this phase has {self.total_dates}"
             )
         self.done = int(state["done"])
 
@@ -185,8 +188,10 @@ def train(
 ) -> TrainResult:
     """Train the model on ``panel``'s train dates, select on its validation dates.
 
-    See the module docstring. ``resume=True`` continues from ``run_dir/last.pt`` (a fresh run
-    when there is none); without it, checkpoints left in ``run_dir`` are replaced.
+    See the module docstring. The panel is moved to the training device in place (on CUDA it
+    then lives on the GPU). ``resume=True`` continues from ``run_dir/last.pt`` (a fresh run
+    when there is none); without it, checkpoints left in ``run_dir`` are replaced. The tracker
+    is not finished here: its owner ends the run (and marks a failure as such).
     """
     run_dir = Path(run_dir)
     device = resolve_device(training_config.device)
@@ -201,7 +206,15 @@ def train(
     panel.to(device)
     with deterministic(device):
         return _Trainer(
-            panel, model_config, training_config, run_dir, tracker, device, train_idx, val_idx, callbacks
+            panel,
+            model_config,
+            training_config,
+            run_dir,
+            tracker,
+            device,
+            train_idx,
+            val_idx,
+            callbacks,
         ).run(resume)
 
 
@@ -236,7 +249,9 @@ class _Trainer:
         seed_everything(config.seed)
         self.model = ATFTGATFAN(model_config).to(device)
         check_model_fits_panel(self.model, panel)
-        self.loss = CombinedLoss(config.loss, model_config.quantiles, len(model_config.horizons)).to(device)
+        self.loss = CombinedLoss(
+            config.loss, model_config.quantiles, len(model_config.horizons)
+        ).to(device)
         self.progress = _Progress(dates_per_batch=config.dates_per_batch)
         self.meta = {
             "model_config": model_config.model_dump(mode="json"),
@@ -270,8 +285,12 @@ class _Trainer:
         for index in range(self.progress.phase_index, len(self.config.phases)):
             phase = self.config.phases[index]
             self.model.set_phase(phase.name)
-            optimizer = torch.optim.AdamW(self.model.parameters(), lr=phase.lr, weight_decay=phase.weight_decay)
-            schedule = WarmupCosine(optimizer, phase.lr, phase.epochs * self.train_idx.size, phase.warmup_fraction)
+            optimizer = torch.optim.AdamW(
+                self.model.parameters(), lr=phase.lr, weight_decay=phase.weight_decay
+            )
+            schedule = WarmupCosine(
+                optimizer, phase.lr, phase.epochs * self.train_idx.size, phase.warmup_fraction
+            )
             if resumed is not None and resumed["phase_index"] == index:
                 optimizer.load_state_dict(resumed["optimizer"])
                 schedule.load_state_dict(resumed["schedule"])
@@ -296,7 +315,10 @@ class _Trainer:
         self.progress = _Progress(**payload["progress"])
         restore_rng_state(payload["rng"])
         log.info(
-            "resuming from %s: phase %d, epoch %d", path, self.progress.phase_index, self.progress.epoch
+            "resuming from %s: phase %d, epoch %d",
+            path,
+            self.progress.phase_index,
+            self.progress.epoch,
         )
         return {"phase_index": self.progress.phase_index, **payload}
 
@@ -306,7 +328,9 @@ class _Trainer:
 
     # ------------------------------------------------------------------ one epoch
 
-    def _epoch(self, phase: PhaseConfig, optimizer: torch.optim.Optimizer, schedule: WarmupCosine) -> None:
+    def _epoch(
+        self, phase: PhaseConfig, optimizer: torch.optim.Optimizer, schedule: WarmupCosine
+    ) -> None:
         """Train one full epoch, validate, update early stopping, checkpoint and log."""
         p = self.progress
         started = time.perf_counter()
@@ -315,7 +339,9 @@ class _Trainer:
         train_loss = self._train_epoch(phase, epoch, optimizer, schedule, stats)
         val = self._validate()
         metric = val[EARLY_STOPPING_HORIZON]["rank_ic"]
-        improved = metric is not None and metric > p.best_metric + self.config.early_stopping_min_delta
+        improved = (
+            metric is not None and metric > p.best_metric + self.config.early_stopping_min_delta
+        )
         p.epoch, p.global_epoch = epoch, p.global_epoch + 1
         if improved:
             p.best_metric, p.bad_epochs = metric, 0
@@ -347,7 +373,12 @@ class _Trainer:
         self.tracker.log_metrics(_flat_metrics(record), step=p.global_epoch)
         log.info(
             "phase %s epoch %d: train loss %.5f, val RankIC(h=1) %s%s, %.1fs",
-            phase.name, epoch, train_loss, metric, " (best)" if improved else "", record["seconds"],
+            phase.name,
+            epoch,
+            train_loss,
+            metric,
+            " (best)" if improved else "",
+            record["seconds"],
         )
         for callback in self.callbacks:
             callback.on_epoch_end(record)
@@ -364,7 +395,9 @@ class _Trainer:
         per date and fills ``stats`` with the loss terms, batches and back-offs."""
         p = self.progress
         order = self.train_idx[
-            np.random.default_rng([self.config.seed, p.phase_index, epoch]).permutation(self.train_idx.size)
+            np.random.default_rng([self.config.seed, p.phase_index, epoch]).permutation(
+                self.train_idx.size
+            )
         ]
         planned_batches = math.ceil(order.size / p.dates_per_batch)
         self.model.train()
@@ -390,7 +423,10 @@ class _Trainer:
             stats.backoffs += 1
             log.warning(
                 "out of memory on a batch of %d dates (phase %s, epoch %d); retrying with %d",
-                chunk.size, phase.name, epoch, p.dates_per_batch,
+                chunk.size,
+                phase.name,
+                epoch,
+                p.dates_per_batch,
             )
         self._check_full_epoch(seen, planned_batches, stats.backoffs)
         means = (sums / order.size).tolist()
@@ -420,10 +456,16 @@ class _Trainer:
         lr = schedule.apply(chunk.size)
         optimizer.zero_grad(set_to_none=True)
         with autocast(self.device, self.config.bf16):
-            out = self.model(batch.x, batch.static_ids, batch.date_index, batch.edge_index, batch.edge_attr)
+            out = self.model(
+                batch.x, batch.static_ids, batch.date_index, batch.edge_index, batch.edge_attr
+            )
         terms = self.loss(
-            out.quantiles, out.point, batch.targets, batch.date_index,
-            valid=batch.target_mask, n_dates=batch.n_dates,
+            out.quantiles,
+            out.point,
+            batch.targets,
+            batch.date_index,
+            valid=batch.target_mask,
+            n_dates=batch.n_dates,
         )
         terms["total"].backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), phase.clip_norm)
@@ -431,7 +473,9 @@ class _Trainer:
         schedule.advance(chunk.size)
         return torch.stack([terms[k].detach().double() for k in LOSS_TERMS]), lr
 
-    def _check_full_epoch(self, seen: list[np.ndarray], planned_batches: int, backoffs: int) -> None:
+    def _check_full_epoch(
+        self, seen: list[np.ndarray], planned_batches: int, backoffs: int
+    ) -> None:
         """Every training date exactly once; without a back-off, exactly the planned batches."""
         dates = np.sort(np.concatenate(seen))
         if not np.array_equal(dates, np.sort(self.train_idx)):
@@ -444,8 +488,12 @@ class _Trainer:
 
     def _validate(self) -> dict[int, dict[str, float | None]]:
         frame = predict(
-            self.model, self.panel, self.val_idx, "val",
-            dates_per_batch=self.config.eval_dates_per_batch, bf16=self.config.bf16,
+            self.model,
+            self.panel,
+            self.val_idx,
+            "val",
+            dates_per_batch=self.config.eval_dates_per_batch,
+            bf16=self.config.bf16,
         )
         return horizon_metrics(frame)
 
@@ -454,7 +502,13 @@ class _Trainer:
     def _save_best(self, phase: PhaseConfig, epoch: int, metric: float) -> None:
         save_checkpoint(
             self.run_dir / best_name(phase.name),
-            {**self.meta, "phase": phase.name, "epoch": epoch, "metric": metric, "model": self.model.state_dict()},
+            {
+                **self.meta,
+                "phase": phase.name,
+                "epoch": epoch,
+                "metric": metric,
+                "model": self.model.state_dict(),
+            },
         )
 
     def _save_last(self, optimizer: torch.optim.Optimizer, schedule: WarmupCosine) -> None:
@@ -476,14 +530,19 @@ class _Trainer:
         """Continue from the phase's best weights (if any epoch produced a defined metric)."""
         path = self.run_dir / best_name(phase.name)
         if phase.name not in self.progress.phase_bests:
-            log.warning("phase %s never produced a defined validation RankIC; keeping its last weights", phase.name)
+            log.warning(
+                "phase %s never produced a defined validation RankIC; keeping its last weights",
+                phase.name,
+            )
             return
         self.model.load_state_dict(load_checkpoint(path, map_location=self.device)["model"])
 
     def _finish(self) -> TrainResult:
         bests = self.progress.phase_bests
         if not bests:
-            raise RuntimeError("no epoch produced a defined validation RankIC (h=1); nothing to select")
+            raise RuntimeError(
+                "no epoch produced a defined validation RankIC (h=1); nothing to select"
+            )
         best_phase = None
         for phase in self.config.phases:  # ties go to the later (more complete) phase
             if phase.name in bests and (
@@ -494,13 +553,23 @@ class _Trainer:
         best_path = self.run_dir / best_name(best_phase)
         model, _ = load_model(best_path, self.device)
         final = horizon_metrics(
-            predict(model, self.panel, self.val_idx, "val",
-                    dates_per_batch=self.config.eval_dates_per_batch, bf16=self.config.bf16)
+            predict(
+                model,
+                self.panel,
+                self.val_idx,
+                "val",
+                dates_per_batch=self.config.eval_dates_per_batch,
+                bf16=self.config.bf16,
+            )
         )
         final_path = self.run_dir / FINAL_METRICS
         final_path.write_text(
             json.dumps(
-                {"best_phase": best_phase, "best_checkpoint": best_path.name, "val": {str(h): m for h, m in final.items()}},
+                {
+                    "best_phase": best_phase,
+                    "best_checkpoint": best_path.name,
+                    "val": {str(h): m for h, m in final.items()},
+                },
                 indent=2,
             )
         )

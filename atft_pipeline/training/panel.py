@@ -19,9 +19,9 @@ Conventions:
 * ``targets [D, N, H]`` float32: NaN where unknown (null in the dataset or no row), never 0.
 * ``returns [D, N]`` float32: the raw (un-normalized) 1-day return column the caller names,
   NaN where unknown; only the per-date correlation graphs use it.
-* Static ids use fixed vocabularies: the 33 S33 codes in code order, then one "other" id
-  (``9999``, null, unknown); the market codes of ``MARKET_SEGMENTS`` in code order, then one
-  id for an unknown segment. They match ``ModelConfig.n_sectors`` / ``n_segments``.
+* Static ids use the model's fixed vocabularies (``atft_pipeline.model.config``): the 33 S33
+  codes then ``9999`` (which also takes a null or unknown code); the market codes then one
+  id for a null or unknown segment.
 """
 
 from __future__ import annotations
@@ -39,13 +39,10 @@ from torch import Tensor
 from atft_pipeline.dataset.normalization import apply_normalization, stats_hash
 from atft_pipeline.features.catalog import HORIZONS, META_COLUMNS, TARGET_COLUMNS
 from atft_pipeline.features.graph_builder import GraphConfig, correlation_graph
-from atft_pipeline.jquants.reference import MARKET_SEGMENTS, SECTOR33
-from atft_pipeline.model.config import ModelConfig
+from atft_pipeline.jquants.reference import SECTOR33_OTHER
+from atft_pipeline.model.config import SECTOR_IDS, SEGMENT_IDS, UNKNOWN_SEGMENT_ID, ModelConfig
 
-SECTOR_CODES: tuple[str, ...] = tuple(sorted(SECTOR33))
-SEGMENT_CODES: tuple[str, ...] = tuple(sorted(MARKET_SEGMENTS))
-OTHER_SECTOR_ID = len(SECTOR_CODES)
-UNKNOWN_SEGMENT_ID = len(SEGMENT_CODES)
+OTHER_SECTOR_ID = SECTOR_IDS[SECTOR33_OTHER]
 _FEATURE_BLOCK = 64  # feature columns normalized and scattered per pass (bounds peak memory)
 
 
@@ -172,7 +169,9 @@ class Panel:
         if not feature_columns:
             raise PanelError("ml_dataset frame has no feature columns")
         if return_column not in feature_columns:
-            raise PanelError(f"return column {return_column!r} is not a feature column of the dataset")
+            raise PanelError(
+                f"return column {return_column!r} is not a feature column of the dataset"
+            )
         uncovered = sorted(set(feature_columns) - set(stats["feature"].to_list()))
         if uncovered:
             raise PanelError(
@@ -207,10 +206,10 @@ class Panel:
         valid[d_idx, n_idx] = keyed["universe"].fill_null(False).to_numpy()
         ids = keyed.select(
             pl.col("sector33")
-            .replace_strict(SECTOR_CODES, range(len(SECTOR_CODES)), default=OTHER_SECTOR_ID, return_dtype=pl.Int64)
+            .replace_strict(SECTOR_IDS, default=OTHER_SECTOR_ID, return_dtype=pl.Int64)
             .alias("sector"),
             pl.col("market_segment")
-            .replace_strict(SEGMENT_CODES, range(len(SEGMENT_CODES)), default=UNKNOWN_SEGMENT_ID, return_dtype=pl.Int64)
+            .replace_strict(SEGMENT_IDS, default=UNKNOWN_SEGMENT_ID, return_dtype=pl.Int64)
             .alias("segment"),
         )
         sector_ids = np.full(shape, OTHER_SECTOR_ID, dtype=np.int64)
@@ -228,14 +227,22 @@ class Panel:
         for start in range(0, len(feature_columns), _FEATURE_BLOCK):
             block = feature_columns[start : start + _FEATURE_BLOCK]
             normalized = (
-                apply_normalization(keyed.lazy().select(block), stats.filter(pl.col("feature").is_in(block)))
+                apply_normalization(
+                    keyed.lazy().select(block), stats.filter(pl.col("feature").is_in(block))
+                )
                 .select(pl.col(block).fill_null(0.0))
                 .collect()
             )
             values = normalized.to_numpy().astype(np.float32, copy=False)
             if not np.isfinite(values).all():
-                bad = [c for c, ok in zip(block, np.isfinite(values).all(axis=0), strict=True) if not ok]
-                raise PanelError(f"ml_dataset feature column(s) {bad} hold NaN/inf (only null is allowed)")
+                bad = [
+                    c
+                    for c, ok in zip(block, np.isfinite(values).all(axis=0), strict=True)
+                    if not ok
+                ]
+                raise PanelError(
+                    f"ml_dataset feature column(s) {bad} hold NaN/inf (only null is allowed)"
+                )
             features[d_idx, n_idx, start : start + len(block)] = values
 
         return cls(
@@ -286,24 +293,32 @@ class Panel:
 
     # ------------------------------------------------------------------ batches
 
-    def gather(self, date_idx: Tensor | Sequence[int] | np.ndarray, with_graph: bool = True) -> Batch:
-        """The batch of the given panel dates (see :class:`Batch`)."""
-        dates = torch.as_tensor(np.asarray(date_idx, dtype=np.int64), device=self.device)
-        if dates.dim() != 1 or dates.numel() == 0:
-            raise ValueError(f"date_idx must be a non-empty 1-D index, got shape {tuple(dates.shape)}")
-        if int(dates.min()) < 0 or int(dates.max()) >= self.n_dates:
+    def gather(
+        self, date_idx: Tensor | Sequence[int] | np.ndarray, with_graph: bool = True
+    ) -> Batch:
+        """The batch of the given panel dates (see :class:`Batch`).
+
+        Index checks and graph offsets use a host copy of the indices, so the only device→host
+        synchronisation is the one ``nonzero`` needs to size the batch.
+        """
+        host = (
+            date_idx.cpu().numpy() if isinstance(date_idx, Tensor) else np.asarray(date_idx)
+        ).astype(np.int64)
+        if host.ndim != 1 or host.size == 0:
+            raise ValueError(f"date_idx must be a non-empty 1-D index, got shape {host.shape}")
+        if host.min() < 0 or host.max() >= self.n_dates:
             raise IndexError(f"date indices must lie in [0, {self.n_dates})")
+        dates = torch.from_numpy(host).to(self.device)
         local_date, stock = self.valid[dates].nonzero(as_tuple=True)  # date-major, codes ascending
         t = dates[local_date]
         steps = t.unsqueeze(1) - torch.arange(self.window - 1, -1, -1, device=self.device)  # [M, T]
-        before_start = steps < 0
         x = self.features[steps.clamp_min(0), stock.unsqueeze(1)]  # [M, T, F]
-        if bool(before_start.any()):
-            x = x.masked_fill(before_start.unsqueeze(-1), 0.0)
+        if host.min() < self.window - 1:  # some window starts before the panel's first date
+            x = x.masked_fill((steps < 0).unsqueeze(-1), 0.0)
         targets = self.targets[t, stock]
         edge_index = edge_attr = None
         if with_graph:
-            edge_index, edge_attr = self._batch_graph(dates.cpu().tolist())
+            edge_index, edge_attr = self._batch_graph(host.tolist())
         return Batch(
             x=x,
             static_ids=torch.stack([self.sector_ids[t, stock], self.segment_ids[t, stock]], dim=1),
@@ -337,6 +352,8 @@ class Panel:
         counts = self._host_valid[dates].sum(axis=1)
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
         parts = [self.date_graph(t) for t in dates]
-        edge_index = torch.cat([e + int(o) for (e, _), o in zip(parts, offsets, strict=True)], dim=1)
+        edge_index = torch.cat(
+            [e + int(o) for (e, _), o in zip(parts, offsets, strict=True)], dim=1
+        )
         edge_attr = torch.cat([w for _, w in parts]).unsqueeze(1)
         return edge_index, edge_attr

@@ -45,6 +45,9 @@ def check_model_fits_panel(model: ATFTGATFAN, panel: Panel) -> None:
         problems.append(f"window {c.window} != panel window {panel.window}")
     if tuple(c.horizons) != tuple(panel.horizons):
         problems.append(f"horizons {c.horizons} != dataset horizons {panel.horizons}")
+    device = next(model.parameters()).device
+    if device != panel.device:
+        problems.append(f"model is on {device}, panel on {panel.device}")
     if problems:
         raise ValueError("model does not fit the panel: " + "; ".join(problems))
 
@@ -125,7 +128,9 @@ def _long_frame(
     targets = np.concatenate([p[3] for p in parts])  # [M, H]
     rows, n_horizons, n_quantiles = quantiles.shape
     if rows == 0:
-        raise ValueError(f"no valid stock on any of the {split_name!r} dates asked for; nothing to predict")
+        raise ValueError(
+            f"no valid stock on any of the {split_name!r} dates asked for; nothing to predict"
+        )
     finite = np.isfinite(quantiles).all(axis=(1, 2))
     if not finite.all():
         first = int(np.flatnonzero(~finite)[0])
@@ -139,7 +144,9 @@ def _long_frame(
     frame = pl.DataFrame(
         {
             "date": pl.Series(panel.dates, dtype=pl.Date).gather(np.repeat(date_idx, n_horizons)),
-            "code": pl.Series(panel.codes, dtype=pl.String).gather(np.repeat(stock_idx, n_horizons)),
+            "code": pl.Series(panel.codes, dtype=pl.String).gather(
+                np.repeat(stock_idx, n_horizons)
+            ),
             "horizon": np.tile(np.asarray(panel.horizons, dtype=np.int32), rows),
             "prediction": flat_q[:, median],
             **{name: flat_q[:, j] for j, name in enumerate(QUANTILE_COLUMNS)},

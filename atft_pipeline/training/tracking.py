@@ -55,9 +55,7 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
 
 def _finite(metrics: Mapping[str, float | None]) -> dict[str, float]:
     """Defined metrics only: an undefined one (None, NaN) is left out rather than faked."""
-    return {
-        k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))
-    }
+    return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
 
 
 class JsonTracker:
@@ -159,7 +157,8 @@ class MlflowTracker:
         values = _finite(metrics)
         if values:
             self._client.log_batch(
-                self._run_id, metrics=[Metric(k, v, now, int(step)) for k, v in sorted(values.items())]
+                self._run_id,
+                metrics=[Metric(k, v, now, int(step)) for k, v in sorted(values.items())],
             )
 
     def log_artifact(self, path: Path) -> None:

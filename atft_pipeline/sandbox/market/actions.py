@@ -42,7 +42,9 @@ class CorporateActions:
         return np.round(universe.shares[stock] / self.cumulative_factor[day, stock])
 
 
-def schedule_actions(config: MarketConfig, universe: Universe, timeline: Timeline) -> CorporateActions:
+def schedule_actions(
+    config: MarketConfig, universe: Universe, timeline: Timeline
+) -> CorporateActions:
     rng = stream(config.seed, "actions")
     n, t = universe.n, len(timeline)
     n_fwd = max(2, round(SPLIT_RATE * n * config.years))
@@ -50,10 +52,14 @@ def schedule_actions(config: MarketConfig, universe: Universe, timeline: Timelin
     span = universe.delisting_day - universe.listing_day
     eligible = np.flatnonzero(span > 30)
     by_price = eligible[np.argsort(-universe.price[eligible], kind="stable")]
-    high, low = by_price[: max(n_fwd, len(by_price) // 2)], by_price[::-1][: max(n_rev, len(by_price) // 4)]
+    high, low = (
+        by_price[: max(n_fwd, len(by_price) // 2)],
+        by_price[::-1][: max(n_rev, len(by_price) // 4)],
+    )
     fwd = rng.choice(high, size=min(n_fwd, len(high)), replace=False)
-    rev = rng.choice(np.setdiff1d(low, fwd), size=min(n_rev, len(np.setdiff1d(low, fwd))),
-                     replace=False)
+    rev = rng.choice(
+        np.setdiff1d(low, fwd), size=min(n_rev, len(np.setdiff1d(low, fwd))), replace=False
+    )
     factors = np.array([f for f, _ in _SPLIT_FACTORS])
     weights = np.array([w for _, w in _SPLIT_FACTORS])
     splits = []
@@ -74,8 +80,9 @@ def schedule_actions(config: MarketConfig, universe: Universe, timeline: Timelin
     lengths = np.array([k for k, _ in _HALT_LENGTHS])
     p_len = np.array([w for _, w in _HALT_LENGTHS])
     halted = np.zeros((t, n), dtype=bool)
-    for (day, stock), length in zip(starts.tolist(), rng.choice(lengths, size=len(starts),
-                                                                p=p_len).tolist(), strict=True):
+    for (day, stock), length in zip(
+        starts.tolist(), rng.choice(lengths, size=len(starts), p=p_len).tolist(), strict=True
+    ):
         halted[day : day + length, stock] = True
     halted &= listed
     halted[universe.listing_day, np.arange(n)] = False

@@ -49,7 +49,10 @@ def _lots(x: np.ndarray) -> np.ndarray:
 
 
 def build_bars(
-    config: MarketConfig, universe: Universe, timeline: Timeline, actions: CorporateActions,
+    config: MarketConfig,
+    universe: Universe,
+    timeline: Timeline,
+    actions: CorporateActions,
     paths: PricePaths,
 ) -> Bars:
     rng = stream(config.seed, "bars")
@@ -70,22 +73,33 @@ def build_bars(
     open_ = np.where(traded, np.clip(round_to_tick(base * (1 + gap)), lower, upper), np.nan)
     top, bottom = np.maximum(open_, close), np.minimum(open_, close)
     high = np.minimum(ceil_to_tick(top * (1 + np.abs(0.5 * sigma * rng.standard_normal(m)))), upper)
-    low = np.maximum(floor_to_tick(bottom * (1 - np.abs(0.5 * sigma * rng.standard_normal(m)))), lower)
+    low = np.maximum(
+        floor_to_tick(bottom * (1 - np.abs(0.5 * sigma * rng.standard_normal(m)))), lower
+    )
 
     # Morning close / afternoon open between the day's open and close.
-    mid = open_ + (close - open_) * rng.uniform(0.2, 0.8, m) + 0.3 * sigma * base * rng.standard_normal(m)
+    mid = (
+        open_
+        + (close - open_) * rng.uniform(0.2, 0.8, m)
+        + 0.3 * sigma * base * rng.standard_normal(m)
+    )
     m_close = np.clip(round_to_tick(mid), low, high)
     a_open = np.clip(round_to_tick(m_close * (1 + 0.1 * sigma * rng.standard_normal(m))), low, high)
-    m_high, a_high = _split_extreme(rng, high, np.maximum(open_, m_close), np.maximum(a_open, close),
-                                    sigma, up=True)
-    m_low, a_low = _split_extreme(rng, low, np.minimum(open_, m_close), np.minimum(a_open, close),
-                                  sigma, up=False)
+    m_high, a_high = _split_extreme(
+        rng, high, np.maximum(open_, m_close), np.maximum(a_open, close), sigma, up=True
+    )
+    m_low, a_low = _split_extreme(
+        rng, low, np.minimum(open_, m_close), np.minimum(a_open, close), sigma, up=False
+    )
 
     regime = np.sqrt(paths.market_var[day_idx] / np.median(paths.market_var))
     shares = actions.shares_on(universe, stock_idx, day_idx)
-    activity = np.exp(0.4 * rng.standard_normal(m) - 0.08) * (1 + 20 * np.abs(ret)) * np.sqrt(regime)
-    volume = np.where(traded, np.maximum(_lots(shares * universe.turnover[stock_idx] * activity),
-                                         2 * LOT), np.nan)
+    activity = (
+        np.exp(0.4 * rng.standard_normal(m) - 0.08) * (1 + 20 * np.abs(ret)) * np.sqrt(regime)
+    )
+    volume = np.where(
+        traded, np.maximum(_lots(shares * universe.turnover[stock_idx] * activity), 2 * LOT), np.nan
+    )
     m_volume = np.clip(_lots(volume * rng.uniform(0.35, 0.65, m)), LOT, volume - LOT)
     a_volume = volume - m_volume
     m_value = np.round(m_volume * np.clip((open_ + m_high + m_low + m_close) / 4, m_low, m_high))
@@ -107,11 +121,19 @@ def build_bars(
         block = {"O": o, "H": h, "L": lo, "C": c, "UL": h >= up, "LL": lo <= dn, "Vo": vo, "Va": va}
         if prefix == "":
             block["AdjFactor"] = factor
-        block |= {"AdjO": o * multiplier, "AdjH": h * multiplier, "AdjL": lo * multiplier,
-                  "AdjC": c * multiplier, "AdjVo": vo / multiplier}
+        block |= {
+            "AdjO": o * multiplier,
+            "AdjH": h * multiplier,
+            "AdjL": lo * multiplier,
+            "AdjC": c * multiplier,
+            "AdjVo": vo / multiplier,
+        }
         for name, values in block.items():
-            series = (pl.Series(prefix + name, values) if values.dtype == bool
-                      else pl.Series(prefix + name, values, nan_to_null=True))
+            series = (
+                pl.Series(prefix + name, values)
+                if values.dtype == bool
+                else pl.Series(prefix + name, values, nan_to_null=True)
+            )
             columns[prefix + name] = series
     table = pl.DataFrame(columns)
 
@@ -124,8 +146,13 @@ def build_bars(
 
 
 def _split_extreme(
-    rng: np.random.Generator, extreme: np.ndarray, morning_edge: np.ndarray,
-    afternoon_edge: np.ndarray, sigma: np.ndarray, *, up: bool,
+    rng: np.random.Generator,
+    extreme: np.ndarray,
+    morning_edge: np.ndarray,
+    afternoon_edge: np.ndarray,
+    sigma: np.ndarray,
+    *,
+    up: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Give the day's high (low) to one session; the other stops short of it."""
     m = len(extreme)
@@ -155,14 +182,17 @@ def topix_table(
     before = days < universe.migration_day
     segment = np.where(before, universe.segment_before[None, :], universe.segment_after[None, :])
     member &= np.isin(segment, list(TOPIX_SEGMENTS))
-    shares_prev = universe.shares[None, :] / np.vstack([np.ones((1, universe.n)),
-                                                       actions.cumulative_factor[:-1]])
+    shares_prev = universe.shares[None, :] / np.vstack(
+        [np.ones((1, universe.n)), actions.cumulative_factor[:-1]]
+    )
     weight = np.where(member, shares_prev * prev, 0.0)
     total = weight.sum(axis=1)
 
     def index_ratio(price: np.ndarray) -> np.ndarray:
         ratio = np.where(member & np.isfinite(price), price / reference, 1.0)
-        return np.where(total > 0, (weight * ratio).sum(axis=1) / np.where(total > 0, total, 1), 1.0)
+        return np.where(
+            total > 0, (weight * ratio).sum(axis=1) / np.where(total > 0, total, 1), 1.0
+        )
 
     close_ratio = index_ratio(now)
     level = TOPIX_START * np.cumprod(close_ratio)
@@ -173,8 +203,12 @@ def topix_table(
     bottom = np.minimum(open_level, level)
     high_level = top + 0.4 * np.maximum(previous_level * index_ratio(bars.high) - top, 0.0)
     low_level = bottom - 0.4 * np.maximum(bottom - previous_level * index_ratio(bars.low), 0.0)
-    return pl.DataFrame({
-        "Date": pl.Series(timeline.days, dtype=pl.Date),
-        "O": np.round(open_level, 2), "H": np.round(high_level, 2),
-        "L": np.round(low_level, 2), "C": np.round(level, 2),
-    })
+    return pl.DataFrame(
+        {
+            "Date": pl.Series(timeline.days, dtype=pl.Date),
+            "O": np.round(open_level, 2),
+            "H": np.round(high_level, 2),
+            "L": np.round(low_level, 2),
+            "C": np.round(level, 2),
+        }
+    )

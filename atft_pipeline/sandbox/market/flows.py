@@ -28,10 +28,24 @@ CORRECTIONS_FROM = dt.date(2023, 4, 3)
 CORRECTION_RATE, CORRECTION_LAG = 0.03, 5
 PROPRIETARY_SHARE = 0.18
 # Client types and their share of brokerage turnover (Brk = the sum of these).
-CLIENT_SHARES = {"Ind": 0.21, "Frgn": 0.70, "SecCo": 0.004, "InvTr": 0.018, "BusCo": 0.012,
-                 "OthCo": 0.006, "InsCo": 0.003, "Bank": 0.002, "TrstBnk": 0.025, "OthFin": 0.005}
-_SECTIONS_BEFORE = {"TSE1st": ("0101",), "TSE2nd": ("0102",), "TSEMothers": ("0104",),
-                    "TSEJASDAQ": ("0106", "0107")}
+CLIENT_SHARES = {
+    "Ind": 0.21,
+    "Frgn": 0.70,
+    "SecCo": 0.004,
+    "InvTr": 0.018,
+    "BusCo": 0.012,
+    "OthCo": 0.006,
+    "InsCo": 0.003,
+    "Bank": 0.002,
+    "TrstBnk": 0.025,
+    "OthFin": 0.005,
+}
+_SECTIONS_BEFORE = {
+    "TSE1st": ("0101",),
+    "TSE2nd": ("0102",),
+    "TSEMothers": ("0104",),
+    "TSEJASDAQ": ("0106", "0107"),
+}
 _SECTIONS_AFTER = {"TSEPrime": ("0111",), "TSEStandard": ("0112",), "TSEGrowth": ("0113",)}
 _NAGOYA_EXTRA = 0.02  # TokyoNagoya adds the Nagoya exchange's small turnover
 
@@ -61,26 +75,41 @@ def _flows(rng: np.random.Generator, volume: float, market_move: float) -> dict[
     foreign_tilt = 0.04 * np.tanh(market_move / 0.02) + 0.01 * rng.standard_normal()
     tilt = {k: 0.03 * rng.standard_normal() for k in clients}
     tilt["Frgn"] = foreign_tilt
-    tilt["Ind"] = -0.6 * foreign_tilt * CLIENT_SHARES["Frgn"] / CLIENT_SHARES["Ind"] + 0.01 * rng.standard_normal()
+    tilt["Ind"] = (
+        -0.6 * foreign_tilt * CLIENT_SHARES["Frgn"] / CLIENT_SHARES["Ind"]
+        + 0.01 * rng.standard_normal()
+    )
     out: dict[str, float] = {}
 
     def put(name: str, sell: float, buy: float) -> None:
-        out.update({f"{name}Sell": sell, f"{name}Buy": buy, f"{name}Tot": sell + buy,
-                    f"{name}Bal": buy - sell})
+        out.update(
+            {
+                f"{name}Sell": sell,
+                f"{name}Buy": buy,
+                f"{name}Tot": sell + buy,
+                f"{name}Bal": buy - sell,
+            }
+        )
 
     for k, share in clients.items():
         one_side = volume * share * scale
         put(k, float(np.round(one_side * (1 - tilt[k]))), float(np.round(one_side * (1 + tilt[k]))))
     prop_tilt = 0.01 * rng.standard_normal()
-    put("Prop", float(np.round(volume * PROPRIETARY_SHARE * (1 - prop_tilt))),
-        float(np.round(volume * PROPRIETARY_SHARE * (1 + prop_tilt))))
+    put(
+        "Prop",
+        float(np.round(volume * PROPRIETARY_SHARE * (1 - prop_tilt))),
+        float(np.round(volume * PROPRIETARY_SHARE * (1 + prop_tilt))),
+    )
     put("Brk", sum(out[f"{k}Sell"] for k in clients), sum(out[f"{k}Buy"] for k in clients))
     put("Tot", out["PropSell"] + out["BrkSell"], out["PropBuy"] + out["BrkBuy"])
     return out
 
 
 def investor_types_table(
-    config: MarketConfig, universe: Universe, timeline: Timeline, turnover: np.ndarray,
+    config: MarketConfig,
+    universe: Universe,
+    timeline: Timeline,
+    turnover: np.ndarray,
     topix_close: np.ndarray,
 ) -> pl.DataFrame:
     rng = stream(config.seed, "investor-types")
@@ -92,12 +121,20 @@ def investor_types_table(
         flows = _flows(rng, volume, topix_close[last] / before - 1)
         if pub >= t:
             continue
-        header = {"PubDate": timeline.days[pub], "StDate": timeline.days[first],
-                  "EnDate": timeline.days[last], "Section": section}
+        header = {
+            "PubDate": timeline.days[pub],
+            "StDate": timeline.days[first],
+            "EnDate": timeline.days[last],
+            "Section": section,
+        }
         rows.append(header | flows)
-        if timeline.days[pub] >= CORRECTIONS_FROM and pub + CORRECTION_LAG < t \
-                and rng.random() < CORRECTION_RATE:
-            revised = _flows(rng, volume * (1 + 0.002 * rng.standard_normal()),
-                             topix_close[last] / before - 1)
+        if (
+            timeline.days[pub] >= CORRECTIONS_FROM
+            and pub + CORRECTION_LAG < t
+            and rng.random() < CORRECTION_RATE
+        ):
+            revised = _flows(
+                rng, volume * (1 + 0.002 * rng.standard_normal()), topix_close[last] / before - 1
+            )
             rows.append(header | {"PubDate": timeline.days[pub + CORRECTION_LAG]} | revised)
     return pl.DataFrame(rows)

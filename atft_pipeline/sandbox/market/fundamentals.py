@@ -32,8 +32,16 @@ from atft_pipeline.sandbox.market.universe import SECTOR_CODES, Universe
 _EPOCH = dt.date(1970, 1, 1).toordinal()
 _PERIOD = {1: "1Q", 2: "2Q", 3: "3Q", 4: "FY"}
 _FQ_JA = {"1Q": "第1四半期", "2Q": "第2四半期", "3Q": "第3四半期", "FY": "本決算"}
-_SECTION_JA = {"0101": "市場第一部", "0102": "市場第二部", "0104": "マザーズ", "0106": "JASDAQ",
-               "0107": "JASDAQ", "0111": "プライム", "0112": "スタンダード", "0113": "グロース"}
+_SECTION_JA = {
+    "0101": "市場第一部",
+    "0102": "市場第二部",
+    "0104": "マザーズ",
+    "0106": "JASDAQ",
+    "0107": "JASDAQ",
+    "0111": "プライム",
+    "0112": "スタンダード",
+    "0113": "グロース",
+}
 _CALENDAR_FYE = frozenset({3, 9})  # the earnings calendar covers March/September year-ends
 _SIG_CHG_FIELD_FROM = dt.date(2024, 7, 22)  # SigChgInC exists from this date
 REVISION_RATE, DIVIDEND_REVISION_RATE, RESTATEMENT_RATE = 0.07, 0.015, 0.004  # per quarter
@@ -126,13 +134,18 @@ def generate_statements(
     fy_start = _month_start(fy_start_month)
     fy_end = _month_end(fy_start_month + 11)
     next_fy_start, next_fy_end = _month_start(fy_start_month + 12), _month_end(fy_start_month + 23)
-    lag = base_lag[:, None] + rng.integers(-3, 4, (n, n_slots)) + np.where(
-        q[None, :] == 4, rng.integers(6, 11, (n, n_slots)), 0)
+    lag = (
+        base_lag[:, None]
+        + rng.integers(-3, 4, (n, n_slots))
+        + np.where(q[None, :] == 4, rng.integers(6, 11, (n, n_slots)), 0)
+    )
     disc_ordinal = period_end + lag
     disc_day = np.searchsorted(timeline.ordinals, disc_ordinal, side="left")
     start_ordinal = config.start.toordinal()
     published = (disc_ordinal >= start_ordinal) & (disc_day < t)
-    published &= (disc_day >= universe.listing_day[:, None]) & (disc_day <= universe.delisting_day[:, None])
+    published &= (disc_day >= universe.listing_day[:, None]) & (
+        disc_day <= universe.delisting_day[:, None]
+    )
     # Sessions available until the next report (for revisions / restatements in between).
     next_day = np.c_[disc_day[:, 1:], np.full(n, t + 40)]
 
@@ -151,10 +164,14 @@ def generate_statements(
         net = np.where(ifrs_like, op_ytd * 0.70, ordinary * 0.68) * (1 + 0.03 * eps_noise[2])
         if qq < 4:
             keep = rng.random(n) < _KEEP_GUIDANCE
-            new_guidance = np.where(keep, guidance, guidance * (
-                1 + 0.5 * SURPRISE_SCALE * u + 0.02 * eps_noise[3]))
-            new_sales = np.where(keep, guidance_sales, guidance_sales * (
-                1 + 0.15 * SURPRISE_SCALE * u + 0.01 * eps_noise[4]))
+            new_guidance = np.where(
+                keep, guidance, guidance * (1 + 0.5 * SURPRISE_SCALE * u + 0.02 * eps_noise[3])
+            )
+            new_sales = np.where(
+                keep,
+                guidance_sales,
+                guidance_sales * (1 + 0.15 * SURPRISE_SCALE * u + 0.01 * eps_noise[4]),
+            )
         else:
             new_guidance = op_ytd * np.exp(rng.normal(growth, 0.06))
             new_sales = sales_ytd * np.exp(rng.normal(growth, 0.03))
@@ -179,32 +196,50 @@ def generate_statements(
         nan = np.full(len(idx), np.nan)
         cf = qq in (2, 4)
         columns: dict[str, np.ndarray] = {
-            "DiscDate": day, "DiscTime": universe.disc_time[idx], "_stock": idx,
-            "_kind": np.full(len(idx), KIND_REPORT), "_news": np.clip(u[idx], -3, 3),
-            "DocType": np.array([f"{_PERIOD[qq]}FinancialStatements_{a}"
-                                 for a in universe.accounting[idx]], dtype=object),
+            "DiscDate": day,
+            "DiscTime": universe.disc_time[idx],
+            "_stock": idx,
+            "_kind": np.full(len(idx), KIND_REPORT),
+            "_news": np.clip(u[idx], -3, 3),
+            "DocType": np.array(
+                [f"{_PERIOD[qq]}FinancialStatements_{a}" for a in universe.accounting[idx]],
+                dtype=object,
+            ),
             "CurPerType": np.full(len(idx), _PERIOD[qq], dtype=object),
-            "CurPerSt": fy_st, "CurPerEn": period_end[sel, slot], "CurFYSt": fy_st, "CurFYEn": fy_en,
+            "CurPerSt": fy_st,
+            "CurPerEn": period_end[sel, slot],
+            "CurFYSt": fy_st,
+            "CurFYEn": fy_en,
             "NxtFYSt": next_fy_start[sel, slot] if is_fy else nan,
             "NxtFYEn": next_fy_end[sel, slot] if is_fy else nan,
-            "Sales": _money(sales_ytd[idx]), "OP": _money(op_ytd[idx]),
+            "Sales": _money(sales_ytd[idx]),
+            "OP": _money(op_ytd[idx]),
             "OdP": np.where(ifrs_like[idx], np.nan, _money(ordinary[idx])),
-            "NP": _money(net[idx]), "EPS": eps,
+            "NP": _money(net[idx]),
+            "EPS": eps,
             "DEPS": np.where(dilutive[idx], np.round(eps * 0.99, 2), np.nan),
-            "TA": ta, "Eq": eq, "EqAR": np.round(eq / ta, 3),
+            "TA": ta,
+            "Eq": eq,
+            "EqAR": np.round(eq / ta, 3),
             "BPS": np.round(eq / avg_shares, 2) if is_fy else nan,
             "CFO": _money(net[idx] * 1.3) if cf else nan,
             "CFI": _money(-net[idx] * 0.8) if cf else nan,
             "CFF": _money(-net[idx] * 0.3) if cf else nan,
             "CashEq": _money(ta * cash_ratio[idx]) if cf else nan,
-            "Div2Q": np.floor(div_ann / 2) if is_fy else (
-                np.floor(div_ann_forecast / 2) if qq >= 2 else nan),
+            "Div2Q": np.floor(div_ann / 2)
+            if is_fy
+            else (np.floor(div_ann_forecast / 2) if qq >= 2 else nan),
             "DivFY": div_ann - np.floor(div_ann / 2) if is_fy else nan,
             "DivAnn": div_ann if is_fy else nan,
             "DivTotalAnn": _money(div_ann * avg_shares) if is_fy else nan,
-            "PayoutRatioAnn": np.where(eps > 0, np.round(100 * div_ann / np.where(eps > 0, eps, 1), 1),
-                                       np.nan) if is_fy else nan,
-            "ShOutFY": shares_out, "TrShFY": treasury_shares, "AvgSh": avg_shares,
+            "PayoutRatioAnn": np.where(
+                eps > 0, np.round(100 * div_ann / np.where(eps > 0, eps, 1), 1), np.nan
+            )
+            if is_fy
+            else nan,
+            "ShOutFY": shares_out,
+            "TrShFY": treasury_shares,
+            "AvgSh": avg_shares,
             "MatChgSub": np.zeros(len(idx), dtype=bool),
             "ChgByASRev": np.zeros(len(idx), dtype=bool),
             "ChgNoASRev": np.zeros(len(idx), dtype=bool),
@@ -212,18 +247,27 @@ def generate_statements(
             "RetroRst": np.zeros(len(idx), dtype=bool),
         }
         prefix = "Nx" if is_fy else ""
-        half = {f"{prefix}FSales2Q": _money(fsales / 2), f"{prefix}FOP2Q": _money(fop / 2),
-                f"{prefix}FOdP2Q": _money(f_ordinary / 2),
-                ("NxFNp2Q" if is_fy else "FNP2Q"): _money(f_net / 2),
-                f"{prefix}FEPS2Q": np.round(f_eps / 2, 2)}
-        full = {f"{prefix}FSales": _money(fsales), f"{prefix}FOP": _money(fop),
-                f"{prefix}FOdP": _money(f_ordinary), ("NxFNp" if is_fy else "FNP"): _money(f_net),
-                f"{prefix}FEPS": f_eps,
-                f"{prefix}FDivFY": div_ann_forecast - np.floor(div_ann_forecast / 2),
-                f"{prefix}FDivAnn": div_ann_forecast,
-                f"{prefix}FPayoutRatioAnn": np.where(
-                    f_eps > 0, np.round(100 * div_ann_forecast / np.where(f_eps > 0, f_eps, 1), 1),
-                    np.nan)}
+        half = {
+            f"{prefix}FSales2Q": _money(fsales / 2),
+            f"{prefix}FOP2Q": _money(fop / 2),
+            f"{prefix}FOdP2Q": _money(f_ordinary / 2),
+            ("NxFNp2Q" if is_fy else "FNP2Q"): _money(f_net / 2),
+            f"{prefix}FEPS2Q": np.round(f_eps / 2, 2),
+        }
+        full = {
+            f"{prefix}FSales": _money(fsales),
+            f"{prefix}FOP": _money(fop),
+            f"{prefix}FOdP": _money(f_ordinary),
+            ("NxFNp" if is_fy else "FNP"): _money(f_net),
+            f"{prefix}FEPS": f_eps,
+            f"{prefix}FDivFY": div_ann_forecast - np.floor(div_ann_forecast / 2),
+            f"{prefix}FDivAnn": div_ann_forecast,
+            f"{prefix}FPayoutRatioAnn": np.where(
+                f_eps > 0,
+                np.round(100 * div_ann_forecast / np.where(f_eps > 0, f_eps, 1), 1),
+                np.nan,
+            ),
+        }
         if qq in (1, 4):  # half-year guidance is given at the year's first report
             columns.update(half)
             columns[f"{prefix}FDiv2Q"] = np.floor(div_ann_forecast / 2)
@@ -231,13 +275,19 @@ def generate_statements(
         if is_fy:
             parent = universe.accounting[idx] == "Consolidated_JP"
             share = parent_share[idx]
-            for name, value in (("NCSales", sales_ytd), ("NCOP", op_ytd), ("NCOdP", ordinary),
-                                ("NCNP", net)):
+            for name, value in (
+                ("NCSales", sales_ytd),
+                ("NCOP", op_ytd),
+                ("NCOdP", ordinary),
+                ("NCNP", net),
+            ):
                 columns[name] = np.where(parent, _money(value[idx] * share), np.nan)
             columns["NCEPS"] = np.where(parent, np.round(columns["NCNP"] / avg_shares, 2), np.nan)
             columns["NCTA"] = np.where(parent, _money(ta * share), np.nan)
             columns["NCEq"] = np.where(parent, _money(eq * share), np.nan)
-            columns["NCEqAR"] = np.where(parent, np.round(columns["NCEq"] / columns["NCTA"], 3), np.nan)
+            columns["NCEqAR"] = np.where(
+                parent, np.round(columns["NCEq"] / columns["NCTA"], 3), np.nan
+            )
             columns["NCBPS"] = np.where(parent, np.round(columns["NCEq"] / avg_shares, 2), np.nan)
         rows.add(columns)
 
@@ -252,11 +302,28 @@ def generate_statements(
         # After an FY report the guidance is for the next fiscal year.
         guided_st = next_fy_start[:, slot] if is_fy else fy_start[:, slot]
         guided_en = next_fy_end[:, slot] if is_fy else fy_end[:, slot]
-        _add_revision(rows, rng, universe, actions, revised, gap_first, gap_last, t,
-                      guided_st, guided_en, new_guidance, new_sales, v, ifrs_like, treasury, payout)
+        _add_revision(
+            rows,
+            rng,
+            universe,
+            actions,
+            revised,
+            gap_first,
+            gap_last,
+            t,
+            guided_st,
+            guided_en,
+            new_guidance,
+            new_sales,
+            v,
+            ifrs_like,
+            treasury,
+            payout,
+        )
         div_revised = room & ~revised & (rng.random(n) < DIVIDEND_REVISION_RATE)
-        _add_dividend_revision(rows, rng, universe, div_revised, gap_first, gap_last, t,
-                               guided_st, guided_en)
+        _add_dividend_revision(
+            rows, rng, universe, div_revised, gap_first, gap_last, t, guided_st, guided_en
+        )
         restated = room & (rng.random(n) < RESTATEMENT_RATE)
         if restated.any():
             _add_restatement(rows, rng, columns, sel, restated, gap_first, gap_last, t)
@@ -272,10 +339,22 @@ def _gap_day(rng: np.random.Generator, first: np.ndarray, last: np.ndarray) -> n
 
 
 def _add_revision(
-    rows: _Rows, rng: np.random.Generator, universe: Universe, actions: CorporateActions,
-    mask: np.ndarray, first: np.ndarray, last: np.ndarray, t: int, fy_st: np.ndarray,
-    fy_en: np.ndarray, guidance: np.ndarray, guidance_sales: np.ndarray, news: np.ndarray,
-    ifrs_like: np.ndarray, treasury: np.ndarray, payout: np.ndarray,
+    rows: _Rows,
+    rng: np.random.Generator,
+    universe: Universe,
+    actions: CorporateActions,
+    mask: np.ndarray,
+    first: np.ndarray,
+    last: np.ndarray,
+    t: int,
+    fy_st: np.ndarray,
+    fy_en: np.ndarray,
+    guidance: np.ndarray,
+    guidance_sales: np.ndarray,
+    news: np.ndarray,
+    ifrs_like: np.ndarray,
+    treasury: np.ndarray,
+    payout: np.ndarray,
 ) -> None:
     idx = np.flatnonzero(mask)
     day = _gap_day(rng, first[idx], last[idx])
@@ -283,42 +362,73 @@ def _add_revision(
     idx, day = idx[keep], day[keep]
     avg_shares = actions.shares_on(universe, idx, day) * (1 - treasury[idx])
     f_net = np.where(ifrs_like[idx], guidance[idx] * 0.70, guidance[idx] * 1.03 * 0.68)
-    rows.add({
-        "DiscDate": day, "DiscTime": _REVISION_TIMES[rng.integers(0, 4, len(idx))],
-        "_stock": idx, "_kind": np.full(len(idx), KIND_REVISION), "_news": news[idx],
-        "DocType": np.full(len(idx), "EarnForecastRevision", dtype=object),
-        "CurPerType": np.full(len(idx), "FY", dtype=object),
-        "CurPerSt": fy_st[idx], "CurPerEn": fy_en[idx], "CurFYSt": fy_st[idx], "CurFYEn": fy_en[idx],
-        "FSales": _money(guidance_sales[idx]), "FOP": _money(guidance[idx]),
-        "FOdP": np.where(ifrs_like[idx], np.nan, _money(guidance[idx] * 1.03)),
-        "FNP": _money(f_net), "FEPS": np.round(f_net / avg_shares, 2),
-        "FDivAnn": np.maximum(np.round(payout[idx] * f_net / avg_shares), 0.0),
-    })
+    rows.add(
+        {
+            "DiscDate": day,
+            "DiscTime": _REVISION_TIMES[rng.integers(0, 4, len(idx))],
+            "_stock": idx,
+            "_kind": np.full(len(idx), KIND_REVISION),
+            "_news": news[idx],
+            "DocType": np.full(len(idx), "EarnForecastRevision", dtype=object),
+            "CurPerType": np.full(len(idx), "FY", dtype=object),
+            "CurPerSt": fy_st[idx],
+            "CurPerEn": fy_en[idx],
+            "CurFYSt": fy_st[idx],
+            "CurFYEn": fy_en[idx],
+            "FSales": _money(guidance_sales[idx]),
+            "FOP": _money(guidance[idx]),
+            "FOdP": np.where(ifrs_like[idx], np.nan, _money(guidance[idx] * 1.03)),
+            "FNP": _money(f_net),
+            "FEPS": np.round(f_net / avg_shares, 2),
+            "FDivAnn": np.maximum(np.round(payout[idx] * f_net / avg_shares), 0.0),
+        }
+    )
 
 
 def _add_dividend_revision(
-    rows: _Rows, rng: np.random.Generator, universe: Universe, mask: np.ndarray,
-    first: np.ndarray, last: np.ndarray, t: int, fy_st: np.ndarray, fy_en: np.ndarray,
+    rows: _Rows,
+    rng: np.random.Generator,
+    universe: Universe,
+    mask: np.ndarray,
+    first: np.ndarray,
+    last: np.ndarray,
+    t: int,
+    fy_st: np.ndarray,
+    fy_en: np.ndarray,
 ) -> None:
     idx = np.flatnonzero(mask)
     day = _gap_day(rng, first[idx], last[idx])
     keep = (day < t) & (day <= universe.delisting_day[idx])
     idx, day = idx[keep], day[keep]
     dps = np.round(rng.uniform(5, 80, len(idx)))
-    rows.add({
-        "DiscDate": day, "DiscTime": _REVISION_TIMES[rng.integers(0, 4, len(idx))],
-        "_stock": idx, "_kind": np.full(len(idx), KIND_DIVIDEND_REVISION),
-        "_news": np.zeros(len(idx)),
-        "DocType": np.full(len(idx), "DividendForecastRevision", dtype=object),
-        "CurPerType": np.full(len(idx), "FY", dtype=object),
-        "CurPerSt": fy_st[idx], "CurPerEn": fy_en[idx], "CurFYSt": fy_st[idx], "CurFYEn": fy_en[idx],
-        "FDivFY": dps - np.floor(dps / 2), "FDivAnn": dps,
-    })
+    rows.add(
+        {
+            "DiscDate": day,
+            "DiscTime": _REVISION_TIMES[rng.integers(0, 4, len(idx))],
+            "_stock": idx,
+            "_kind": np.full(len(idx), KIND_DIVIDEND_REVISION),
+            "_news": np.zeros(len(idx)),
+            "DocType": np.full(len(idx), "DividendForecastRevision", dtype=object),
+            "CurPerType": np.full(len(idx), "FY", dtype=object),
+            "CurPerSt": fy_st[idx],
+            "CurPerEn": fy_en[idx],
+            "CurFYSt": fy_st[idx],
+            "CurFYEn": fy_en[idx],
+            "FDivFY": dps - np.floor(dps / 2),
+            "FDivAnn": dps,
+        }
+    )
 
 
 def _add_restatement(
-    rows: _Rows, rng: np.random.Generator, original: dict[str, np.ndarray], sel: np.ndarray,
-    mask: np.ndarray, first: np.ndarray, last: np.ndarray, t: int,
+    rows: _Rows,
+    rng: np.random.Generator,
+    original: dict[str, np.ndarray],
+    sel: np.ndarray,
+    mask: np.ndarray,
+    first: np.ndarray,
+    last: np.ndarray,
+    t: int,
 ) -> None:
     """Re-disclose the same period with corrected results (forecasts unchanged)."""
     position = np.cumsum(sel) - 1  # stock -> row of ``original``
@@ -358,9 +468,15 @@ def _finish_summary(
     # Disclosure numbers are unique and increase with time (date + running number).
     seq = pl.int_range(pl.len()).over("DiscDate") + 100001
     frame = frame.with_columns(
-        (pl.col("DiscDate").dt.strftime("%Y%m%d") + seq.cast(pl.String).str.zfill(6)).alias("DiscNo"),
-        pl.when(pl.col("DocType").str.contains("FinancialStatements")
-                & (pl.col("DiscDate") >= _SIG_CHG_FIELD_FROM)).then(False).alias("SigChgInC"),
+        (pl.col("DiscDate").dt.strftime("%Y%m%d") + seq.cast(pl.String).str.zfill(6)).alias(
+            "DiscNo"
+        ),
+        pl.when(
+            pl.col("DocType").str.contains("FinancialStatements")
+            & (pl.col("DiscDate") >= _SIG_CHG_FIELD_FROM)
+        )
+        .then(False)
+        .alias("SigChgInC"),
     )
     schema = ENDPOINTS["fins/summary"].schema()
     summary = frame.select(
@@ -370,23 +486,31 @@ def _finish_summary(
     return summary, frame.select("DiscNo", "_stock", "_day", "_kind", "_news")
 
 
-def _earnings_calendar(summary: pl.DataFrame, meta: pl.DataFrame, universe: Universe) -> pl.DataFrame:
+def _earnings_calendar(
+    summary: pl.DataFrame, meta: pl.DataFrame, universe: Universe
+) -> pl.DataFrame:
     """Announcements of March/September year-end issues (reports, not restatements)."""
-    rows = summary.select("DiscDate", "Code", "CurPerType", "CurFYEn").with_columns(
-        meta["_stock"], meta["_day"], meta["_kind"]
-    ).filter(
-        (pl.col("_kind") == KIND_REPORT)
-        & pl.col("_stock").is_in(np.flatnonzero(np.isin(universe.fye_month, list(_CALENDAR_FYE))).tolist())
+    rows = (
+        summary.select("DiscDate", "Code", "CurPerType", "CurFYEn")
+        .with_columns(meta["_stock"], meta["_day"], meta["_kind"])
+        .filter(
+            (pl.col("_kind") == KIND_REPORT)
+            & pl.col("_stock").is_in(
+                np.flatnonzero(np.isin(universe.fye_month, list(_CALENDAR_FYE))).tolist()
+            )
+        )
     )
     stock, day = rows["_stock"].to_numpy(), rows["_day"].to_numpy()
     sector = np.array(SECTOR_CODES, dtype=object)[universe.sector_of(stock, day)]
     section = universe.segment_of(stock, day)
-    return pl.DataFrame({
-        "Date": rows["DiscDate"],
-        "Code": rows["Code"],
-        "CoName": pl.Series(universe.name_ja[stock].tolist(), dtype=pl.String),
-        "FY": rows["CurFYEn"].dt.strftime("%-m月%-d日"),
-        "SectorNm": pl.Series([SECTOR33[s][0] for s in sector], dtype=pl.String),
-        "FQ": rows["CurPerType"].replace_strict(_FQ_JA, return_dtype=pl.String),
-        "Section": pl.Series([_SECTION_JA[m] for m in section], dtype=pl.String),
-    })
+    return pl.DataFrame(
+        {
+            "Date": rows["DiscDate"],
+            "Code": rows["Code"],
+            "CoName": pl.Series(universe.name_ja[stock].tolist(), dtype=pl.String),
+            "FY": rows["CurFYEn"].dt.strftime("%-m月%-d日"),
+            "SectorNm": pl.Series([SECTOR33[s][0] for s in sector], dtype=pl.String),
+            "FQ": rows["CurPerType"].replace_strict(_FQ_JA, return_dtype=pl.String),
+            "Section": pl.Series([_SECTION_JA[m] for m in section], dtype=pl.String),
+        }
+    )

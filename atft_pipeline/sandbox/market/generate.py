@@ -15,6 +15,7 @@ from atft_pipeline.sandbox.market.bars import build_bars, topix_table
 from atft_pipeline.sandbox.market.config import MarketConfig
 from atft_pipeline.sandbox.market.flows import investor_types_table
 from atft_pipeline.sandbox.market.fundamentals import generate_statements
+from atft_pipeline.sandbox.market.master import master_table
 from atft_pipeline.sandbox.market.options import index_options_table
 from atft_pipeline.sandbox.market.oracle import (
     HORIZONS,
@@ -32,7 +33,7 @@ from atft_pipeline.sandbox.market.positioning import (
 from atft_pipeline.sandbox.market.prices import EarningsInputs, simulate_prices
 from atft_pipeline.sandbox.market.signals import SIGNALS, SignalParams
 from atft_pipeline.sandbox.market.timeline import Timeline
-from atft_pipeline.sandbox.market.universe import Universe, build_universe, master_table
+from atft_pipeline.sandbox.market.universe import Universe, build_universe
 
 # Deterministic row order of every table (the registry key, date first).
 SORT_KEYS: dict[str, tuple[str, ...]] = {
@@ -58,9 +59,9 @@ def conform(path: str, frame: pl.DataFrame) -> pl.DataFrame:
     extra = sorted(set(frame.columns) - set(schema))
     if missing or extra:
         raise ValueError(f"sandbox table {path!r}: missing columns {missing}, unexpected {extra}")
-    return frame.select(pl.col(name).cast(dtype, strict=True) for name, dtype in schema.items()).sort(
-        SORT_KEYS[path], nulls_last=True, maintain_order=True
-    )
+    return frame.select(
+        pl.col(name).cast(dtype, strict=True) for name, dtype in schema.items()
+    ).sort(SORT_KEYS[path], nulls_last=True, maintain_order=True)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,8 @@ class HiddenStructure:
 
 @dataclass(frozen=True)
 class SyntheticMarket:
+    """A generated market: ``tables`` (V2 path -> registry-typed frame) and the ``oracle``."""
+
     config: MarketConfig
     tables: dict[str, pl.DataFrame]
     oracle: pl.DataFrame
@@ -90,13 +93,20 @@ class SyntheticMarket:
         joined = self.oracle.join(self.targets, on=["date", "code"], how="left")
         return {h: mean_rank_ic(joined, f"oracle_{h}d", f"target_{h}d") for h in HORIZONS}
 
-    def replay_oracle(self, tables: dict[str, pl.DataFrame] | None = None,
-                      through: dt.date | None = None) -> pl.DataFrame:
+    def replay_oracle(
+        self, tables: dict[str, pl.DataFrame] | None = None, through: dt.date | None = None
+    ) -> pl.DataFrame:
         """The oracle recomputed from (possibly altered or truncated) published tables."""
-        return replay_oracle(tables or self.tables, self.hidden.params, self.hidden.universe.codes,
-                             self.hidden.timeline, through)
+        return replay_oracle(
+            self.tables if tables is None else tables,
+            self.hidden.params,
+            self.hidden.universe.codes,
+            self.hidden.timeline,
+            through,
+        )
 
     def summary(self) -> dict:
+        """JSON-ready overview: sizes, corporate events, signal settings, oracle RankIC."""
         universe, timeline = self.hidden.universe, self.hidden.timeline
         return {
             "seed": self.config.seed,
@@ -127,10 +137,12 @@ def generate_market(config: MarketConfig) -> SyntheticMarket:
     universe = build_universe(config, timeline)
     actions = schedule_actions(config, universe, timeline)
     statements = generate_statements(config, universe, timeline, actions)
-    params = SignalParams.from_config(config, universe.peers, universe.peer_weights,
-                                      universe.vol_scale)
-    earnings = EarningsInputs.from_statements(statements.summary, statements.news, universe.codes,
-                                              timeline)
+    params = SignalParams.from_config(
+        config, universe.peers, universe.peer_weights, universe.vol_scale
+    )
+    earnings = EarningsInputs.from_statements(
+        statements.summary, statements.news, universe.codes, timeline
+    )
     paths = simulate_prices(config, universe, timeline, actions, earnings, params)
     bars = build_bars(config, universe, timeline, actions, paths)
     topix = topix_table(universe, timeline, actions, paths, bars)
@@ -149,14 +161,16 @@ def generate_market(config: MarketConfig) -> SyntheticMarket:
         "markets/margin-alert": margin_alert_table(config, universe, timeline, paths, actions),
         "markets/short-ratio": short_ratio_table(config, universe, timeline, paths, bars.turnover),
         "markets/short-sale-report": short_sale_report_table(config, universe, timeline, actions),
-        "equities/investor-types": investor_types_table(config, universe, timeline, bars.turnover,
-                                                        topix_close),
-        "derivatives/bars/daily/options/225": index_options_table(config, timeline, topix_close,
-                                                                  paths.market_var),
+        "equities/investor-types": investor_types_table(
+            config, universe, timeline, bars.turnover, topix_close
+        ),
+        "derivatives/bars/daily/options/225": index_options_table(
+            config, timeline, topix_close, paths.market_var
+        ),
     }
     tables = {path: conform(path, frame) for path, frame in tables.items()}
-    oracle = oracle_frame(paths.oracle, universe.listed_matrix(len(timeline)), timeline,
-                          universe.codes)
+    oracle = oracle_frame(
+        paths.oracle, universe.listed_matrix(len(timeline)), timeline, universe.codes
+    )
     hidden = HiddenStructure(universe, timeline, actions, params)
     return SyntheticMarket(config, tables, oracle, hidden)
-

@@ -48,8 +48,11 @@ def _option_tick(price: np.ndarray) -> np.ndarray:
 
 def _to_tick(price: np.ndarray, up: bool | None = None) -> np.ndarray:
     tick = _option_tick(price)
-    rounded = np.ceil(price / tick) if up else (np.floor(price / tick) if up is False
-                                                 else np.round(price / tick))
+    rounded = (
+        np.ceil(price / tick)
+        if up
+        else (np.floor(price / tick) if up is False else np.round(price / tick))
+    )
     return np.maximum(rounded * tick, 1.0)
 
 
@@ -69,7 +72,9 @@ def _contracts(day: dt.date) -> list[tuple[int, int, dt.date, dt.date]]:
 def nikkei_closes(config: MarketConfig, topix_close: np.ndarray) -> np.ndarray:
     rng = stream(config.seed, "nikkei")
     log_ret = np.diff(np.log(np.r_[1800.0, topix_close]))
-    return NIKKEI_START * np.exp(np.cumsum(NIKKEI_BETA * log_ret + 0.003 * rng.standard_normal(len(log_ret))))
+    return NIKKEI_START * np.exp(
+        np.cumsum(NIKKEI_BETA * log_ret + 0.003 * rng.standard_normal(len(log_ret)))
+    )
 
 
 def index_options_table(
@@ -108,8 +113,11 @@ def index_options_table(
     d1 = (np.log(f / strike) + 0.5 * sd**2) / sd
     d2 = d1 - sd
     discount = np.exp(-INTEREST_RATE * t_years)
-    theo = np.where(put, discount * (strike * ndtr(-d2) - f * ndtr(-d1)),
-                    discount * (f * ndtr(d1) - strike * ndtr(d2)))
+    theo = np.where(
+        put,
+        discount * (strike * ndtr(-d2) - f * ndtr(-d1)),
+        discount * (f * ndtr(d1) - strike * ndtr(d2)),
+    )
     settle = _to_tick(theo)
 
     front = rank[chain] == 0
@@ -125,8 +133,9 @@ def index_options_table(
     day_open = np.clip(_to_tick(night_close * (1 + 0.01 * rng.standard_normal(m))), low, high)
     night_high = np.minimum(_to_tick(np.maximum(open_, night_close) * 1.01, up=True), high)
     night_low = np.maximum(_to_tick(np.minimum(open_, night_close) * 0.99, up=False), low)
-    open_interest = np.round(np.where(front, 20000.0, 8000.0) * np.exp(-0.25 * x**2
-                                                                         + 0.3 * rng.standard_normal(m)))
+    open_interest = np.round(
+        np.where(front, 20000.0, 8000.0) * np.exp(-0.25 * x**2 + 0.3 * rng.standard_normal(m))
+    )
 
     def shown(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return np.where(mask, values, 0.0)  # the API reports 0 for sessions without trades
@@ -134,30 +143,50 @@ def index_options_table(
     days = pl.Series(timeline.days, dtype=pl.Date)
     year = np.array([c[2] for c in chains])[chain]
     month = np.array([c[3] for c in chains])[chain]
-    frame = pl.DataFrame({
-        "Date": days.gather(day_index[chain]),
-        "_put": put, "_year": year % 10, "_month": month, "_year_full": year,
-        "_strike_code": (strike // 125).astype(np.int64) % 10000,
-        "O": shown(open_, traded), "H": shown(high, traded), "L": shown(low, traded),
-        "C": shown(close, traded),
-        "EO": shown(open_, night), "EH": shown(night_high, night), "EL": shown(night_low, night),
-        "EC": shown(night_close, night),
-        "AO": shown(np.where(night, day_open, open_), traded), "AH": shown(high, traded),
-        "AL": shown(low, traded), "AC": shown(close, traded),
-        "Vo": volume, "OI": open_interest,
-        "Va": shown(np.round(volume * (open_ + high + low + close) / 4 * MULTIPLIER), traded),
-        "Strike": strike, "VoOA": np.floor(volume * 0.02),
-        "LTD": pl.Series([c[4] for c in chains], dtype=pl.Date).gather(chain),
-        "SQD": pl.Series([c[5] for c in chains], dtype=pl.Date).gather(chain),
-        "Settle": settle, "Theo": np.round(theo, 4), "BaseVol": np.round(100 * vol, 4),
-        "UnderPx": np.round(spot[chain], 2), "IV": np.round(100 * iv, 4),
-        "IR": np.full(m, 100 * INTEREST_RATE),
-    })
+    frame = pl.DataFrame(
+        {
+            "Date": days.gather(day_index[chain]),
+            "_put": put,
+            "_year": year % 10,
+            "_month": month,
+            "_year_full": year,
+            "_strike_code": (strike // 125).astype(np.int64) % 10000,
+            "O": shown(open_, traded),
+            "H": shown(high, traded),
+            "L": shown(low, traded),
+            "C": shown(close, traded),
+            "EO": shown(open_, night),
+            "EH": shown(night_high, night),
+            "EL": shown(night_low, night),
+            "EC": shown(night_close, night),
+            "AO": shown(np.where(night, day_open, open_), traded),
+            "AH": shown(high, traded),
+            "AL": shown(low, traded),
+            "AC": shown(close, traded),
+            "Vo": volume,
+            "OI": open_interest,
+            "Va": shown(np.round(volume * (open_ + high + low + close) / 4 * MULTIPLIER), traded),
+            "Strike": strike,
+            "VoOA": np.floor(volume * 0.02),
+            "LTD": pl.Series([c[4] for c in chains], dtype=pl.Date).gather(chain),
+            "SQD": pl.Series([c[5] for c in chains], dtype=pl.Date).gather(chain),
+            "Settle": settle,
+            "Theo": np.round(theo, 4),
+            "BaseVol": np.round(100 * vol, 4),
+            "UnderPx": np.round(spot[chain], 2),
+            "IV": np.round(100 * iv, 4),
+            "IR": np.full(m, 100 * INTEREST_RATE),
+        }
+    )
     two = pl.col("_month").cast(pl.String).str.zfill(2)
     return frame.with_columns(
-        pl.concat_str(pl.lit("1"), pl.when(pl.col("_put")).then(pl.lit("3")).otherwise(pl.lit("4")),
-                      pl.col("_year").cast(pl.String), two,
-                      pl.col("_strike_code").cast(pl.String).str.zfill(4)).alias("Code"),
+        pl.concat_str(
+            pl.lit("1"),
+            pl.when(pl.col("_put")).then(pl.lit("3")).otherwise(pl.lit("4")),
+            pl.col("_year").cast(pl.String),
+            two,
+            pl.col("_strike_code").cast(pl.String).str.zfill(4),
+        ).alias("Code"),
         pl.concat_str(pl.col("_year_full").cast(pl.String), pl.lit("-"), two).alias("CM"),
         pl.lit(EMERGENCY_MARGIN_NORMAL).alias("EmMrgnTrgDiv"),
         pl.when(pl.col("_put")).then(pl.lit("1")).otherwise(pl.lit("2")).alias("PCDiv"),

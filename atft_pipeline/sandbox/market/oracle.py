@@ -85,8 +85,10 @@ def daily_rank_ic(
     ``MIN_STOCKS_PER_DATE`` pairs or a constant column are left out.
     """
     valid = frame.filter(
-        pl.col(prediction).is_not_null() & pl.col(target).is_not_null()
-        & pl.col(prediction).is_not_nan() & pl.col(target).is_not_nan()
+        pl.col(prediction).is_not_null()
+        & pl.col(target).is_not_null()
+        & pl.col(prediction).is_not_nan()
+        & pl.col(target).is_not_nan()
     )
     ranked = valid.with_columns(
         pl.col(prediction).rank("average").over(date).alias("_rank_prediction"),
@@ -95,8 +97,11 @@ def daily_rank_ic(
     return (
         ranked.group_by(date)
         .agg(pl.corr("_rank_prediction", "_rank_target").alias("rank_ic"), pl.len().alias("n"))
-        .filter((pl.col("n") >= MIN_STOCKS_PER_DATE) & pl.col("rank_ic").is_not_nan()
-                & pl.col("rank_ic").is_not_null())
+        .filter(
+            (pl.col("n") >= MIN_STOCKS_PER_DATE)
+            & pl.col("rank_ic").is_not_nan()
+            & pl.col("rank_ic").is_not_null()
+        )
         .sort(date)
     )
 
@@ -108,8 +113,13 @@ def mean_rank_ic(frame: pl.DataFrame, prediction: str, target: str, date: str = 
 
 
 def _dense(
-    frame: pl.DataFrame, date_col: str, value_cols: list[str], timeline: Timeline,
-    codes: np.ndarray, fill: float, day_shift: int = 0,
+    frame: pl.DataFrame,
+    date_col: str,
+    value_cols: list[str],
+    timeline: Timeline,
+    codes: np.ndarray,
+    fill: float,
+    day_shift: int = 0,
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Pivot rows to [T, N] matrices (rows outside the timeline or universe are dropped)."""
     t, n = len(timeline), len(codes)
@@ -153,8 +163,15 @@ def replay_oracle(
 
     (close, adj), listed = _dense(bars, "Date", ["C", "AdjFactor"], timeline, codes, np.nan)
     adj = np.where(listed, adj, 1.0)
-    (long_, short), _ = _dense(margin, "Date", ["LongVol", "ShrtVol"], timeline, codes, np.nan,
-                               day_shift=WEEKLY_MARGIN_PUBLICATION_LAG)
+    (long_, short), _ = _dense(
+        margin,
+        "Date",
+        ["LongVol", "ShrtVol"],
+        timeline,
+        codes,
+        np.nan,
+        day_shift=WEEKLY_MARGIN_PUBLICATION_LAG,
+    )
     (earn,), _ = _dense(earnings_events(fins), "DiscDate", ["z"], timeline, codes, 0.0)
 
     engine = SignalEngine(params)

@@ -47,28 +47,63 @@ SHORT_REPORT_STEP = 0.1
 # Fictional short sellers: (name, address, discretionary manager, its address, fund name).
 _SHORT_SELLERS = (
     ("Aokawa Harbor Capital LP", "1 Quay Street, George Town, Grand Cayman", None, None, None),
-    ("Kestrel Ridge Master Fund Ltd", "PO Box 309, Ugland House, Grand Cayman",
-     "Kestrel Ridge Partners LLP", "20 Fenchurch Row, London", "Kestrel Ridge Master Fund"),
+    (
+        "Kestrel Ridge Master Fund Ltd",
+        "PO Box 309, Ugland House, Grand Cayman",
+        "Kestrel Ridge Partners LLP",
+        "20 Fenchurch Row, London",
+        "Kestrel Ridge Master Fund",
+    ),
     ("Northgate Quantitative Strategies", "500 Park Crescent, New York, NY", None, None, None),
     ("Silver Pine Securities plc", "14 Canal Wharf, London", None, None, None),
-    ("Marlow Bay Opportunities Fund", "3 Harbour Road, Hamilton, Bermuda",
-     "Marlow Bay Advisers Ltd", "8 Old Broad Lane, London", "Marlow Bay Opportunities Fund"),
+    (
+        "Marlow Bay Opportunities Fund",
+        "3 Harbour Road, Hamilton, Bermuda",
+        "Marlow Bay Advisers Ltd",
+        "8 Old Broad Lane, London",
+        "Marlow Bay Opportunities Fund",
+    ),
     ("Tessaly Global Markets AG", "Bahnhofgasse 12, Zurich", None, None, None),
-    ("Blue Heron Absolute Return Fund", "2 Church Lane, Dublin 2",
-     "Blue Heron Investment Management", "44 Tower View, Singapore", "Blue Heron Absolute Return"),
+    (
+        "Blue Heron Absolute Return Fund",
+        "2 Church Lane, Dublin 2",
+        "Blue Heron Investment Management",
+        "44 Tower View, Singapore",
+        "Blue Heron Absolute Return",
+    ),
     ("Crestline Arbitrage Ltd", "PO Box 11, Road Town, Tortola", None, None, None),
-    ("Orchard Point Capital Management", "77 Bay Terrace, Hong Kong",
-     "Orchard Point Capital Management", "77 Bay Terrace, Hong Kong", "Orchard Point Asia Fund"),
+    (
+        "Orchard Point Capital Management",
+        "77 Bay Terrace, Hong Kong",
+        "Orchard Point Capital Management",
+        "77 Bay Terrace, Hong Kong",
+        "Orchard Point Asia Fund",
+    ),
     ("Vantage Cove Partners", "12 Market Place, Stamford, CT", None, None, None),
-    ("Ironbridge Equity Long/Short Fund", "1 Royal Walk, St Helier, Jersey",
-     "Ironbridge Asset Management LLP", "9 Mayfield Street, London", "Ironbridge Japan L/S"),
+    (
+        "Ironbridge Equity Long/Short Fund",
+        "1 Royal Walk, St Helier, Jersey",
+        "Ironbridge Asset Management LLP",
+        "9 Mayfield Street, London",
+        "Ironbridge Japan L/S",
+    ),
     ("Seven Lakes Investments", "Marunouchi 2-7-3, Chiyoda-ku, Tokyo", None, None, None),
     ("Pelham Square Trading LLC", "101 Lake Avenue, Chicago, IL", None, None, None),
-    ("Greyfriars Event Driven Fund", "6 Castle Hill, Luxembourg",
-     "Greyfriars Capital SA", "6 Castle Hill, Luxembourg", "Greyfriars Event Driven"),
+    (
+        "Greyfriars Event Driven Fund",
+        "6 Castle Hill, Luxembourg",
+        "Greyfriars Capital SA",
+        "6 Castle Hill, Luxembourg",
+        "Greyfriars Event Driven",
+    ),
     ("Halcyon Reef Asset Management", "18 Raffles Quay, Singapore", None, None, None),
-    ("Westmere Global Macro Fund", "4 Harbour Drive, George Town, Grand Cayman",
-     "Westmere Advisors LP", "350 Madison Row, New York, NY", "Westmere Global Macro"),
+    (
+        "Westmere Global Macro Fund",
+        "4 Harbour Drive, George Town, Grand Cayman",
+        "Westmere Advisors LP",
+        "350 Madison Row, New York, NY",
+        "Westmere Global Macro",
+    ),
 )
 
 _SHORT_WARMUP = 120  # sessions of position history simulated before the first session
@@ -81,9 +116,9 @@ def _session(timeline: Timeline, day: int) -> dt.date | None:
     return timeline.days[day] if day >= 0 else calendar.shift_trading_days(timeline.days[0], day)
 
 
-
-
-def _negotiable_shares(rng: np.random.Generator, universe: Universe) -> tuple[np.ndarray, np.ndarray]:
+def _negotiable_shares(
+    rng: np.random.Generator, universe: Universe
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-stock share of negotiable margin in long / short balances."""
     long_share = rng.uniform(0.05, 0.35, universe.n)
     # Non-loan (信用) issues cannot be sold short on standardized margin.
@@ -106,13 +141,19 @@ def margin_interest_table(
     long_, short = paths.weekly_long[week, stock], paths.weekly_short[week, stock]
     long_neg, long_std = _split(long_, long_share[stock])
     short_neg, short_std = _split(short, short_share[stock])
-    return pl.DataFrame({
-        "Date": pl.Series(timeline.days, dtype=pl.Date).gather(timeline.week_ends[week]),
-        "Code": pl.Series(universe.codes.tolist(), dtype=pl.String).gather(stock),
-        "ShrtVol": short, "LongVol": long_, "ShrtNegVol": short_neg, "LongNegVol": long_neg,
-        "ShrtStdVol": short_std, "LongStdVol": long_std,
-        "IssType": pl.Series(universe.margin_code[stock].tolist(), dtype=pl.String),
-    })
+    return pl.DataFrame(
+        {
+            "Date": pl.Series(timeline.days, dtype=pl.Date).gather(timeline.week_ends[week]),
+            "Code": pl.Series(universe.codes.tolist(), dtype=pl.String).gather(stock),
+            "ShrtVol": short,
+            "LongVol": long_,
+            "ShrtNegVol": short_neg,
+            "LongNegVol": long_neg,
+            "ShrtStdVol": short_std,
+            "LongStdVol": long_std,
+            "IssType": pl.Series(universe.margin_code[stock].tolist(), dtype=pl.String),
+        }
+    )
 
 
 def _rolling_sum(x: np.ndarray, window: int) -> np.ndarray:
@@ -123,7 +164,10 @@ def _rolling_sum(x: np.ndarray, window: int) -> np.ndarray:
 
 
 def margin_alert_table(
-    config: MarketConfig, universe: Universe, timeline: Timeline, paths: PricePaths,
+    config: MarketConfig,
+    universe: Universe,
+    timeline: Timeline,
+    paths: PricePaths,
     actions: CorporateActions,
 ) -> pl.DataFrame:
     rng = stream(config.seed, "margin")  # same stream as the weekly table: same Neg/Std shares
@@ -132,14 +176,15 @@ def margin_alert_table(
     t, n = len(timeline), universe.n
     eligible = universe.listed_matrix(t) & np.isin(universe.margin_code, MARGIN_ISSUES)[None, :]
     move = np.abs(_rolling_sum(paths.ret, 5)) / (paths.sigma * np.sqrt(5.0))
-    surge = paths.margin_long / (_rolling_sum(paths.margin_long, 60) / np.minimum(
-        np.arange(1, t + 1), 60)[:, None])
+    surge = paths.margin_long / (
+        _rolling_sum(paths.margin_long, 60) / np.minimum(np.arange(1, t + 1), 60)[:, None]
+    )
     trigger = eligible & ((move > ALERT_MOVE_SIGMAS) | (surge > ALERT_MARGIN_SURGE))
 
     alert = np.zeros((t, n), dtype=bool)
     age = np.zeros((t, n), dtype=np.int64)
-    last_trigger = np.full(n, -10**6)
-    started = np.full(n, -10**6)
+    last_trigger = np.full(n, -(10**6))
+    started = np.full(n, -(10**6))
     for day in range(t):
         was_on = alert[day - 1] if day else np.zeros(n, dtype=bool)
         last_trigger = np.where(trigger[day], day, last_trigger)
@@ -160,50 +205,70 @@ def margin_alert_table(
     long_neg_p, long_std_p = _split(long_prev, long_share[stock])
     short_neg_p, short_std_p = _split(short_prev, short_share[stock])
     shares = actions.shares_on(universe, stock, app)
-    restricted = (age[pub, stock] >= ALERT_RESTRICT_SESSIONS) | (move[app, stock] > 2 * ALERT_MOVE_SIGMAS)
+    restricted = (age[pub, stock] >= ALERT_RESTRICT_SESSIONS) | (
+        move[app, stock] > 2 * ALERT_MOVE_SIGMAS
+    )
     jsf = (universe.margin_code[stock] == "2") & (short > 0.8 * long_)
     ratio_hidden = rng.random(len(pub)) < 0.03  # the API sends "*" for some ratios
 
-    frame = pl.DataFrame({
-        "PubDate": pl.Series(timeline.days, dtype=pl.Date).gather(pub),
-        "Code": pl.Series(universe.codes.tolist(), dtype=pl.String).gather(stock),
-        "AppDate": pl.Series(timeline.days, dtype=pl.Date).gather(app),
-        "PubReason.Restricted": restricted,
-        "PubReason.DailyPublication": np.ones(len(pub), dtype=bool),
-        "PubReason.Monitoring": np.zeros(len(pub), dtype=bool),
-        "PubReason.RestrictedByJSF": jsf & restricted,
-        "PubReason.PrecautionByJSF": jsf,
-        "PubReason.UnclearOrSecOnAlert": np.zeros(len(pub), dtype=bool),
-        "ShrtOut": short, "ShrtOutChg": short - short_prev,
-        "ShrtOutRatio": pl.Series(np.where(ratio_hidden, np.nan, np.round(100 * short / shares, 2)),
-                                  nan_to_null=True),
-        "LongOut": long_, "LongOutChg": long_ - long_prev,
-        "LongOutRatio": pl.Series(np.where(ratio_hidden, np.nan, np.round(100 * long_ / shares, 2)),
-                                  nan_to_null=True),
-        "SLRatio": pl.Series(np.where(long_ > 0, np.round(100 * short / np.maximum(long_, 1), 2),
-                                      np.nan), nan_to_null=True),
-        "ShrtNegOut": short_neg, "ShrtNegOutChg": short_neg - short_neg_p,
-        "ShrtStdOut": short_std, "ShrtStdOutChg": short_std - short_std_p,
-        "LongNegOut": long_neg, "LongNegOutChg": long_neg - long_neg_p,
-        "LongStdOut": long_std, "LongStdOutChg": long_std - long_std_p,
-        # 003: TSE margin regulation, 001: JSF precaution/restriction, 002: daily publication.
-        "TSEMrgnRegCls": pl.Series(np.select([restricted, jsf], ["003", "001"], "002").tolist(),
-                                   dtype=pl.String),
-    })
+    frame = pl.DataFrame(
+        {
+            "PubDate": pl.Series(timeline.days, dtype=pl.Date).gather(pub),
+            "Code": pl.Series(universe.codes.tolist(), dtype=pl.String).gather(stock),
+            "AppDate": pl.Series(timeline.days, dtype=pl.Date).gather(app),
+            "PubReason.Restricted": restricted,
+            "PubReason.DailyPublication": np.ones(len(pub), dtype=bool),
+            "PubReason.Monitoring": np.zeros(len(pub), dtype=bool),
+            "PubReason.RestrictedByJSF": jsf & restricted,
+            "PubReason.PrecautionByJSF": jsf,
+            "PubReason.UnclearOrSecOnAlert": np.zeros(len(pub), dtype=bool),
+            "ShrtOut": short,
+            "ShrtOutChg": short - short_prev,
+            "ShrtOutRatio": pl.Series(
+                np.where(ratio_hidden, np.nan, np.round(100 * short / shares, 2)), nan_to_null=True
+            ),
+            "LongOut": long_,
+            "LongOutChg": long_ - long_prev,
+            "LongOutRatio": pl.Series(
+                np.where(ratio_hidden, np.nan, np.round(100 * long_ / shares, 2)), nan_to_null=True
+            ),
+            "SLRatio": pl.Series(
+                np.where(long_ > 0, np.round(100 * short / np.maximum(long_, 1), 2), np.nan),
+                nan_to_null=True,
+            ),
+            "ShrtNegOut": short_neg,
+            "ShrtNegOutChg": short_neg - short_neg_p,
+            "ShrtStdOut": short_std,
+            "ShrtStdOutChg": short_std - short_std_p,
+            "LongNegOut": long_neg,
+            "LongNegOutChg": long_neg - long_neg_p,
+            "LongStdOut": long_std,
+            "LongStdOutChg": long_std - long_std_p,
+            # 003: TSE margin regulation, 001: JSF precaution/restriction, 002: daily publication.
+            "TSEMrgnRegCls": pl.Series(
+                np.select([restricted, jsf], ["003", "001"], "002").tolist(), dtype=pl.String
+            ),
+        }
+    )
     # Corrections: the same AppDate republished the next session with revised balances.
     corrected = (rng.random(len(pub)) < ALERT_CORRECTION_RATE) & (pub + 1 < t)
     if corrected.any():
         fix = frame.filter(pl.Series(corrected)).with_columns(
             pl.Series(timeline.days, dtype=pl.Date).gather(pub[corrected] + 1).alias("PubDate"),
-            *[(pl.col(c) + LOT).alias(c) for c in ("LongOut", "LongNegOut", "LongOutChg",
-                                                    "LongNegOutChg")],
+            *[
+                (pl.col(c) + LOT).alias(c)
+                for c in ("LongOut", "LongNegOut", "LongOutChg", "LongNegOutChg")
+            ],
         )
         frame = pl.concat([frame, fix])
     return frame
 
 
 def short_ratio_table(
-    config: MarketConfig, universe: Universe, timeline: Timeline, paths: PricePaths,
+    config: MarketConfig,
+    universe: Universe,
+    timeline: Timeline,
+    paths: PricePaths,
     turnover: np.ndarray,
 ) -> pl.DataFrame:
     rng = stream(config.seed, "short-ratio")
@@ -215,24 +280,30 @@ def short_ratio_table(
 
     value = per_sector(np.nan_to_num(turnover))
     traded = per_sector(np.isfinite(turnover).astype(float))
-    move = per_sector(paths.ret.astype(np.float64)) / np.maximum(per_sector(np.ones(turnover.shape)), 1)
+    move = per_sector(paths.ret.astype(np.float64)) / np.maximum(
+        per_sector(np.ones(turnover.shape)), 1
+    )
     # Short sellers lean into rallies; the share mean-reverts to ~40 %.
     share = np.empty((t, k))
     level = np.full(k, 0.40)
     noise = rng.standard_normal((t, k))
     for day in range(t):
-        level = np.clip(0.40 + 0.8 * (level - 0.40) + 0.015 * noise[day] + 1.5 * move[day], 0.2, 0.6)
+        level = np.clip(
+            0.40 + 0.8 * (level - 0.40) + 0.015 * noise[day] + 1.5 * move[day], 0.2, 0.6
+        )
         share[day] = level
     restricted = rng.uniform(0.82, 0.9, (t, k))
     day, sector = np.nonzero(traded > 0)
     v, s, r = value[day, sector], share[day, sector], restricted[day, sector]
-    return pl.DataFrame({
-        "Date": pl.Series(timeline.days, dtype=pl.Date).gather(day),
-        "S33": pl.Series(list(SECTOR_CODES), dtype=pl.String).gather(sector),
-        "SellExShortVa": np.round(v * (1 - s), -2),
-        "ShrtWithResVa": np.round(v * s * r, -2),
-        "ShrtNoResVa": np.round(v * s * (1 - r), -2),
-    })
+    return pl.DataFrame(
+        {
+            "Date": pl.Series(timeline.days, dtype=pl.Date).gather(day),
+            "S33": pl.Series(list(SECTOR_CODES), dtype=pl.String).gather(sector),
+            "SellExShortVa": np.round(v * (1 - s), -2),
+            "ShrtWithResVa": np.round(v * s * r, -2),
+            "ShrtNoResVa": np.round(v * s * (1 - r), -2),
+        }
+    )
 
 
 def short_sale_report_table(
@@ -240,12 +311,15 @@ def short_sale_report_table(
 ) -> pl.DataFrame:
     rng = stream(config.seed, "short-sale-report")
     t, n = len(timeline), universe.n
-    per_stock = rng.poisson(0.5 * (universe.size_rank + 0.5)
-                            * np.where(universe.margin_code == "2", 1.2, 0.6))
+    per_stock = rng.poisson(
+        0.5 * (universe.size_rank + 0.5) * np.where(universe.margin_code == "2", 1.2, 0.6)
+    )
     per_stock = np.minimum(per_stock, len(_SHORT_SELLERS))
     stock = np.repeat(np.arange(n), per_stock)
-    seller = np.concatenate([rng.choice(len(_SHORT_SELLERS), size=c, replace=False)
-                             for c in per_stock if c] or [np.zeros(0, dtype=np.int64)])
+    seller = np.concatenate(
+        [rng.choice(len(_SHORT_SELLERS), size=c, replace=False) for c in per_stock if c]
+        or [np.zeros(0, dtype=np.int64)]
+    )
     p = len(stock)
     start = rng.integers(-_SHORT_WARMUP, t, p)
     log_ratio = rng.normal(np.log(0.45), 0.3, p)
@@ -256,8 +330,11 @@ def short_sale_report_table(
     for day in range(-_SHORT_WARMUP, t):
         log_ratio += np.where(start <= day, trend + 0.03 * rng.standard_normal(p), 0.0)
         # Before the first session positions evolve and are reported, but not recorded.
-        active = (start <= day) & (universe.listing_day[stock] <= max(day, 0)) & (
-            day <= universe.delisting_day[stock])
+        active = (
+            (start <= day)
+            & (universe.listing_day[stock] <= max(day, 0))
+            & (day <= universe.delisting_day[stock])
+        )
         ratio = np.round(np.exp(log_ratio), 2)
         above = ratio >= SHORT_REPORT_THRESHOLD
         was_above = last_reported >= SHORT_REPORT_THRESHOLD
@@ -268,8 +345,15 @@ def short_sale_report_table(
         )
         idx = np.flatnonzero(report)
         if len(idx) and day >= 0:
-            records.append((np.full(len(idx), day), idx, ratio[idx], last_day[idx].copy(),
-                            last_reported[idx].copy()))
+            records.append(
+                (
+                    np.full(len(idx), day),
+                    idx,
+                    ratio[idx],
+                    last_day[idx].copy(),
+                    last_reported[idx].copy(),
+                )
+            )
         last_reported[idx] = ratio[idx]
         last_day[idx] = day
         # Positions that fell far below the threshold are closed and restart later.
@@ -278,27 +362,35 @@ def short_sale_report_table(
         last_reported[closed] = np.nan
     if not records:
         return pl.DataFrame(schema=ENDPOINTS["markets/short-sale-report"].schema())
-    calc, pair, ratio, prev_day, prev_ratio = (np.concatenate(parts) for parts in zip(*records, strict=True))
+    calc, pair, ratio, prev_day, prev_ratio = (
+        np.concatenate(parts) for parts in zip(*records, strict=True)
+    )
     disc = calc + np.where(rng.random(len(calc)) < 0.7, 1, 2)
     keep = disc < t
     calc, pair, ratio, prev_day, prev_ratio, disc = (
-        a[keep] for a in (calc, pair, ratio, prev_day, prev_ratio, disc))
+        a[keep] for a in (calc, pair, ratio, prev_day, prev_ratio, disc)
+    )
     st, who = stock[pair], seller[pair]
     shares = np.round(ratio / 100 * actions.shares_on(universe, st, calc))
     days = pl.Series(timeline.days, dtype=pl.Date)
     names = [_SHORT_SELLERS[w] for w in who]
-    return pl.DataFrame({
-        "DiscDate": days.gather(disc),
-        "CalcDate": days.gather(calc),
-        "Code": pl.Series(universe.codes.tolist(), dtype=pl.String).gather(st),
-        "SSName": [x[0] for x in names], "SSAddr": [x[1] for x in names],
-        "DICName": pl.Series([x[2] for x in names], dtype=pl.String),
-        "DICAddr": pl.Series([x[3] for x in names], dtype=pl.String),
-        "FundName": pl.Series([x[4] for x in names], dtype=pl.String),
-        "ShrtPosToSO": np.round(ratio / 100, 4),
-        "ShrtPosShares": shares,
-        "ShrtPosUnits": np.floor(shares / LOT),
-        "PrevRptDate": pl.Series([_session(timeline, d) for d in prev_day.tolist()], dtype=pl.Date),
-        "PrevRptRatio": pl.Series(np.round(prev_ratio / 100, 4), nan_to_null=True),
-        "Notes": pl.Series([None] * len(calc), dtype=pl.String),
-    })
+    return pl.DataFrame(
+        {
+            "DiscDate": days.gather(disc),
+            "CalcDate": days.gather(calc),
+            "Code": pl.Series(universe.codes.tolist(), dtype=pl.String).gather(st),
+            "SSName": [x[0] for x in names],
+            "SSAddr": [x[1] for x in names],
+            "DICName": pl.Series([x[2] for x in names], dtype=pl.String),
+            "DICAddr": pl.Series([x[3] for x in names], dtype=pl.String),
+            "FundName": pl.Series([x[4] for x in names], dtype=pl.String),
+            "ShrtPosToSO": np.round(ratio / 100, 4),
+            "ShrtPosShares": shares,
+            "ShrtPosUnits": np.floor(shares / LOT),
+            "PrevRptDate": pl.Series(
+                [_session(timeline, d) for d in prev_day.tolist()], dtype=pl.Date
+            ),
+            "PrevRptRatio": pl.Series(np.round(prev_ratio / 100, 4), nan_to_null=True),
+            "Notes": pl.Series([None] * len(calc), dtype=pl.String),
+        }
+    )

@@ -90,22 +90,35 @@ class EarningsInputs:
             .join(news.filter(pl.col("news") != 0), on="DiscNo")
             .join(index, on="Code")
         )
-        after_close = np.array([time >= close_time(day) for day, time in
-                                moved.select("DiscDate", "DiscTime").iter_rows()], dtype=np.int64)
-        reaction = _by_session(timeline, moved["DiscDate"], moved["_stock"], moved["news"],
-                               after_close)
+        after_close = np.array(
+            [
+                time >= close_time(day)
+                for day, time in moved.select("DiscDate", "DiscTime").iter_rows()
+            ],
+            dtype=np.int64,
+        )
+        reaction = _by_session(
+            timeline, moved["DiscDate"], moved["_stock"], moved["news"], after_close
+        )
         return cls(public, reaction)
 
 
 def _by_session(
-    timeline: Timeline, dates: pl.Series, stocks: pl.Series, values: pl.Series,
+    timeline: Timeline,
+    dates: pl.Series,
+    stocks: pl.Series,
+    values: pl.Series,
     delay: np.ndarray | int,
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Group (stock, value) pairs by session index (date's session + delay), summing repeats."""
     day = np.array([timeline.index_on_or_after(d) for d in dates.to_list()], dtype=np.int64) + delay
     frame = pl.DataFrame({"day": day, "stock": stocks.to_numpy(), "value": values.to_numpy()})
-    grouped = frame.filter(pl.col("day") < len(timeline)).group_by("day", "stock").agg(
-        pl.col("value").sum()).sort("day", "stock")
+    grouped = (
+        frame.filter(pl.col("day") < len(timeline))
+        .group_by("day", "stock")
+        .agg(pl.col("value").sum())
+        .sort("day", "stock")
+    )
     out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for (d,), part in grouped.group_by("day", maintain_order=True):
         out[int(d)] = (part["stock"].to_numpy(), part["value"].to_numpy())
@@ -124,7 +137,11 @@ def simulate_prices(
     t, n, k = len(timeline), universe.n, len(params.decay)
     shape = (t, n)
     close = np.full(shape, np.nan)
-    base_out, upper_out, lower_out = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+    base_out, upper_out, lower_out = (
+        np.full(shape, np.nan),
+        np.full(shape, np.nan),
+        np.full(shape, np.nan),
+    )
     ret_out = np.zeros(shape, dtype=np.float32)
     sigma_out = np.zeros(shape, dtype=np.float32)
     long_out = np.zeros(shape, dtype=np.float32)
@@ -143,8 +160,9 @@ def simulate_prices(
 
     margin_ok = np.isin(universe.margin_code, MARGIN_ISSUES)
     long_level = np.log(universe.shares * universe.turnover * rng.uniform(2, 8, n))
-    short_level = long_level + np.log(np.where(universe.margin_code == "2",
-                                               rng.uniform(0.15, 0.6, n), rng.uniform(0.02, 0.1, n)))
+    short_level = long_level + np.log(
+        np.where(universe.margin_code == "2", rng.uniform(0.15, 0.6, n), rng.uniform(0.02, 0.1, n))
+    )
     log_long = long_level + rng.normal(0, 0.2, n)
     log_short = short_level + rng.normal(0, 0.3, n)
     week_end = {int(d): w for w, d in enumerate(timeline.week_ends)}
@@ -165,12 +183,16 @@ def simulate_prices(
         h = omega + alpha * shock**2 + beta_g * h
         shock = np.sqrt(h) * student_t(rng, config.tail_df, 1)[0]
         regime = np.sqrt(h / long_run)
-        sector_shock = config.sector_vol * np.sqrt(regime) * student_t(rng, config.tail_df, len(SECTOR_CODES))
+        sector_shock = (
+            config.sector_vol * np.sqrt(regime) * student_t(rng, config.tail_df, len(SECTOR_CODES))
+        )
         log_vol = _SV_PERSISTENCE * log_vol + config.idio_sv_vol * rng.standard_normal(n)
         sigma = universe.idio_vol * np.exp(log_vol - 0.5 * sv_sd**2) * np.sqrt(regime)
-        noise = (universe.beta * shock
-                 + universe.sector_loading * sector_shock[universe.sectors_at(day)]
-                 + sigma * student_t(rng, config.tail_df, n))
+        noise = (
+            universe.beta * shock
+            + universe.sector_loading * sector_shock[universe.sectors_at(day)]
+            + sigma * student_t(rng, config.tail_df, n)
+        )
         if day in earnings.reaction:
             stocks, z = earnings.reaction[day]
             noise[stocks] += config.earnings_reaction * sigma[stocks] * z
@@ -178,8 +200,9 @@ def simulate_prices(
         ret = mu + np.clip(noise, -room, room)
         # A price never falls below 1 yen (the only place the rounding is not mean-preserving;
         # it binds only for issues already trading at a few yen).
-        price = np.where(listed, np.maximum(stochastic_round(base * (1.0 + ret), rng.random(n)), 1.0),
-                         price)
+        price = np.where(
+            listed, np.maximum(stochastic_round(base * (1.0 + ret), rng.random(n)), 1.0), price
+        )
 
         observed = listed & ~actions.halted[day]
         close[day] = np.where(observed, price, np.nan)
@@ -188,10 +211,16 @@ def simulate_prices(
         market_var[day] = h
 
         demeaned = ret - ret[listed].mean() if listed.any() else ret
-        log_long += (_MARGIN_REVERSION[0] * (long_level - log_long)
-                     + _MARGIN_RETURN_RESPONSE[0] * demeaned + _MARGIN_NOISE[0] * rng.standard_normal(n))
-        log_short += (_MARGIN_REVERSION[1] * (short_level - log_short)
-                      + _MARGIN_RETURN_RESPONSE[1] * demeaned + _MARGIN_NOISE[1] * rng.standard_normal(n))
+        log_long += (
+            _MARGIN_REVERSION[0] * (long_level - log_long)
+            + _MARGIN_RETURN_RESPONSE[0] * demeaned
+            + _MARGIN_NOISE[0] * rng.standard_normal(n)
+        )
+        log_short += (
+            _MARGIN_REVERSION[1] * (short_level - log_short)
+            + _MARGIN_RETURN_RESPONSE[1] * demeaned
+            + _MARGIN_NOISE[1] * rng.standard_normal(n)
+        )
         long_out[day], short_out[day] = np.exp(log_long), np.exp(log_short)
         if day in week_end:  # application date: balances as of this close, in 100-share lots
             rows = listed & margin_ok
@@ -206,7 +235,9 @@ def simulate_prices(
             stocks, z = earnings.public[day]
             earnings_z[stocks] = z
         engine.step(
-            close[day], np.where(listed, factor, 1.0), listed,
+            close[day],
+            np.where(listed, factor, 1.0),
+            listed,
             weekly_long[w] if w is not None else no_margin,
             weekly_short[w] if w is not None else no_margin,
             earnings_z,
@@ -214,5 +245,17 @@ def simulate_prices(
         oracle[day] = expected_returns(engine.state, params).T
         drift_state = [drift_state[1], engine.state]
     market_var[t] = omega + alpha * shock**2 + beta_g * h
-    return PricePaths(close, base_out, upper_out, lower_out, ret_out, sigma_out, market_var,
-                      long_out, short_out, weekly_long, weekly_short, oracle)
+    return PricePaths(
+        close,
+        base_out,
+        upper_out,
+        lower_out,
+        ret_out,
+        sigma_out,
+        market_var,
+        long_out,
+        short_out,
+        weekly_long,
+        weekly_short,
+        oracle,
+    )

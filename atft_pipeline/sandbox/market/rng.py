@@ -14,7 +14,9 @@ import numpy as np
 
 def stream(seed: int, name: str) -> np.random.Generator:
     """The generator for stream ``name`` of market ``seed`` (stable across platforms)."""
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, zlib.crc32(name.encode())])))
+    return np.random.Generator(
+        np.random.PCG64(np.random.SeedSequence([seed, zlib.crc32(name.encode())]))
+    )
 
 
 def student_t(rng: np.random.Generator, df: float, size: int | tuple[int, ...]) -> np.ndarray:

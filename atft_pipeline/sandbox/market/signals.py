@@ -54,7 +54,10 @@ class SignalParams:
 
     @classmethod
     def from_config(
-        cls, config: MarketConfig, peers: np.ndarray, peer_weights: np.ndarray,
+        cls,
+        config: MarketConfig,
+        peers: np.ndarray,
+        peer_weights: np.ndarray,
         vol_scale: np.ndarray,
     ) -> SignalParams:
         strength = np.array([getattr(config, f"{s}_strength") for s in SIGNALS])
@@ -132,13 +135,15 @@ class SignalEngine:
         change = log_ratio - self._last_log_ratio
         self._last_log_ratio = np.where(published, log_ratio, self._last_log_ratio)
 
-        z = np.stack([
-            -cross_sectional_z(recent, listed),
-            cross_sectional_z(momentum, listed),
-            -cross_sectional_z(np.nan_to_num(change), published & np.isfinite(change) & listed),
-            np.where(listed, earnings_z, 0.0),
-            cross_sectional_z(lead, listed),
-        ])
+        z = np.stack(
+            [
+                -cross_sectional_z(recent, listed),
+                cross_sectional_z(momentum, listed),
+                -cross_sectional_z(np.nan_to_num(change), published & np.isfinite(change) & listed),
+                np.where(listed, earnings_z, 0.0),
+                cross_sectional_z(lead, listed),
+            ]
+        )
         self.state = self.params.decay[:, None] * self.state + self.params.impulse[:, None] * z
         return z
 
@@ -154,21 +159,36 @@ def earnings_surprises(fins: pl.DataFrame) -> pl.DataFrame:
     guidance get no value. Only rows of ``fins`` are used, each only with rows before it.
     """
     base = fins.select(
-        "DiscDate", "DiscTime", "Code", "DiscNo", "DocType", "CurPerType", "CurFYSt", "NxtFYSt",
-        "OP", "FOP", "NxFOP",
+        "DiscDate",
+        "DiscTime",
+        "Code",
+        "DiscNo",
+        "DocType",
+        "CurPerType",
+        "CurFYSt",
+        "NxtFYSt",
+        "OP",
+        "FOP",
+        "NxFOP",
     ).with_columns(pl.col("DiscNo").cast(pl.Int64).alias("_order"))
-    guidance = pl.concat([
-        base.filter(pl.col("FOP").is_not_null() & pl.col("CurFYSt").is_not_null()).select(
-            "Code", pl.col("CurFYSt").alias("_fy"), "_order", pl.col("FOP").alias("_guidance")
-        ),
-        base.filter(pl.col("NxFOP").is_not_null() & pl.col("NxtFYSt").is_not_null()).select(
-            "Code", pl.col("NxtFYSt").alias("_fy"), "_order", pl.col("NxFOP").alias("_guidance")
-        ),
-    ]).sort("_order")
+    guidance = pl.concat(
+        [
+            base.filter(pl.col("FOP").is_not_null() & pl.col("CurFYSt").is_not_null()).select(
+                "Code", pl.col("CurFYSt").alias("_fy"), "_order", pl.col("FOP").alias("_guidance")
+            ),
+            base.filter(pl.col("NxFOP").is_not_null() & pl.col("NxtFYSt").is_not_null()).select(
+                "Code", pl.col("NxtFYSt").alias("_fy"), "_order", pl.col("NxFOP").alias("_guidance")
+            ),
+        ]
+    ).sort("_order")
     rows = base.with_columns(pl.col("CurFYSt").alias("_fy")).sort("_order")
     joined = rows.join_asof(
-        guidance, on="_order", by=["Code", "_fy"], strategy="backward",
-        allow_exact_matches=False, check_sortedness=False,
+        guidance,
+        on="_order",
+        by=["Code", "_fy"],
+        strategy="backward",
+        allow_exact_matches=False,
+        check_sortedness=False,
     )
     g = pl.col("_guidance")
     progress = pl.col("CurPerType").replace_strict(PROGRESS, default=None, return_dtype=pl.Float64)

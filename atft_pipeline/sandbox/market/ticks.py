@@ -13,14 +13,69 @@ import numpy as np
 _TICK_BOUNDS = np.array([3e3, 5e3, 3e4, 5e4, 3e5, 5e5, 3e6, 5e6, 3e7, 5e7])
 _TICKS = np.array([1, 5, 10, 50, 100, 500, 1e3, 5e3, 1e4, 5e4, 1e5])
 # width = _LIMITS[i] for base prices in [_LIMIT_BOUNDS[i-1], _LIMIT_BOUNDS[i])
-_LIMIT_BOUNDS = np.array([
-    100, 200, 500, 700, 1e3, 1.5e3, 2e3, 3e3, 5e3, 7e3, 1e4, 1.5e4, 2e4, 3e4, 5e4, 7e4, 1e5,
-    1.5e5, 2e5, 3e5, 5e5, 7e5, 1e6, 1.5e6, 2e6, 3e6, 5e6,
-])
-_LIMITS = np.array([
-    30, 50, 80, 100, 150, 300, 400, 500, 700, 1e3, 1.5e3, 3e3, 4e3, 5e3, 7e3, 1e4, 1.5e4, 3e4,
-    4e4, 5e4, 7e4, 1e5, 1.5e5, 3e5, 4e5, 5e5, 7e5, 1e6,
-])
+_LIMIT_BOUNDS = np.array(
+    [
+        100,
+        200,
+        500,
+        700,
+        1e3,
+        1.5e3,
+        2e3,
+        3e3,
+        5e3,
+        7e3,
+        1e4,
+        1.5e4,
+        2e4,
+        3e4,
+        5e4,
+        7e4,
+        1e5,
+        1.5e5,
+        2e5,
+        3e5,
+        5e5,
+        7e5,
+        1e6,
+        1.5e6,
+        2e6,
+        3e6,
+        5e6,
+    ]
+)
+_LIMITS = np.array(
+    [
+        30,
+        50,
+        80,
+        100,
+        150,
+        300,
+        400,
+        500,
+        700,
+        1e3,
+        1.5e3,
+        3e3,
+        4e3,
+        5e3,
+        7e3,
+        1e4,
+        1.5e4,
+        3e4,
+        4e4,
+        5e4,
+        7e4,
+        1e5,
+        1.5e5,
+        3e5,
+        4e5,
+        5e5,
+        7e5,
+        1e6,
+    ]
+)
 
 
 def tick_size(price: np.ndarray) -> np.ndarray:

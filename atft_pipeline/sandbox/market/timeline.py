@@ -23,7 +23,7 @@ SEGMENT_MIGRATION = dt.date(2022, 4, 4)
 
 
 def close_time(day: dt.date) -> str:
-    """Cash-session close of ``day`` as ``HH:MM:SS`` (disclosures at/after it move prices next day)."""
+    """Cash-session close of ``day``; a disclosure at or after it moves the next session."""
     return "15:30:00" if day >= _CLOSE_EXTENDED_FROM else "15:00:00"
 
 

@@ -5,9 +5,6 @@ historically), companies have synthetic names, a 33/17 sector (a few are reclass
 mid-period), a market segment before and after the 2022-04-04 restructuring, a margin code,
 listing/delisting days, shares outstanding, a risk profile (beta, sector loading, idiosyncratic
 vol) and a fiscal-year end. The hidden peer graph of the lead-lag signal lives here too.
-
-``master_table`` writes the point-in-time ``equities/master`` history: one row per listed code
-on the first session of every month plus a row whenever a code's attributes change.
 """
 
 from __future__ import annotations
@@ -15,10 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import polars as pl
 
-from atft_pipeline.jquants.reference import MARKET_SEGMENTS, SECTOR17, SECTOR33
-from atft_pipeline.sandbox.market.arrays import forward_fill
+from atft_pipeline.jquants.reference import SECTOR33
 from atft_pipeline.sandbox.market.config import MarketConfig
 from atft_pipeline.sandbox.market.rng import stream
 from atft_pipeline.sandbox.market.timeline import Timeline
@@ -27,60 +22,165 @@ SECTOR_CODES: tuple[str, ...] = tuple(SECTOR33)
 
 # Approximate number of TSE issues per 33-sector: the sector mix of the universe.
 _SECTOR_WEIGHTS = {
-    "0050": 12, "1050": 6, "2050": 160, "3050": 125, "3100": 50, "3150": 25, "3200": 210,
-    "3250": 75, "3300": 10, "3350": 20, "3400": 55, "3450": 45, "3500": 35, "3550": 90,
-    "3600": 230, "3650": 240, "3700": 90, "3750": 50, "3800": 110, "4050": 25, "5050": 65,
-    "5100": 15, "5150": 5, "5200": 40, "5250": 560, "6050": 320, "6100": 350, "7050": 80,
-    "7100": 40, "7150": 12, "7200": 35, "8050": 150, "9050": 520,
+    "0050": 12,
+    "1050": 6,
+    "2050": 160,
+    "3050": 125,
+    "3100": 50,
+    "3150": 25,
+    "3200": 210,
+    "3250": 75,
+    "3300": 10,
+    "3350": 20,
+    "3400": 55,
+    "3450": 45,
+    "3500": 35,
+    "3550": 90,
+    "3600": 230,
+    "3650": 240,
+    "3700": 90,
+    "3750": 50,
+    "3800": 110,
+    "4050": 25,
+    "5050": 65,
+    "5100": 15,
+    "5150": 5,
+    "5200": 40,
+    "5250": 560,
+    "6050": 320,
+    "6100": 350,
+    "7050": 80,
+    "7100": 40,
+    "7150": 12,
+    "7200": 35,
+    "8050": 150,
+    "9050": 520,
 }
 # 4-digit code blocks each sector historically used (first digits of real codes).
 _CODE_BLOCKS: dict[str, tuple[tuple[int, int], ...]] = {
-    "0050": ((1300, 1399),), "1050": ((1500, 1699),), "2050": ((1700, 1999),),
-    "3050": ((2200, 2299), (2500, 2999)), "3100": ((3000, 3199),), "3150": ((3850, 3899),),
-    "3200": ((4000, 4299), (4900, 4999)), "3250": ((4500, 4599),), "3300": ((5000, 5099),),
-    "3350": ((5100, 5199),), "3400": ((5200, 5399),), "3450": ((5400, 5499),),
-    "3500": ((5600, 5799),), "3550": ((5800, 5999),), "3600": ((6100, 6499),),
-    "3650": ((6500, 6999),), "3700": ((7000, 7299),), "3750": ((7700, 7799),),
-    "3800": ((7800, 7999),), "4050": ((9500, 9599),), "5050": ((9000, 9099),),
-    "5100": ((9100, 9199),), "5150": ((9200, 9299),), "5200": ((9300, 9399),),
+    "0050": ((1300, 1399),),
+    "1050": ((1500, 1699),),
+    "2050": ((1700, 1999),),
+    "3050": ((2200, 2299), (2500, 2999)),
+    "3100": ((3000, 3199),),
+    "3150": ((3850, 3899),),
+    "3200": ((4000, 4299), (4900, 4999)),
+    "3250": ((4500, 4599),),
+    "3300": ((5000, 5099),),
+    "3350": ((5100, 5199),),
+    "3400": ((5200, 5399),),
+    "3450": ((5400, 5499),),
+    "3500": ((5600, 5799),),
+    "3550": ((5800, 5999),),
+    "3600": ((6100, 6499),),
+    "3650": ((6500, 6999),),
+    "3700": ((7000, 7299),),
+    "3750": ((7700, 7799),),
+    "3800": ((7800, 7999),),
+    "4050": ((9500, 9599),),
+    "5050": ((9000, 9099),),
+    "5100": ((9100, 9199),),
+    "5150": ((9200, 9299),),
+    "5200": ((9300, 9399),),
     "5250": ((3600, 3849), (3900, 3999), (4800, 4899), (9400, 9499)),
-    "6050": ((8000, 8199),), "6100": ((7400, 7699), (8200, 8299)), "7050": ((8300, 8399),),
-    "7100": ((8600, 8699),), "7150": ((8700, 8799),), "7200": ((8400, 8599),),
+    "6050": ((8000, 8199),),
+    "6100": ((7400, 7699), (8200, 8299)),
+    "7050": ((8300, 8399),),
+    "7100": ((8600, 8699),),
+    "7150": ((8700, 8799),),
+    "7200": ((8400, 8599),),
     "8050": ((3200, 3299), (8800, 8999)),
     "9050": ((2100, 2199), (2300, 2499), (4300, 4499), (4600, 4799), (6000, 6099), (9600, 9799)),
 }
 # Words that make a company name sound like its sector: (Japanese, English).
 _SECTOR_WORDS = {
-    "0050": ("水産", "MARINE PRODUCTS"), "1050": ("資源開発", "RESOURCES"),
-    "2050": ("建設", "CONSTRUCTION"), "3050": ("食品", "FOODS"), "3100": ("繊維", "TEXTILE"),
-    "3150": ("製紙", "PAPER"), "3200": ("化学", "CHEMICAL"), "3250": ("製薬", "PHARMACEUTICAL"),
-    "3300": ("石油", "OIL"), "3350": ("ゴム", "RUBBER"), "3400": ("窯業", "CERAMICS"),
-    "3450": ("製鋼", "STEEL"), "3500": ("金属", "METALS"), "3550": ("金属工業", "METAL WORKS"),
-    "3600": ("機械", "MACHINERY"), "3650": ("電機", "ELECTRIC"), "3700": ("自動車", "MOTOR"),
-    "3750": ("精機", "PRECISION"), "3800": ("工芸", "CRAFTS"), "4050": ("電力", "ELECTRIC POWER"),
-    "5050": ("鉄道", "RAILWAY"), "5100": ("海運", "LINES"), "5150": ("航空", "AIRLINES"),
-    "5200": ("倉庫", "LOGISTICS"), "5250": ("システムズ", "SYSTEMS"), "6050": ("商事", "TRADING"),
-    "6100": ("ストアーズ", "STORES"), "7050": ("銀行", "BANK"), "7100": ("証券", "SECURITIES"),
-    "7150": ("損害保険", "INSURANCE"), "7200": ("リース", "LEASING"),
-    "8050": ("不動産", "REAL ESTATE"), "9050": ("サービス", "SERVICES"),
+    "0050": ("水産", "MARINE PRODUCTS"),
+    "1050": ("資源開発", "RESOURCES"),
+    "2050": ("建設", "CONSTRUCTION"),
+    "3050": ("食品", "FOODS"),
+    "3100": ("繊維", "TEXTILE"),
+    "3150": ("製紙", "PAPER"),
+    "3200": ("化学", "CHEMICAL"),
+    "3250": ("製薬", "PHARMACEUTICAL"),
+    "3300": ("石油", "OIL"),
+    "3350": ("ゴム", "RUBBER"),
+    "3400": ("窯業", "CERAMICS"),
+    "3450": ("製鋼", "STEEL"),
+    "3500": ("金属", "METALS"),
+    "3550": ("金属工業", "METAL WORKS"),
+    "3600": ("機械", "MACHINERY"),
+    "3650": ("電機", "ELECTRIC"),
+    "3700": ("自動車", "MOTOR"),
+    "3750": ("精機", "PRECISION"),
+    "3800": ("工芸", "CRAFTS"),
+    "4050": ("電力", "ELECTRIC POWER"),
+    "5050": ("鉄道", "RAILWAY"),
+    "5100": ("海運", "LINES"),
+    "5150": ("航空", "AIRLINES"),
+    "5200": ("倉庫", "LOGISTICS"),
+    "5250": ("システムズ", "SYSTEMS"),
+    "6050": ("商事", "TRADING"),
+    "6100": ("ストアーズ", "STORES"),
+    "7050": ("銀行", "BANK"),
+    "7100": ("証券", "SECURITIES"),
+    "7150": ("損害保険", "INSURANCE"),
+    "7200": ("リース", "LEASING"),
+    "8050": ("不動産", "REAL ESTATE"),
+    "9050": ("サービス", "SERVICES"),
 }
 _SYLLABLES = (
-    ("ア", "A"), ("カ", "KA"), ("サ", "SA"), ("タ", "TA"), ("ナ", "NA"), ("マ", "MA"), ("ヤ", "YA"),
-    ("ラ", "RA"), ("ワ", "WA"), ("ミ", "MI"), ("リ", "RI"), ("ト", "TO"), ("コ", "KO"), ("ホ", "HO"),
-    ("セ", "SE"), ("ノ", "NO"), ("キ", "KI"), ("シ", "SHI"), ("ツ", "TSU"), ("ネ", "NE"),
+    ("ア", "A"),
+    ("カ", "KA"),
+    ("サ", "SA"),
+    ("タ", "TA"),
+    ("ナ", "NA"),
+    ("マ", "MA"),
+    ("ヤ", "YA"),
+    ("ラ", "RA"),
+    ("ワ", "WA"),
+    ("ミ", "MI"),
+    ("リ", "RI"),
+    ("ト", "TO"),
+    ("コ", "KO"),
+    ("ホ", "HO"),
+    ("セ", "SE"),
+    ("ノ", "NO"),
+    ("キ", "KI"),
+    ("シ", "SHI"),
+    ("ツ", "TSU"),
+    ("ネ", "NE"),
 )
-MARGIN_NAMES = {"1": "信用", "2": "貸借", "3": "その他"}
 TOPIX_SEGMENTS = frozenset({"0101", "0111"})  # 1st Section before 2022-04-04, Prime after
 
 # Corporate-event rates per stock-year (at least a couple of each happen in any market).
 IPO_RATE, DELISTING_RATE, RECLASSIFICATION_RATE = 0.025, 0.015, 0.006
-_FYE_MONTHS = ((3, 0.70), (12, 0.14), (9, 0.06), (6, 0.04), (2, 0.015), (5, 0.02), (8, 0.015),
-               (11, 0.01))
-_ACCOUNTING = (("Consolidated_JP", 0.78), ("NonConsolidated_JP", 0.09),
-               ("Consolidated_IFRS", 0.11), ("Consolidated_US", 0.02))
+_FYE_MONTHS = (
+    (3, 0.70),
+    (12, 0.14),
+    (9, 0.06),
+    (6, 0.04),
+    (2, 0.015),
+    (5, 0.02),
+    (8, 0.015),
+    (11, 0.01),
+)
+_ACCOUNTING = (
+    ("Consolidated_JP", 0.78),
+    ("NonConsolidated_JP", 0.09),
+    ("Consolidated_IFRS", 0.11),
+    ("Consolidated_US", 0.02),
+)
 # Habitual disclosure time (most Japanese results come at or after the 15:00 close).
-_DISC_TIMES = (("15:00:00", 0.35), ("15:30:00", 0.22), ("16:00:00", 0.10), ("15:15:00", 0.05),
-               ("13:00:00", 0.08), ("14:00:00", 0.08), ("11:30:00", 0.06), ("12:00:00", 0.06))
+_DISC_TIMES = (
+    ("15:00:00", 0.35),
+    ("15:30:00", 0.22),
+    ("16:00:00", 0.10),
+    ("15:15:00", 0.05),
+    ("13:00:00", 0.08),
+    ("14:00:00", 0.08),
+    ("11:30:00", 0.06),
+    ("12:00:00", 0.06),
+)
 
 
 @dataclass(frozen=True)
@@ -146,8 +246,9 @@ class Universe:
         return out
 
     def segment_of(self, stock: np.ndarray, day: np.ndarray) -> np.ndarray:
-        return np.where(day < self.migration_day, self.segment_before[stock],
-                        self.segment_after[stock])
+        return np.where(
+            day < self.migration_day, self.segment_before[stock], self.segment_after[stock]
+        )
 
     def segments_at(self, day: int) -> np.ndarray:
         return self.segment_before if day < self.migration_day else self.segment_after
@@ -161,7 +262,9 @@ class Universe:
         return (days >= self.listing_day[None, :]) & (days <= self.delisting_day[None, :])
 
 
-def _choice(rng: np.random.Generator, table: tuple[tuple[object, float], ...], n: int) -> np.ndarray:
+def _choice(
+    rng: np.random.Generator, table: tuple[tuple[object, float], ...], n: int
+) -> np.ndarray:
     values = np.array([v for v, _ in table], dtype=object)
     p = np.array([w for _, w in table], dtype=float)
     return values[rng.choice(len(values), size=n, p=p / p.sum())]
@@ -201,8 +304,11 @@ def _names(rng: np.random.Generator, sectors: np.ndarray) -> tuple[np.ndarray, n
     holdings = rng.random(len(sectors)) < 0.15
     ja, en = [], []
     for combo, sector, hd in zip(combos.tolist(), sectors.tolist(), holdings.tolist(), strict=True):
-        parts = [_SYLLABLES[combo // n_syl**2], _SYLLABLES[(combo // n_syl) % n_syl],
-                 _SYLLABLES[combo % n_syl]]
+        parts = [
+            _SYLLABLES[combo // n_syl**2],
+            _SYLLABLES[(combo // n_syl) % n_syl],
+            _SYLLABLES[combo % n_syl],
+        ]
         word_ja, word_en = _SECTOR_WORDS[SECTOR_CODES[sector]]
         stem_ja, stem_en = "".join(p[0] for p in parts), "".join(p[1] for p in parts)
         if hd:
@@ -215,7 +321,9 @@ def _names(rng: np.random.Generator, sectors: np.ndarray) -> tuple[np.ndarray, n
 
 
 def _segments(
-    rng: np.random.Generator, size_rank: np.ndarray, ipo_before_migration: np.ndarray,
+    rng: np.random.Generator,
+    size_rank: np.ndarray,
+    ipo_before_migration: np.ndarray,
     ipo_after_migration: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     n = len(size_rank)
@@ -226,8 +334,9 @@ def _segments(
         np.where(
             size_rank >= 1 / 3,
             np.select([u < 0.70, u < 0.85], ["0101", "0102"], "0106"),
-            np.select([u < 0.25, u < 0.45, u < 0.70, u < 0.95], ["0101", "0102", "0104", "0106"],
-                      "0107"),
+            np.select(
+                [u < 0.25, u < 0.45, u < 0.70, u < 0.95], ["0101", "0102", "0104", "0106"], "0107"
+            ),
         ),
     ).astype(object)
     before[ipo_before_migration] = np.select(
@@ -255,9 +364,7 @@ def _segments(
     return before, after
 
 
-def _peers(
-    rng: np.random.Generator, sectors: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _peers(rng: np.random.Generator, sectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Each stock gets ``k`` distinct hidden peers, ~70 % from its own sector."""
     n = len(sectors)
     k = min(k, n - 1)
@@ -305,7 +412,10 @@ def build_universe(config: MarketConfig, timeline: Timeline) -> Universe:
     is_ipo = np.zeros(n, dtype=bool)
     is_ipo[ipo] = True
     before, after = _segments(
-        rng, size_rank, is_ipo & (listing_day < migration_day), is_ipo & (listing_day >= migration_day)
+        rng,
+        size_rank,
+        is_ipo & (listing_day < migration_day),
+        is_ipo & (listing_day >= migration_day),
     )
     large = np.isin(after, ["0111"]) & (size_rank > 0.3)
     u = rng.random(n)
@@ -326,7 +436,8 @@ def build_universe(config: MarketConfig, timeline: Timeline) -> Universe:
     vol_scale = idio_vol / np.median(idio_vol)
     turnover = np.clip(
         0.0035 * np.exp(0.5 * rng.standard_normal(n) + 0.3 * np.log(vol_scale) - 0.1 * size_z),
-        3e-4, 0.05,
+        3e-4,
+        0.05,
     )
 
     fye_month = _choice(rng, _FYE_MONTHS, n).astype(np.int64)
@@ -338,112 +449,49 @@ def build_universe(config: MarketConfig, timeline: Timeline) -> Universe:
     reclass: list[Reclassification] = []
     for stock in np.sort(rng.choice(candidates, size=n_reclass, replace=False)).tolist():
         old = int(sectors[stock])
-        same17 = [s for s in range(len(SECTOR_CODES)) if s != old
-                  and SECTOR33[SECTOR_CODES[s]][2] == SECTOR33[SECTOR_CODES[old]][2]]
-        pool = same17 if same17 and rng.random() < 0.6 else [s for s in range(len(SECTOR_CODES))
-                                                            if s != old]
+        same17 = [
+            s
+            for s in range(len(SECTOR_CODES))
+            if s != old and SECTOR33[SECTOR_CODES[s]][2] == SECTOR33[SECTOR_CODES[old]][2]
+        ]
+        pool = (
+            same17
+            if same17 and rng.random() < 0.6
+            else [s for s in range(len(SECTOR_CODES)) if s != old]
+        )
         first, last = int(listing_day[stock]) + 20, int(delisting_day[stock]) - 20
         if last <= first:
             continue
-        reclass.append(Reclassification(stock, int(rng.integers(first, last)),
-                                        int(pool[rng.integers(len(pool))])))
+        reclass.append(
+            Reclassification(
+                stock, int(rng.integers(first, last)), int(pool[rng.integers(len(pool))])
+            )
+        )
 
     peers, peer_weights = _peers(rng, sectors, config.n_peers)
     return Universe(
-        codes=codes, name_ja=name_ja, name_en=name_en, sector=sectors,
-        reclassifications=tuple(reclass), segment_before=before, segment_after=after,
-        migration_day=migration_day, listing_day=listing_day, delisting_day=delisting_day,
-        margin_code=margin_code, shares=shares, price=price, size_rank=size_rank, beta=beta,
-        sector_loading=sector_loading, idio_vol=idio_vol, vol_scale=vol_scale, turnover=turnover,
-        fye_month=fye_month, accounting=accounting, disc_time=disc_time, peers=peers,
+        codes=codes,
+        name_ja=name_ja,
+        name_en=name_en,
+        sector=sectors,
+        reclassifications=tuple(reclass),
+        segment_before=before,
+        segment_after=after,
+        migration_day=migration_day,
+        listing_day=listing_day,
+        delisting_day=delisting_day,
+        margin_code=margin_code,
+        shares=shares,
+        price=price,
+        size_rank=size_rank,
+        beta=beta,
+        sector_loading=sector_loading,
+        idio_vol=idio_vol,
+        vol_scale=vol_scale,
+        turnover=turnover,
+        fye_month=fye_month,
+        accounting=accounting,
+        disc_time=disc_time,
+        peers=peers,
         peer_weights=peer_weights,
     )
-
-
-# TOPIX New Index Series: share of TOPIX members (by market cap) in each size bucket.
-_SCALE_BUCKETS = (("TOPIX Core30", 0.014), ("TOPIX Large70", 0.033), ("TOPIX Mid400", 0.186),
-                  ("TOPIX Small 1", 0.23), ("TOPIX Small 2", 1.0))
-
-
-def scale_categories(segments: np.ndarray, market_cap: np.ndarray, listed: np.ndarray) -> np.ndarray:
-    """``ScaleCat`` of every stock from its market-cap rank among TOPIX members ("-" otherwise)."""
-    out = np.full(len(segments), "-", dtype=object)
-    members = np.flatnonzero(listed & np.isin(segments, list(TOPIX_SEGMENTS))
-                             & np.isfinite(market_cap))
-    if len(members) == 0:
-        return out
-    ranked = members[np.argsort(-market_cap[members], kind="stable")]
-    share = (np.arange(len(ranked)) + 1) / len(ranked)
-    bounds = np.cumsum([w for _, w in _SCALE_BUCKETS[:-1]])
-    bucket = np.searchsorted(bounds, share, side="left")
-    names = np.array([name for name, _ in _SCALE_BUCKETS], dtype=object)
-    out[ranked] = names[np.minimum(bucket, len(names) - 1)]
-    return out
-
-
-def master_table(
-    universe: Universe, timeline: Timeline, market_cap: np.ndarray
-) -> pl.DataFrame:
-    """``equities/master`` history (one row per code per month start, plus rows on change).
-
-    ``market_cap`` is the [T, N] close x shares matrix (NaN when not trading). ScaleCat is set
-    from market caps at the start and re-ranked every year on the last session of September,
-    effective from the first session of November (the TOPIX periodic review).
-    """
-    t = len(timeline)
-    review_days = [i for i in range(1, t) if timeline.days[i].month == 11
-                   and timeline.days[i - 1].month == 10]
-    cap_ffill = forward_fill(market_cap)
-    scale = scale_categories(universe.segments_at(0), universe.shares * universe.price,
-                             universe.listing_day == 0)
-    scale_by_day: dict[int, np.ndarray] = {0: scale}
-    for day in review_days:
-        september = [i for i in range(day) if timeline.days[i].month == 9]
-        ref = september[-1] if september else day - 1
-        scale_by_day[day] = scale_categories(universe.segments_at(ref), cap_ffill[ref],
-                                             universe.listed_at(ref))
-
-    change_days = {0, universe.migration_day, *scale_by_day,
-                   *timeline.month_starts.tolist(), *universe.listing_day.tolist(),
-                   *(r.day for r in universe.reclassifications)}
-    frames = []
-    previous: dict[str, np.ndarray] | None = None
-    current_scale = scale
-    for day in sorted(d for d in change_days if 0 <= d < t):
-        current_scale = scale_by_day.get(day, current_scale)
-        # An issue not listed at the latest review (an IPO) has ScaleCat "-" until the next.
-        listed = universe.listed_at(day)
-        state = {
-            "S33": np.array(SECTOR_CODES, dtype=object)[universe.sectors_at(day)],
-            "Mkt": universe.segments_at(day),
-            "ScaleCat": current_scale,
-        }
-        if previous is None or day in timeline.month_starts:
-            rows = listed
-        else:
-            changed = np.zeros(universe.n, dtype=bool)
-            for key, values in state.items():
-                changed |= values != previous[key]
-            rows = listed & (changed | (universe.listing_day == day))
-        previous = state
-        idx = np.flatnonzero(rows)
-        if len(idx) == 0:
-            continue
-        s33 = state["S33"][idx]
-        mkt = state["Mkt"][idx]
-        frames.append(pl.DataFrame({
-            "Date": [timeline.days[day]] * len(idx),
-            "Code": universe.codes[idx].tolist(),
-            "CoName": universe.name_ja[idx].tolist(),
-            "CoNameEn": universe.name_en[idx].tolist(),
-            "S17": [SECTOR33[s][2] for s in s33],
-            "S17Nm": [SECTOR17[SECTOR33[s][2]] for s in s33],
-            "S33": s33.tolist(),
-            "S33Nm": [SECTOR33[s][0] for s in s33],
-            "ScaleCat": state["ScaleCat"][idx].tolist(),
-            "Mkt": mkt.tolist(),
-            "MktNm": [MARKET_SEGMENTS[m][0] for m in mkt],
-            "Mrgn": universe.margin_code[idx].tolist(),
-            "MrgnNm": [MARGIN_NAMES[m] for m in universe.margin_code[idx]],
-        }))
-    return pl.concat(frames)
