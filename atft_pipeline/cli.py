@@ -62,7 +62,8 @@ def _add_market_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_library_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``sandbox serve`` and ``sandbox export`` on an ``atft`` subparsers object."""
+    """Register ``sandbox serve``, ``sandbox export`` and ``catalog`` on an ``atft`` subparsers
+    object."""
     sandbox = subparsers.add_parser(
         "sandbox", help="the J-Quants V2 stand-in server and replay directories"
     )
@@ -124,6 +125,21 @@ def add_library_commands(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     _add_market_options(export)
     export.set_defaults(handler=_export)
+
+    catalog = subparsers.add_parser("catalog", help="the feature catalog (every dataset column)")
+    catalog.add_argument(
+        "--markdown", action="store_true", help="print docs/features.md (the generated reference)"
+    )
+    catalog.set_defaults(handler=_catalog)
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    from atft_pipeline.features.docs import catalog_markdown, catalog_table
+    from atft_pipeline.features.registry import default_catalog
+
+    catalog = default_catalog()
+    print(catalog_markdown(catalog) if args.markdown else catalog_table(catalog), end="" if args.markdown else "\n")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -77,6 +77,7 @@ class JQuantsResource(ConfigurableResource):
             min_backoff_429_s=self.min_backoff_429_s,
             backoff_base_s=self.backoff_base_s,
             timeout_s=self.timeout_s,
+            rate_limited=not _is_loopback(base_url),
         )
 
     def fetch_days(
@@ -105,3 +106,17 @@ class JQuantsResource(ConfigurableResource):
                 return await client.get(ENDPOINTS["markets/calendar"]), client.stats
 
         return asyncio.run(run())
+
+
+def _is_loopback(url: str) -> bool:
+    import ipaddress
+
+    import httpx
+
+    host = httpx.URL(url).host
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

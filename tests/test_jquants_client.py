@@ -821,3 +821,30 @@ def test_real_socket_sync_fetch_and_logging(local_server, caplog):
     with pytest.raises(AuthError) as info:
         fetch(wrong, "equities/bars/daily", date="2023-03-24")
     assert "No API key is configured" in str(info.value)
+
+
+async def test_rate_limiting_can_be_switched_off_for_a_local_stand_in():
+    from atft_pipeline.jquants.client import ClientConfig, JQuantsClient
+
+    sleeps: list[float] = []
+    now = [0.0]
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    def handler(request):
+        import httpx
+
+        return httpx.Response(200, json={"data": []})
+
+    import httpx
+    from pydantic import SecretStr
+
+    for limited, expect_wait in ((True, True), (False, False)):
+        sleeps.clear()
+        config = ClientConfig(base_url="http://127.0.0.1:1/v2", api_key=SecretStr("k"), rate_limited=limited)
+        async with JQuantsClient(config, transport=httpx.MockTransport(handler), sleep=fake_sleep, clock=lambda: now[0]) as client:
+            for _ in range(7):  # Free plan: 5 per minute
+                await client.get("equities/master")
+        assert (sum(sleeps) >= 59) is expect_wait, sleeps

@@ -484,12 +484,12 @@ def test_model_learns_a_cross_sectional_signal():
     torch.manual_seed(0)
     config = small_config(dropout=0.0)
     model = ATFTGATFAN(config, phase="fan")
-    x, sid, di, ei, ea = make_batch(config, n_dates=4, per_date=24, seed=1)
+    x, sid, di, ei, ea = make_batch(config, n_dates=4, per_date=16, seed=1)
     target = (0.02 * x[:, -1, 3]).unsqueeze(-1).expand(-1, 4).clone()
     loss_fn = CombinedLoss(LossConfig(min_stocks_per_date=5), config.quantiles, 4)
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     first = None
-    for _ in range(40):
+    for _ in range(30):
         out = model(x, sid, di)
         terms = loss_fn(out.quantiles, out.point, target, di)
         first = first or {k: float(v.detach()) for k, v in terms.items()}

@@ -135,7 +135,7 @@ def test_shapes_axes_and_static_vocabularies(dataset, panel):
     t = panel.n_dates - 1
     assert panel.sector_ids[t, 0] == 0 and panel.sector_ids[t, 7] == SECTOR_CODES.index("3250")
     assert panel.sector_ids[t, 3] == OTHER_SECTOR_ID  # "9999"
-    assert panel.segment_ids[t, 5] == 5 and SEGMENT_CODES[5] == "0109"
+    assert panel.segment_ids[t, 5] == 5 and SEGMENT_CODES[5] == "0107"
     assert panel.segment_ids[t, 4] == UNKNOWN_SEGMENT_ID  # "0199" is no known market code
     unknown = dataset.with_columns(pl.lit(None, pl.String).alias("sector33"))
     bare = Panel.from_dataset(

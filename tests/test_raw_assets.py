@@ -159,7 +159,8 @@ def test_schema_check_fails_on_planted_bad_rows_naming_asset_partition_and_colum
         result = materialize_range(
             defs, instance, ["raw_daily_quotes"], bad_day, dt.date(2023, 1, 12), _store(tmp_path), progress=_quiet
         )
-    assert result.success  # the materialization itself is stored; the blocking check fails
+    # the blocking check fails the run (downstream never sees the partition), naming the check
+    assert not result.success and "raw_schema" in result.stages[0].error
     record = instance.get_latest_asset_check_evaluation_record(
         AssetCheckKey(AssetKey("raw_daily_quotes"), SCHEMA_CHECK)
     )

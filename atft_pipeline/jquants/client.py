@@ -76,6 +76,9 @@ class ClientConfig(BaseModel):
     max_pages: int = Field(default=10_000, ge=1)
     # None: the plan's published rate (Free 5, Light 60, Standard 120, Premium 500).
     requests_per_minute: int | None = Field(default=None, ge=1)
+    # Client-side pacing to the plan's published rates. Off only for a stand-in server on
+    # this machine, which is not J-Quants (its own limit, if set, still answers 429s).
+    rate_limited: bool = True
 
     @field_validator("base_url")
     @classmethod
@@ -306,7 +309,8 @@ class JQuantsClient:
     ) -> dict[str, Any]:
         http, slots = self._session()
         async with slots:
-            await self._limiter.acquire(endpoint.rate_bucket)
+            if self._config.rate_limited:
+                await self._limiter.acquire(endpoint.rate_bucket)
             self._stats.requests[endpoint.path] = self._stats.requests.get(endpoint.path, 0) + 1
             try:
                 response = await http.get(endpoint.path, params=query)
