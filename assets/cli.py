@@ -58,7 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
     from assets.definitions import build_definitions
-    from assets.instance import ensure_dagster_home
+    from assets.instance import ensure_dagster_home, relax_sqlite_durability
     from assets.layout import LATEST_ASSET, config_path, resolve_layout
     from assets.pipeline import print_summary
     from assets.runner import materialize_range
@@ -72,6 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # The UI's code location reads the same file, so it runs with this configuration too.
         dump_config(config, config_path(settings))
     ensure_dagster_home(settings)
+    relax_sqlite_durability()
     layout = resolve_layout(settings, config)
     for family, reason in layout.disabled.items():
         print(f"feature family {family!r} disabled: {reason}")

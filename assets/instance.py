@@ -26,6 +26,29 @@ run_coordinator:
 """
 
 
+def relax_sqlite_durability() -> None:
+    """Let this process's SQLite connections commit without an fsync each (``synchronous=OFF``).
+
+    Dagster's SQLite storage opens a connection and commits for every event; a backfill writes
+    one materialization event per partition, so thousands of fsyncs dominated ``atft run``.
+    Without them a crash can lose the last events (Dagster then re-runs those partitions), but
+    cannot corrupt the database. Deployments use Postgres (docker-compose.yml) instead.
+    """
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    if event.contains(Engine, "connect", _sqlite_no_fsync):
+        return
+    event.listen(Engine, "connect", _sqlite_no_fsync)
+
+
+def _sqlite_no_fsync(dbapi_connection, _record) -> None:
+    import sqlite3
+
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        dbapi_connection.execute("PRAGMA synchronous=OFF")
+
+
 def ensure_dagster_home(settings: Settings) -> Path:
     """Create ``<ATFT_HOME>/dagster`` with a ``dagster.yaml`` and point DAGSTER_HOME at it."""
     home = settings.dagster_home.resolve()

@@ -34,7 +34,9 @@ def sandbox_tables() -> dict[str, pl.DataFrame]:
     bars = tables[BARS]
     codes = sorted(bars["Code"].unique())
     days = sorted(bars["Date"].unique())
-    gaps = [(codes[1], days[100]), (codes[1], days[101]), (codes[2], days[200]), (codes[3], days[290])]
+    gaps = [
+        (codes[1], days[100]), (codes[1], days[101]), (codes[2], days[200]), (codes[3], days[290])
+    ]
     drop = pl.any_horizontal(
         (pl.col("Code") == code) & (pl.col("Date") == day) for code, day in gaps
     )
@@ -75,9 +77,8 @@ def real_tables(directory, n_codes: int, n_days: int) -> dict[str, pl.DataFrame]
     tables = read_replay(directory)
     bars = tables[BARS]
     days = sorted(bars["Date"].unique())[-n_days:]
-    codes = (
-        bars.group_by("Code").len().sort(["len", "Code"], descending=[True, False])["Code"][:n_codes]
-    )
+    by_rows = bars.group_by("Code").len().sort(["len", "Code"], descending=[True, False])
+    codes = by_rows["Code"][:n_codes]
     keep_codes = pl.col("Code").is_in(codes.to_list())
     out = {
         BARS: bars.filter(keep_codes & pl.col("Date").is_in(days)),
@@ -187,6 +188,15 @@ def value(frame: pl.DataFrame, day: dt.date, code: str, column: str):
     return frame.filter((pl.col("date") == day) & (pl.col("code") == code))[column].item()
 
 
+def until(tables: dict[str, pl.DataFrame], t: dt.date) -> dict[str, pl.DataFrame]:
+    """The tables as a nightly run on t sees them: nothing dated after t."""
+    out = {}
+    for path, table in tables.items():
+        date_field = ENDPOINTS[path].date_field
+        out[path] = table.filter(pl.col(date_field) <= t) if date_field in table.columns else table
+    return out
+
+
 def perturb_after(tables: dict[str, pl.DataFrame], t: dt.date) -> dict[str, pl.DataFrame]:
     """Every row dated (by its endpoint's date field) after t changed: numbers scaled,
     strings altered, and one extra row per table appended after t."""
@@ -203,9 +213,12 @@ def perturb_after(tables: dict[str, pl.DataFrame], t: dt.date) -> dict[str, pl.D
             if name in (date_field, "Code"):
                 continue
             if dtype == pl.Float64:
-                changes.append(pl.when(later).then(pl.col(name) * 1.7 + 3.0).otherwise(pl.col(name)))
+                moved_value = pl.col(name) * 1.7 + 3.0
             elif dtype == pl.String:
-                changes.append(pl.when(later).then(pl.lit("9050")).otherwise(pl.col(name)).alias(name))
+                moved_value = pl.lit("9050")
+            else:
+                continue
+            changes.append(pl.when(later).then(moved_value).otherwise(pl.col(name)).alias(name))
         moved = table.with_columns(changes)
         if path == FINS:  # a new report right after t, and a revision
             extra = moved.filter(later).head(2).with_columns(

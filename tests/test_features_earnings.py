@@ -15,7 +15,17 @@ import pytest
 from atft_pipeline import calendar
 from atft_pipeline.features import earnings
 from atft_pipeline.jquants.endpoints import ENDPOINTS
-from feature_oracles import BARS, FINS, TOPIX, assert_contract, perturb_after, run, sandbox_tables, sessions_of
+from feature_oracles import (
+    BARS,
+    FINS,
+    TOPIX,
+    assert_contract,
+    perturb_after,
+    run,
+    sandbox_tables,
+    sessions_of,
+    until,
+)
 
 FAMILY = earnings.FAMILY
 D = dt.date
@@ -69,12 +79,14 @@ def tables_for(docs=DOCS, codes=("11110", "22220", "33330"), seed=0):
         for i, day in enumerate(DAYS):
             price *= math.exp(rng.normal(0.0, 0.02))
             halted = code == "22220" and i == 110
-            bars.append({"Date": day, "Code": code, "C": None if halted else price,
-                         "AdjC": None if halted else price, "Vo": 1e4, "AdjVo": 1e4, "AdjFactor": 1.0})
-    topix = [{"Date": d, "C": 2000.0 * math.exp(0.01 * math.sin(i / 7) + 0.0002 * i), "O": None, "H": None, "L": None}
+            close = None if halted else price
+            bars.append({"Date": day, "Code": code, "C": close, "AdjC": close, "Vo": 1e4,
+                         "AdjVo": 1e4, "AdjFactor": 1.0})
+    topix = [{"Date": d, "C": 2000.0 * math.exp(0.01 * math.sin(i / 7) + 0.0002 * i)}
              for i, d in enumerate(DAYS)]
     fins = [{"Code": d.code, "DiscDate": d.disc, "DiscTime": d.time, "DocType": d.doc,
-             "CurPerType": d.per, "CurPerEn": d.per_end, "DiscNo": f"{i:014d}"} for i, d in enumerate(docs)]
+             "CurPerType": d.per, "CurPerEn": d.per_end, "DiscNo": f"{i:014d}"}
+            for i, d in enumerate(docs)]
     return {
         BARS: pl.DataFrame(bars, schema=ENDPOINTS[BARS].schema()),
         TOPIX: pl.DataFrame(topix, schema=ENDPOINTS[TOPIX].schema()),
@@ -188,7 +200,8 @@ def test_every_date_matches_the_oracle(hand_built, code):
             if expected is None:
                 assert got is None, (column, DAYS[t_index], got)
             else:
-                assert got == pytest.approx(expected, rel=2e-6, abs=1e-6), (column, DAYS[t_index], got, expected)
+                where = (column, DAYS[t_index], got, expected)
+                assert got == pytest.approx(expected, rel=2e-6, abs=1e-6), where
 
 
 def test_release_timing(hand_built):
@@ -203,7 +216,8 @@ def test_release_timing(hand_built):
     assert at(D(2023, 2, 3), "earn_ret_since_report") == 0.0
     assert at(D(2023, 2, 6), "earn_announcement_ret") is not None
     # 13:00 release on 2023-05-12: the reaction is that day's close
-    assert at(D(2023, 5, 12), "earn_announcement_ret") == pytest.approx(at(D(2023, 5, 12), "earn_ret_since_report"))
+    same_day = at(D(2023, 5, 12), "earn_ret_since_report")
+    assert at(D(2023, 5, 12), "earn_announcement_ret") == pytest.approx(same_day)
     # the 2023-08-10 correction is a disclosure, not a new report
     assert at(D(2023, 8, 10), "earn_days_since_disclosure") == 0
     assert at(D(2023, 8, 10), "earn_days_since_report") == 4
@@ -215,7 +229,8 @@ def test_release_timing(hand_built):
     assert at(D(2024, 8, 2), "earn_latest_is_revision") == 0
     # the seasonal estimate: 2Q 2024 expected at 2024-08-02 + (2023-11-03 - 2023-08-04)
     expected = D(2024, 8, 2) + (D(2023, 11, 3) - D(2023, 8, 4))
-    assert at(D(2024, 8, 2), "earn_days_to_next_report") == sessions_between(D(2024, 8, 2), expected)
+    sessions_ahead = sessions_between(D(2024, 8, 2), expected)
+    assert at(D(2024, 8, 2), "earn_days_to_next_report") == sessions_ahead
     assert at(D(2024, 11, 1), "earn_window") == 1
 
 
@@ -225,6 +240,15 @@ def test_no_leakage_hand_built(hand_built):
         moved = run(FAMILY, perturb_after(tables, t), DAYS, DAYS)
         assert base.filter(pl.col("date") <= t).equals(moved.filter(pl.col("date") <= t)), t
         assert not base.filter(pl.col("date") > t).equals(moved.filter(pl.col("date") > t))
+
+
+@pytest.mark.parametrize("t", [D(2023, 2, 3), D(2023, 11, 2), D(2024, 10, 30)])
+def test_nightly_run_equals_backfill(hand_built, t):
+    """A run whose window ends at t (the nightly update) gives the backfill's row for t: an
+    after-close release on t must not need the next session to exist."""
+    tables, base = hand_built
+    nightly = run(FAMILY, until(tables, t), [t], [d for d in DAYS if d <= t])
+    assert nightly.equals(base.filter(pl.col("date") == t))
 
 
 def test_sandbox_contract_and_leakage():

@@ -28,6 +28,7 @@ from feature_oracles import (
     run,
     sandbox_tables,
     sessions_of,
+    until,
 )
 
 FAMILY = graph.FAMILY
@@ -95,7 +96,8 @@ def test_builder_matches_brute_force(seed, k, threshold, missing):
         assert w == pytest.approx(want[edge], abs=1e-12)
     i, j = next(iter(got))  # ρ of the mean-imputed series, as scipy computes it
     filled = mean_imputed(window)
-    assert got[i, j] == pytest.approx(stats.pearsonr(filled[:, i], filled[:, j]).statistic, abs=1e-12)
+    scipy_rho = stats.pearsonr(filled[:, i], filled[:, j]).statistic
+    assert got[i, j] == pytest.approx(scipy_rho, abs=1e-12)
     np.testing.assert_array_equal(g.eligible, eligible)
     assert not g.eligible[[3, 4, 6]].any() and g.eligible[5]
     with warnings.catch_warnings():
@@ -157,7 +159,8 @@ def pagerank_dense(adjacency: np.ndarray, damping: float = 0.85) -> np.ndarray:
     """Exact PageRank by solving the linear system (dangling nodes teleport uniformly)."""
     n = adjacency.shape[0]
     strength = adjacency.sum(axis=1)
-    transition = np.where(strength[:, None] > 0, adjacency / np.where(strength > 0, strength, 1)[:, None], 1.0 / n)
+    safe = np.where(strength > 0, strength, 1.0)[:, None]
+    transition = np.where(strength[:, None] > 0, adjacency / safe, 1.0 / n)
     rank = np.linalg.solve(np.eye(n) - damping * transition.T, np.full(n, (1 - damping) / n))
     return rank / rank.sum() * n
 
@@ -166,7 +169,7 @@ def expected_features(tables, panel: Panel, days, t: int) -> dict[str, dict[str,
     cols = np.flatnonzero(panel.listed[t])
     window = panel.ret1[max(0, t - 59) : t + 1, cols]
     corr, eligible = dense_corr(window, 40)
-    edges = brute_edges(corr, graph.GRAPH.k, graph.GRAPH.threshold)
+    edges = brute_edges(corr, 10, 0.3)  # the brief: top-10 by |ρ|, |ρ| >= 0.3, 40 of 60
     n = cols.size
     adjacency = np.zeros((n, n))
     for (i, j), w in edges.items():
@@ -191,12 +194,16 @@ def expected_features(tables, panel: Panel, days, t: int) -> dict[str, dict[str,
             "graph_degree": float(nbrs.size),
             "graph_weighted_degree": np.abs(w).sum(),
             "graph_mean_abs_corr": np.abs(w).mean() if nbrs.size else None,
-            "graph_nbr_degree": np.mean([np.count_nonzero(adjacency[j]) for j in nbrs]) if nbrs.size else None,
+            "graph_nbr_degree": (
+                np.mean([np.count_nonzero(adjacency[j]) for j in nbrs]) if nbrs.size else None
+            ),
             "graph_pagerank": pr[i],
             "graph_max_abs_corr": np.nanmax(np.abs(corr[i])),
             "graph_mean_corr": np.nanmean(corr[i]),
         }
-        for n_, name in ((1, "graph_nbr_ret_1d"), (5, "graph_nbr_ret_5d"), (20, "graph_nbr_ret_20d"), (60, "graph_nbr_mom_60d")):
+        named = {1: "graph_nbr_ret_1d", 5: "graph_nbr_ret_5d", 20: "graph_nbr_ret_20d",
+                 60: "graph_nbr_mom_60d"}
+        for n_, name in named.items():
             r = rets[n_][nbrs]
             ok = np.isfinite(r)
             row[name] = (w[ok] * r[ok]).sum() / np.abs(w[ok]).sum() if ok.any() else None
@@ -206,7 +213,8 @@ def expected_features(tables, panel: Panel, days, t: int) -> dict[str, dict[str,
             nbr = row[f"graph_nbr_ret_{n_}d"]
             row[name] = rets[n_][i] - nbr if nbr is not None and np.isfinite(rets[n_][i]) else None
         known = [j for j in nbrs if sectors[i] is not None and sectors[j] is not None]
-        row["graph_same_sector_share"] = np.mean([sectors[j] == sectors[i] for j in known]) if known else None
+        same = [sectors[j] == sectors[i] for j in known]
+        row["graph_same_sector_share"] = np.mean(same) if known else None
         out[code] = row
     return out
 
@@ -231,11 +239,21 @@ def test_family_matches_brute_force(case):
                     if expected is None or not np.isfinite(expected):
                         assert got is None, (column, days[t], row["code"], got)
                     else:
-                        assert got == pytest.approx(expected, rel=2e-5, abs=2e-6), (column, days[t], row["code"])
+                        where = (column, days[t], row["code"])
+                        assert got == pytest.approx(expected, rel=2e-5, abs=2e-6), where
                         checked += 1
     assert checked > 1500
     # before 40 returns exist nobody is in the graph: nulls, not zeros
-    assert out.filter(pl.col("date") < days[40])["graph_degree"].null_count() == out.filter(pl.col("date") < days[40]).height
+    early = out.filter(pl.col("date") < days[40])
+    assert early["graph_degree"].null_count() == early.height
+
+
+def test_nightly_run_equals_backfill(case):
+    """A window that ends at t (the nightly update) gives the backfill's rows for t."""
+    tables, days, base = case[0], case[1], case[2]
+    for t in (days[150], days[-1]):
+        nightly = run(FAMILY, until(tables, t), [t], [d for d in days if d <= t])
+        assert nightly.equals(base.filter(pl.col("date") == t)), t
 
 
 def test_no_leakage(case):

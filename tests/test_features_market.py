@@ -25,6 +25,7 @@ from feature_oracles import (
     run,
     sandbox_tables,
     sessions_of,
+    until,
     window,
 )
 
@@ -74,14 +75,17 @@ def test_topix_columns_match_numpy(case):
     ret = np.full(n, np.nan)
     ret[1:] = close[1:] / close[:-1] - 1
 
+    def std(w):
+        return np.std(w, ddof=1)
+
     def trailing(values, length, fn):
         out_ = np.full(n, np.nan)
         for t in range(length - 1, n):
             out_[t] = fn(values[t - length + 1 : t + 1])
         return out_
 
-    vol20 = trailing(ret, 20, lambda w: np.std(w, ddof=1) * ANN)
-    vol60 = trailing(ret, 60, lambda w: np.std(w, ddof=1) * ANN)
+    vol20 = trailing(ret, 20, std) * ANN
+    vol60 = trailing(ret, 60, std) * ANN
     sma50 = trailing(close, 50, np.mean)
     sma200 = trailing(close, 200, np.mean)
     median = trailing(vol20, 250, np.median)
@@ -89,12 +93,12 @@ def test_topix_columns_match_numpy(case):
         "mkt_ret_1d": ret,
         "mkt_ret_20d": np.r_[np.full(20, np.nan), close[20:] / close[:-20] - 1],
         "mkt_ret_60d": np.r_[np.full(60, np.nan), close[60:] / close[:-60] - 1],
-        "mkt_vol_5d": trailing(ret, 5, lambda w: np.std(w, ddof=1) * ANN),
+        "mkt_vol_5d": trailing(ret, 5, std) * ANN,
         "mkt_vol_20d": vol20,
         "mkt_vol_60d": vol60,
         "mkt_vol_ratio_20_60": vol20 / vol60,
-        "mkt_z_20d": (close - trailing(close, 20, np.mean)) / trailing(close, 20, lambda w: np.std(w, ddof=1)),
-        "mkt_z_60d": (close - trailing(close, 60, np.mean)) / trailing(close, 60, lambda w: np.std(w, ddof=1)),
+        "mkt_z_20d": (close - trailing(close, 20, np.mean)) / trailing(close, 20, std),
+        "mkt_z_60d": (close - trailing(close, 60, np.mean)) / trailing(close, 60, std),
         "mkt_drawdown_250d": close / trailing(close, 250, np.max) - 1,
         "mkt_sma50_gap": close / sma50 - 1,
         "mkt_sma200_gap": close / sma200 - 1,
@@ -120,6 +124,13 @@ def test_breadth_matches_brute_force(case):
         up = np.where(counted > 0, adv / counted, np.nan)
     ad5 = np.array([np.mean(ad[t - 4 : t + 1]) if t >= 4 else np.nan for t in range(len(days))])
     sma20 = np.where(panel.listed, panel.sma_flag(20, 14), np.nan)
+
+    def per_row(fn, min_count):
+        return np.array([
+            fn(row[np.isfinite(row)]) if np.isfinite(row).sum() >= min_count else np.nan
+            for row in r
+        ])
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         want = {
@@ -127,8 +138,8 @@ def test_breadth_matches_brute_force(case):
             "mkt_ad_5d": ad5,
             "mkt_breadth_sma20": np.nanmean(sma20, axis=1),
             "mkt_xs_ret_1d": np.nanmean(r, axis=1),
-            "mkt_dispersion_1d": np.array([np.std(row[np.isfinite(row)], ddof=1) if np.isfinite(row).sum() > 1 else np.nan for row in r]),
-            "mkt_xs_skew_1d": np.array([stats.skew(row[np.isfinite(row)]) if np.isfinite(row).sum() > 2 else np.nan for row in r]),
+            "mkt_dispersion_1d": per_row(lambda x: np.std(x, ddof=1), 2),
+            "mkt_xs_skew_1d": per_row(stats.skew, 3),
         }
     for column, expected in want.items():
         got = per_date(out, column, days)
@@ -148,7 +159,9 @@ def test_exposure_matches_numpy_regressions(case):
             j = panel.code(code)
             if not panel.listed[t, j]:
                 continue
-            row = out.filter((pl.col("date") == days[t]) & (pl.col("code") == code)).row(0, named=True)
+            row = out.filter((pl.col("date") == days[t]) & (pl.col("code") == code)).row(
+                0, named=True
+            )
             y60, x60 = window(panel.ret1[:, j], t, 60), window(m, t, 60)
             fit60 = regression(y60, x60, 40)
             fit120 = regression(window(panel.ret1[:, j], t, 120), window(m, t, 120), 80)
@@ -163,7 +176,7 @@ def test_exposure_matches_numpy_regressions(case):
                 "mkt_downside_beta_60d": fit_down and fit_down["beta"],
                 "mkt_excess_ret_1d": panel.ret1[t, j] - m[t],
                 "mkt_resid_ret_1d": fit60 and panel.ret1[t, j] - fit60["beta"] * m[t],
-                "mkt_rs_20d": panel.ret(20)[t, j] - (close[t] / close[t - 20] - 1 if t >= 20 else np.nan),
+                "mkt_rs_20d": panel.ret(20)[t, j] - (close[t] / close[t - 20] - 1),
             }
             for column, want in pairs.items():
                 got = row[column]
@@ -181,9 +194,18 @@ def test_missing_feed_day_is_a_gap_not_a_shorter_window(case):
     tables, days, out, panel = case
     code = panel.codes[1]
     assert out.filter((pl.col("code") == code) & pl.col("date").is_in(days[100:102])).is_empty()
-    assert out.filter((pl.col("date") == days[102]) & (pl.col("code") == code))["mkt_excess_ret_1d"].item() is None
+    after_gap = out.filter((pl.col("date") == days[102]) & (pl.col("code") == code))
+    assert after_gap["mkt_excess_ret_1d"].item() is None
     y = window(panel.ret1[:, panel.code(code)], 130, 60)
     assert np.isnan(y).sum() == 3
+
+
+def test_nightly_run_equals_backfill(case):
+    """A window that ends at t (the nightly update) gives the backfill's rows for t."""
+    tables, days, base = case[0], case[1], case[2]
+    for t in (days[150], days[-1]):
+        nightly = run(FAMILY, until(tables, t), [t], [d for d in days if d <= t])
+        assert nightly.equals(base.filter(pl.col("date") == t)), t
 
 
 def test_no_leakage(case):

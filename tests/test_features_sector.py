@@ -25,6 +25,7 @@ from feature_oracles import (
     run,
     sandbox_tables,
     sessions_of,
+    until,
 )
 
 FAMILY = sector.FAMILY
@@ -56,7 +57,11 @@ def case():
     )
     master = (
         master.with_columns(s33.alias("S33"))
-        .with_columns(pl.col("S33").replace_strict({k: v[2] for k, v in SECTOR33.items()}, default="99").alias("S17"))
+        .with_columns(
+            pl.col("S33")
+            .replace_strict({k: v[2] for k, v in SECTOR33.items()}, default="99")
+            .alias("S17")
+        )
         .filter(~((pl.col("Code") == late) & (pl.col("Date") < late_from)))
     )
     tables[MASTER] = master
@@ -108,7 +113,9 @@ def expected_row(tables, panel: Panel, days, t: int, code: str) -> dict[str, flo
 
     def group(key_pos, key, when=t, members=None):
         members = members or now
-        return [idx[c] for c, m in members.items() if m[key_pos] == key and panel.listed[when, idx[c]]]
+        return [
+            idx[c] for c, m in members.items() if m[key_pos] == key and panel.listed[when, idx[c]]
+        ]
 
     want: dict[str, float | None] = {}
     if s33 is None:
@@ -159,9 +166,11 @@ def expected_row(tables, panel: Panel, days, t: int, code: str) -> dict[str, flo
         r = panel.ret1[i, peers_i]
         daily.append(np.nanmean(r) if np.isfinite(r).any() else np.nan)
         market_turnover = np.nansum(panel.turnover[i, panel.listed[i]])
-        shares.append(np.nansum(panel.turnover[i, peers_i]) / market_turnover if peers_i else np.nan)
+        sector_turnover = np.nansum(panel.turnover[i, peers_i]) if peers_i else np.nan
+        shares.append(sector_turnover / market_turnover)
     last20 = np.array(daily[-20:])
-    want["sec_vol_20d"] = np.nanstd(last20, ddof=1) * ANN if np.isfinite(last20).sum() >= 14 else None
+    enough = np.isfinite(last20).sum() >= 14
+    want["sec_vol_20d"] = np.nanstd(last20, ddof=1) * ANN if enough else None
     prev_shares = np.array(shares[:-1])
     want["sec_rel_turnover"] = (
         shares[-1] / np.nanmean(prev_shares) if np.isfinite(prev_shares).sum() >= 14 else None
@@ -203,14 +212,16 @@ def test_values_match_per_date_brute_force(case):
             for code in panel.codes[::2] + [info["mover"], info["late"]]:
                 if not panel.listed[t, panel.code(code)]:
                     continue
-                row = out.filter((pl.col("date") == days[t]) & (pl.col("code") == code)).row(0, named=True)
+                at_t = (pl.col("date") == days[t]) & (pl.col("code") == code)
+                row = out.filter(at_t).row(0, named=True)
                 for column, want in expected_row(tables, panel, days, t, code).items():
                     got = row[column]
                     if want is None or not np.isfinite(want):
                         assert got is None, (column, days[t], code, got)
                     else:
                         assert got is not None, (column, days[t], code)
-                        assert got == pytest.approx(want, rel=2e-5, abs=2e-6), (column, days[t], code)
+                        where = (column, days[t], code)
+                        assert got == pytest.approx(want, rel=2e-5, abs=2e-6), where
                         checked += 1
     assert checked > 1000
 
@@ -263,6 +274,14 @@ def test_segment_tiers_follow_the_2022_reorganisation(case):
     assert (prime["sec_seg_prime"] + prime["sec_seg_standard"] + prime["sec_seg_growth"] == 1).all()
 
 
+def test_nightly_run_equals_backfill(case):
+    """A window that ends at t (the nightly update) gives the backfill's rows for t."""
+    tables, days, base = case[0], case[1], case[2]
+    for t in (days[150], days[-1]):
+        nightly = run(FAMILY, until(tables, t), [t], [d for d in days if d <= t])
+        assert nightly.equals(base.filter(pl.col("date") == t)), t
+
+
 def test_no_leakage(case):
     tables, days, base, _, _ = case
     for t in (days[90], days[300]):
@@ -287,6 +306,9 @@ def test_real_data(realdata_dir):
     assert abs(last["sec_rel_ret_20d"].mean()) < 0.02
     assert last["sec_rank_ret_20d"].min() == 0.0 and last["sec_rank_ret_20d"].max() == 1.0
     for s33 in sorted({m[0] for m in members.values() if m[0]})[:5]:
-        peers = [panel.code(c) for c, m in members.items() if m[0] == s33 and panel.listed[t, panel.code(c)]]
+        peers = [
+            panel.code(c) for c, m in members.items()
+            if m[0] == s33 and panel.listed[t, panel.code(c)]
+        ]
         got = last.filter(pl.col("code") == panel.codes[peers[0]])["sec_ret_5d"].item()
         assert got == pytest.approx(np.nanmean(panel.ret(5)[t, peers]), rel=1e-5)

@@ -6,10 +6,12 @@ disclosures with ``DiscDate <= t`` are used.
 Timing of a disclosure. A release during trading hours can move the price the same day; one
 at or after the close (15:00, 15:30 from 2024-11-05 when the TSE extended its session), or
 with an unknown time, can only move it from the next session. So each disclosure has a
-*reaction session* (the first session whose close can reflect it) and a *base session* (the
-one before: the last close before the news). Returns "since the disclosure" are measured from
-the base close, and the announcement reaction (base close -> reaction close) is only shown
-once the reaction session's close is <= t.
+*base session* (the last session whose close predates the news: the disclosure day itself
+for an after-close release, else the session before it) and a *reaction session* (the next
+one). Both follow from sessions on or before the disclosure day, so they never depend on how
+far the window extends. Returns "since the disclosure" are measured from the base close, and
+the announcement reaction (base close -> reaction close) is only shown once the reaction
+session's close is <= t.
 
 Reports. An earnings report is a ``*FinancialStatements*`` disclosure; a later disclosure for
 the same period (``CurPerType``, ``CurPerEn``) is a correction and does not count as a new
@@ -89,7 +91,7 @@ def _by_code_in_time(expr: pl.Expr) -> pl.Expr:
 
 
 def _disclosures(inputs: FeatureInputs, sessions: pl.LazyFrame) -> pl.LazyFrame:
-    """One row per statement with its reaction and base sessions and its report identity."""
+    """One row per statement with its base and reaction sessions and its report identity."""
     time = pl.coalesce(
         pl.col("DiscTime").str.to_time("%H:%M:%S", strict=False),
         pl.col("DiscTime").str.to_time("%H:%M", strict=False),
@@ -111,27 +113,30 @@ def _disclosures(inputs: FeatureInputs, sessions: pl.LazyFrame) -> pl.LazyFrame:
         pl.col("DocType").is_in(EARN_REVISION_DOCS).fill_null(False).alias("is_revision"),
         pl.col("CurPerType").alias("period_type"),
         pl.col("CurPerEn").alias("period_end"),
+        # the base session is the last one on or before this day
         pl.when(during_session)
-        .then(pl.col("DiscDate"))
-        .otherwise(pl.col("DiscDate") + dt.timedelta(days=1))
-        .alias("_reacts_from"),
+        .then(pl.col("DiscDate") - dt.timedelta(days=1))
+        .otherwise(pl.col("DiscDate"))
+        .alias("_base_from"),
     )
     return (
         statements.filter(pl.col("code").is_not_null() & pl.col("disc_date").is_not_null())
-        .sort("_reacts_from")
+        .sort("_base_from")
         .join_asof(
-            sessions.rename({"date": "_session_date", SESSION: "reaction_session"}),
-            left_on="_reacts_from",
+            sessions.rename({"date": "_session_date", SESSION: "base_session"}),
+            left_on="_base_from",
             right_on="_session_date",
-            strategy="forward",
+            strategy="backward",
         )
-        .drop("_reacts_from", "_session_date")
+        .with_columns((pl.col("base_session") + 1).alias("reaction_session"))
+        .drop("_base_from", "_session_date")
     )
 
 
 def _per_day(frame: pl.LazyFrame) -> pl.LazyFrame:
     """Collapse disclosures to one row per (code, disc_date): the earliest reaction counts."""
     return frame.group_by("code", "disc_date").agg(
+        pl.col("base_session").min(),
         pl.col("reaction_session").min(),
         pl.col("is_report").any(),
         pl.col("is_revision").any(),
@@ -163,7 +168,7 @@ def _reports(disclosures: pl.LazyFrame) -> pl.LazyFrame:
     )
     return (
         first_of_period.group_by("code", "disc_date")
-        .agg(pl.col("reaction_session").min(), pl.col("period_type").first())
+        .agg(pl.col("base_session").min(), pl.col("period_type").first())
         .sort("code", "disc_date")
         .with_columns(
             (day + pl.duration(days=gap)).alias("expected_next"),
@@ -210,11 +215,8 @@ def compute_earnings(inputs: FeatureInputs) -> pl.LazyFrame:
         return pl.when(b >= a).then(forward).otherwise(-backward).cast(pl.Float64)
 
     days = _with_closes(
-        _with_closes(
-            _per_day(disclosures).with_columns((pl.col("reaction_session") - 1).alias("_base")),
-            closes, tpx, "reaction_session", "close", "_react",
-        ),
-        closes, tpx, "_base", "close_ff", "_base_close",
+        _with_closes(_per_day(disclosures), closes, tpx, "reaction_session", "close", "_react"),
+        closes, tpx, "base_session", "close_ff", "_base_close",
     ).select(
         "code",
         pl.col("disc_date").alias("_last_disc"),
@@ -225,8 +227,7 @@ def compute_earnings(inputs: FeatureInputs) -> pl.LazyFrame:
     )
     reports = _reports(disclosures)
     report_state = _with_closes(
-        reports.with_columns((pl.col("reaction_session") - 1).alias("_base")),
-        closes, tpx, "_base", "close_ff", "_report_base",
+        reports, closes, tpx, "base_session", "close_ff", "_report_base"
     ).select(
         "code",
         pl.col("disc_date").alias("_last_report"),

@@ -48,7 +48,6 @@ QUOTE_COLUMNS = (
 
 RETURN_HORIZONS = (1, 2, 3, 5, 10, 20, 60, 120, 250)
 AGE_CAP = 250  # trading days; the family's lookback covers it, so a capped age is exact
-ANNUALIZE = 252**0.5
 PER_BILLION_YEN = 1e9
 
 
@@ -128,7 +127,7 @@ _SPECS: tuple[FeatureSpec, ...] = (
     FeatureSpec("turnover_ratio_20", "trading value / its 20-bar mean", 19),
     FeatureSpec("volume_ratio_5_20", "mean adjusted volume over 5 bars / over 20 bars", 19),
     FeatureSpec("volume_ratio_20_60", "mean adjusted volume over 20 bars / over 60 bars", 59),
-    FeatureSpec("amihud_20", "Amihud illiquidity: 20-bar mean of |ret_1d| / Va (per ¥1bn)", 20),
+    FeatureSpec("amihud_20", "Amihud: 20-bar mean of abs(ret_1d) / trading value, per ¥1bn", 20),
     FeatureSpec("limit_up", "1 on a limit-up day (UL flag)", 0),
     FeatureSpec("limit_down", "1 on a limit-down day (LL flag)", 0),
     FeatureSpec("limit_up_count_20", "limit-up days among the last 20 sessions", 19),
@@ -174,7 +173,7 @@ def _session_features() -> list[pl.Expr]:
         )
         return pl.when(pl.col(SESSION) >= ACTIVITY_WINDOW - 1).then(total)
 
-    first = common.by_code(pl.col(SESSION).min())
+    first = common.by_code(pl.col(SESSION).cum_min())
     age = pl.col(SESSION) - first
     # A stock already there on the window's first session has an unknown age until the
     # window is longer than the cap.

@@ -15,8 +15,8 @@ import polars as pl
 
 from atft_pipeline.features import common
 from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
+from atft_pipeline.features.market import ANNUALIZE
 from atft_pipeline.features.price import (
-    ANNUALIZE,
     SOURCES,
     bar_series,
     emit_series,

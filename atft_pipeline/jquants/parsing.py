@@ -108,45 +108,43 @@ def rows_to_frame(
     """Parse API rows into a frame with exactly the registry's columns and dtypes for ``plan``.
 
     Missing keys become nulls; keys the registry does not know are dropped (the API adds
-    fields over time; the registry is the contract). Values are gathered per column and parsed
-    with vectorized Polars string expressions, so a page of thousands of rows parses in
+    fields over time; the registry is the contract). Values are gathered per column as text
+    and parsed by one vectorized Polars select, so a page of thousands of rows parses in
     milliseconds.
     """
     rows = [_flatten_nested(endpoint, r) for r in rows] if endpoint.nested else list(rows)
     fields = endpoint.fields_for(plan)
-    columns = {}
-    for f in fields:
-        values = [r.get(f.name) for r in rows]
-        columns[f.name] = _parse_column(f, values)
-    return pl.DataFrame(columns, schema=endpoint.schema(plan))
-
-
-def _as_text(values: list[Any]) -> pl.Series:
-    """Wire values as strings (numbers via str(), booleans as "1"/"0", null stays null)."""
-    return pl.Series(
-        [None if v is None else ("1" if v is True else "0" if v is False else str(v)) for v in values],
-        dtype=pl.String,
+    text = pl.DataFrame(
+        {f.name: _text_values(f, [r.get(f.name) for r in rows]) for f in fields},
+        schema={f.name: pl.String for f in fields},
     )
+    return text.select([_parse_expr(f) for f in fields])
 
 
-def _parse_column(field: Field, values: list[Any]) -> pl.Series:
+def _text_values(field: Field, values: list[Any]) -> list[str | None]:
+    """Wire values as text: numbers via str(), booleans "1"/"0"; "" (the API's blank) -> null."""
+    return [
+        None if v is None or v == "" else ("1" if v is True else "0" if v is False else str(v))
+        for v in values
+    ]
+
+
+def _parse_expr(field: Field) -> pl.Expr:
+    col = pl.col(field.name)
     if field.kind is Kind.STR:
-        # "" is how the API spells "no value" in string fields (fins/summary sends only strings)
-        return pl.Series(field.name, [None if v is None or v == "" else str(v) for v in values], dtype=pl.String)
-    text = _as_text(values).str.strip_chars()
+        return col
+    text = col.str.strip_chars()
     if field.kind is Kind.NUM:
-        numbers = text.str.replace_all(",", "", literal=True).cast(pl.Float64, strict=False)
-        return numbers.set(~numbers.is_finite().fill_null(False), None).alias(field.name)
+        number = text.str.replace_all(",", "", literal=True).cast(pl.Float64, strict=False)
+        return pl.when(number.is_finite()).then(number).otherwise(None).alias(field.name)
     if field.kind is Kind.DATE:
         compact = text.str.replace_all("-", "", literal=True).str.slice(0, 8)
         return compact.str.to_date("%Y%m%d", strict=False).alias(field.name)
-    # FLAG / BOOL
-    lowered = text.str.to_lowercase()
-    truthy = lowered.is_in(["1", "true", "1.0"])
-    falsy = lowered.is_in(["0", "false", "0.0"])
+    lowered = text.str.to_lowercase()  # FLAG / BOOL
     return (
-        pl.select(pl.when(truthy).then(True).when(falsy).then(False).otherwise(None))
-        .to_series()
+        pl.when(lowered.is_in(["1", "true", "1.0"])).then(True)
+        .when(lowered.is_in(["0", "false", "0.0"])).then(False)
+        .otherwise(None)
         .alias(field.name)
     )
 
