@@ -21,6 +21,7 @@ from atft_pipeline.cli import add_library_commands
 from atft_pipeline.settings import SANDBOX_API_KEY, SANDBOX_END, SANDBOX_START, Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 
 
 def _date(value: str) -> dt.date:
@@ -107,7 +108,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             JQUANTS_PLAN="premium",
             ATFT_START_DATE=SANDBOX_START.isoformat(),
         )
-        return cmd_run(argparse.Namespace(start=SANDBOX_START, end=SANDBOX_END, config=None))
+        return cmd_run(argparse.Namespace(start=SANDBOX_START, end=SANDBOX_END, config=DEMO_CONFIG))
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

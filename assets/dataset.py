@@ -90,10 +90,7 @@ def build_dataset_asset(
 
 
 def resolve_splits(config: PipelineConfig, days: list[dt.date]) -> SplitConfig:
-    spec = config.splits
-    if spec.windows is not None:
-        return spec.windows
-    return SplitConfig.from_dates(days, spec.val_fraction, spec.test_fraction, spec.gap)
+    return config.splits.resolve(days)
 
 
 def build_stats_asset(catalog: FeatureCatalog, enabled: list[str], config: PipelineConfig) -> AssetsDefinition:

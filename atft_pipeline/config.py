@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from atft_pipeline.dataset.splits import MIN_GAP, SplitConfig
+from atft_pipeline.dataset.splits import MIN_GAP, DateWindow, SplitConfig
 
 
 class DatasetConfig(BaseModel):
@@ -39,6 +39,21 @@ class SplitSpec(BaseModel):
     val_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     gap: int = Field(default=MIN_GAP, ge=MIN_GAP)
+    # Keep only the most recent N train days (a stated training window, not a batch cap).
+    max_train_days: int | None = Field(default=None, ge=20)
+    # Leave out the first N days of the range: their long-lookback features are immature.
+    warmup_days: int = Field(default=0, ge=0)
+
+    def resolve(self, days: list) -> SplitConfig:
+        """The windows for ``days`` (ascending trading days with a stored dataset)."""
+        if self.windows is not None:
+            return self.windows
+        days = days[self.warmup_days :]
+        split = SplitConfig.from_dates(days, self.val_fraction, self.test_fraction, self.gap)
+        if self.max_train_days is not None:
+            train = [d for d in days if split.train.contains(d)][-self.max_train_days :]
+            split = split.model_copy(update={"train": DateWindow(start=train[0], end=train[-1])})
+        return split
 
 
 class ModelSection(BaseModel):

@@ -37,7 +37,7 @@ from atft_pipeline.training import (
     predict,
     train,
 )
-from atft_pipeline.training.loop import WarmupCosine
+from atft_pipeline.training.loop import WarmupCosine, seed_everything
 from atft_pipeline.training.tracking import flatten_params
 
 WINDOW = 5
@@ -275,6 +275,25 @@ def test_checkpoint_files_and_contents(trained, panel, model_config):
     assert final["best_phase"] == result.best_phase and set(final["val"]) == {
         str(h) for h in HORIZONS
     }
+
+
+def test_phases_switch_what_is_trained(trained, model_config):
+    """Baseline bypasses FAN and GAT (their weights stay at init); the graph phase trains both."""
+    _, run_dir, *_ = trained
+    seed_everything(7)  # the trainer's seed: the same initial weights
+    initial = ATFTGATFAN(model_config).state_dict()
+    baseline = load_checkpoint(run_dir / "best_baseline.pt")["model"]
+    gat = load_checkpoint(run_dir / "best_gat.pt")["model"]
+
+    def changed(state: dict, prefix: str) -> bool:
+        keys = [k for k in initial if k.startswith(prefix)]
+        assert keys, prefix
+        return any(not torch.equal(state[k], initial[k]) for k in keys)
+
+    assert changed(baseline, "selection.") and changed(baseline, "heads.")
+    assert not changed(baseline, "fan.") and not changed(baseline, "graph.")
+    assert changed(gat, "fan.") and changed(gat, "graph.")
+    assert gat["graph.gate_logit"] != 0.0  # the residual gate moved off its init
 
 
 def test_json_tracker_has_one_entry_per_epoch_with_horizon_metrics(trained):

@@ -75,15 +75,29 @@ FEATURES: tuple[FeatureSpec, ...] = (
 )
 
 
-def _holidays(inputs: FeatureInputs) -> list[dt.date]:
-    """XTKS holidays from the window start to a year past its end: expected report dates lie
-    ahead of t, and the exchange calendar (not the window) decides how many sessions away.
-    Past the XTKS calendar's coverage only weekends are skipped."""
+def _session_ordinals(inputs: FeatureInputs) -> pl.LazyFrame:
+    """``_day`` -> ``_ordinal``: the number of XTKS sessions before that day, for every XTKS
+    session from the window start to a year past its end (expected report dates lie ahead of
+    t). The sessions in [a, b) are ``ordinal(b) - ordinal(a)`` with ordinal(d) taken at the
+    first session on or after d; the exchange calendar, not the window, decides it. Past the
+    XTKS calendar's coverage the value is null."""
     first, last = min(inputs.calendar), max(inputs.calendar)
     try:
-        return xtks.holidays(first, last + dt.timedelta(days=400))
+        days = xtks.trading_days(first, last + dt.timedelta(days=400))
     except ValueError:
-        return xtks.holidays(first, last)
+        days = xtks.trading_days(first, last)
+    return pl.LazyFrame({"_day": days}, schema={"_day": pl.Date}).with_row_index("_ordinal")
+
+
+def _with_ordinal(frame: pl.LazyFrame, ordinals: pl.LazyFrame, day: str, alias: str) -> pl.LazyFrame:
+    """Attach the session ordinal of column ``day`` (first XTKS session on or after it)."""
+    return (
+        frame.sort(day)
+        .join_asof(ordinals, left_on=day, right_on="_day", strategy="forward")
+        .drop("_day")
+        .rename({"_ordinal": alias})
+        .with_columns(pl.col(alias).cast(pl.Int64))
+    )
 
 
 def _by_code_in_time(expr: pl.Expr) -> pl.Expr:
@@ -198,89 +212,121 @@ def _with_closes(
     )
 
 
-def compute_earnings(inputs: FeatureInputs) -> pl.LazyFrame:
-    sessions = session_index(inputs, FAMILY_NAME)
-    panel = stock_panel(inputs, FAMILY_NAME)
-    closes = panel.select("code", SESSION, "close", "close_ff")
-    tpx = topix_returns(inputs, FAMILY_NAME).select(SESSION, "tpx_close")
-    disclosures = _disclosures(inputs, sessions)
-    holidays = _holidays(inputs)
+def _disclosure_state(
+    disclosures: pl.LazyFrame,
+    closes: pl.LazyFrame,
+    tpx: pl.LazyFrame,
+    ordinals: pl.LazyFrame,
+) -> pl.LazyFrame:
+    """Per (code, disclosure day): everything a row dated on or after that day (and before
+    the next disclosure day) reports, published on the disclosure day.
 
-    def sessions_between(start: str, end: str) -> pl.Expr:
-        """Sessions in [start, end), negated when end < start (so f(a, b) = -f(b, a));
-        polars counts a reversed range differently."""
-        a, b = pl.col(start), pl.col(end)
-        forward = pl.business_day_count(a, b, holidays=holidays)
-        backward = pl.business_day_count(b, a, holidays=holidays)
-        return pl.when(b >= a).then(forward).otherwise(-backward).cast(pl.Float64)
-
+    The day's own reaction (base and reaction closes), and — carried forward over later
+    disclosure days — the latest report (its date, base close, expected next report and the
+    running report count) and the latest earnings-forecast revision. Every report and
+    revision is a disclosure day, so one as-of join on this table gives a row all of it.
+    """
     days = _with_closes(
         _with_closes(_per_day(disclosures), closes, tpx, "reaction_session", "close", "_react"),
         closes, tpx, "base_session", "close_ff", "_base_close",
-    ).select(
-        "code",
-        pl.col("disc_date").alias("_last_disc"),
-        "is_revision",
-        "reaction_session",
-        (pl.col("_react") / pl.col("_base_close") - 1.0).alias("_ann_ret"),
-        (pl.col("_react_tpx") / pl.col("_base_close_tpx") - 1.0).alias("_ann_tpx"),
     )
-    reports = _reports(disclosures)
-    report_state = _with_closes(
-        reports, closes, tpx, "base_session", "close_ff", "_report_base"
+    reports = _with_closes(
+        _reports(disclosures), closes, tpx, "base_session", "close_ff", "_report_base"
     ).select(
         "code",
+        "disc_date",
         pl.col("disc_date").alias("_last_report"),
         "expected_next",
         "report_count",
         "_report_base",
         "_report_base_tpx",
     )
-    revisions = days.filter(pl.col("is_revision")).select(
-        "code", pl.col("_last_disc").alias("_last_revision")
-    )
-    # the running report count as of the session 250 before t ("date" below is that
-    # session's date), to subtract from the count as of t
-    window_start = panel.filter(pl.col("listed")).select(
-        "code", SESSION, (pl.col(SESSION) - REPORT_COUNT_WINDOW).alias("_aged_session")
-    ).join(
-        sessions.select(pl.col(SESSION).alias("_aged_session"), "date"),
-        on="_aged_session",
-        how="inner",
-    )
-    aged = common.asof_published(
-        window_start,
-        reports.select(
+    carried = [
+        "_last_report", "expected_next", "report_count", "_report_base", "_report_base_tpx",
+        "_last_revision",
+    ]
+    state = (
+        days.join(reports, on=["code", "disc_date"], how="left")
+        .with_columns(pl.when(pl.col("is_revision")).then(pl.col("disc_date")).alias("_last_revision"))
+        .sort("code", "disc_date")
+        .with_columns(_by_code_in_time(pl.col(c).forward_fill()) for c in carried)
+        .select(
             "code",
-            pl.col("disc_date").alias("_aged_at"),
-            pl.col("report_count").alias("_aged_count"),
-        ),
-        "_aged_at",
-    ).select("code", SESSION, pl.col("_aged_count").fill_null(0))
-
-    rows = panel.filter(pl.col("listed")).select("code", "date", SESSION, "close").join(
-        tpx, on=SESSION, how="left"
+            "disc_date",
+            "is_revision",
+            "reaction_session",
+            (pl.col("_react") / pl.col("_base_close") - 1.0).alias("_ann_ret"),
+            (pl.col("_react_tpx") / pl.col("_base_close_tpx") - 1.0).alias("_ann_tpx"),
+            *carried,
+        )
     )
-    rows = common.asof_published(rows, days, "_last_disc")
-    rows = common.asof_published(rows, report_state, "_last_report")
-    rows = common.asof_published(rows, revisions, "_last_revision")
+    for day, alias in (
+        ("disc_date", "_disc_ordinal"),
+        ("_last_report", "_report_ordinal"),
+        ("expected_next", "_expected_ordinal"),
+        ("_last_revision", "_revision_ordinal"),
+    ):
+        state = _with_ordinal(state, ordinals, day, alias)
+    return state
+
+
+def compute_earnings(inputs: FeatureInputs) -> pl.LazyFrame:
+    sessions = session_index(inputs, FAMILY_NAME)
+    ordinals = _session_ordinals(inputs)
+    # materialized once: the reaction closes and the emitted rows both read it
+    panel = (
+        stock_panel(inputs, FAMILY_NAME)
+        .select("code", "date", SESSION, "listed", "close", "close_ff")
+        .collect()
+        .lazy()
+    )
+    closes = panel.select("code", SESSION, "close", "close_ff")
+    tpx = topix_returns(inputs, FAMILY_NAME).select(SESSION, "tpx_close")
+    disclosures = _disclosures(inputs, sessions)
+    state = _disclosure_state(disclosures, closes, tpx, ordinals)
+    reports = _reports(disclosures)
+
+    # per session: TOPIX close, the session's XTKS ordinal, and the date of the session
+    # REPORT_COUNT_WINDOW earlier (reports up to that date have left the count)
+    per_session = _with_ordinal(
+        sessions.join(tpx, on=SESSION, how="left"), ordinals, "date", "_ordinal"
+    ).join(
+        sessions.select(
+            (pl.col(SESSION) + REPORT_COUNT_WINDOW).alias(SESSION), pl.col("date").alias("_aged_day")
+        ),
+        on=SESSION,
+        how="left",
+    ).drop("date")
+    rows = (
+        panel.filter(pl.col("listed"))
+        .select("code", "date", SESSION, "close")
+        .join(per_session, on=SESSION, how="left")
+    )
+    rows = common.asof_published(rows, state, "disc_date")
+    aged = common.asof_published(
+        rows.select("code", SESSION, pl.col("_aged_day").alias("date")),
+        reports.select("code", pl.col("disc_date").alias("_aged_at"),
+                       pl.col("report_count").alias("_aged_count")),
+        "_aged_at",
+    ).select("code", SESSION, "_aged_count")
     rows = rows.join(aged, on=["code", SESSION], how="left")
 
+    ordinal = pl.col("_ordinal")
     ret_since = pl.col("close") / pl.col("_report_base") - 1.0
     tpx_since = pl.col("tpx_close") / pl.col("_report_base_tpx") - 1.0
     reacted = pl.col("reaction_session") <= pl.col(SESSION)
     frame = rows.with_columns(
-        sessions_between("_last_disc", "date").alias("earn_days_since_disclosure"),
-        sessions_between("_last_report", "date").alias("earn_days_since_report"),
-        sessions_between("date", "expected_next").alias("earn_days_to_next_report"),
+        (ordinal - pl.col("_disc_ordinal")).cast(pl.Float64).alias("earn_days_since_disclosure"),
+        (ordinal - pl.col("_report_ordinal")).cast(pl.Float64).alias("earn_days_since_report"),
+        (pl.col("_expected_ordinal") - ordinal).cast(pl.Float64).alias("earn_days_to_next_report"),
         ret_since.alias("earn_ret_since_report"),
         (ret_since - tpx_since).alias("earn_excess_ret_since_report"),
-        pl.when(pl.col(SESSION) >= REPORT_COUNT_WINDOW)
+        pl.when(pl.col("_aged_day").is_not_null())
         .then(pl.col("report_count").fill_null(0) - pl.col("_aged_count").fill_null(0))
         .cast(pl.Float64)
         .alias("earn_report_count_250d"),
         pl.col("is_revision").cast(pl.Int8).alias("earn_latest_is_revision"),
-        sessions_between("_last_revision", "date").alias("earn_days_since_revision"),
+        (ordinal - pl.col("_revision_ordinal")).cast(pl.Float64).alias("earn_days_since_revision"),
         pl.when(reacted).then(pl.col("_ann_ret")).alias("earn_announcement_ret"),
         pl.when(reacted).then(pl.col("_ann_ret") - pl.col("_ann_tpx")).alias(
             "earn_announcement_excess_ret"

@@ -429,7 +429,8 @@ def _exposure_features(panel: pl.LazyFrame, topix: pl.LazyFrame) -> pl.LazyFrame
 
 
 def compute_market(inputs: FeatureInputs) -> pl.LazyFrame:
-    panel = stock_panel(inputs, FAMILY_NAME)
+    # materialized once: the regression and the breadth both read it
+    panel = stock_panel(inputs, FAMILY_NAME).collect().lazy()
     topix = _topix_features(inputs)
     frame = (
         _exposure_features(panel, topix)

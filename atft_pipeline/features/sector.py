@@ -48,34 +48,29 @@ SEGMENT_TIERS: dict[str, str] = {
 TIERS = ("prime", "standard", "growth")
 
 FAMILY_NAME = "sector"
+MASTER_COLUMNS = ("Date", "Code", "S33", "S17", "Mkt")
 RANK_MIN_MEMBERS = 2
 ZSCORE_MIN_MEMBERS = 3
 TURNOVER_WINDOW = 20
 
 
-MASTER_COLUMNS = ("Date", "Code", "S33", "S17", "Mkt")
-
-
 def sector_membership(inputs: FeatureInputs, frame: pl.LazyFrame, family: str) -> pl.LazyFrame:
     """Attach ``sector33``, ``sector17`` and ``segment_tier`` in force at each row's date.
 
-    ``frame`` needs ``code`` and ``date``; the result is sorted by code, date. The master row
-    used is the latest one with ``Date <= date`` (``common.asof_published``).
+    ``frame`` needs ``code`` and ``date`` (the result is in date order). The master row used
+    is the latest one with ``Date <= date`` (``common.asof_published``).
     """
+    in_a_sector = pl.col("S33").is_in(["", SECTOR33_OTHER]).not_()
     master = raw_source(inputs, family, "raw_listed_info", MASTER_COLUMNS).select(
         pl.col("Code").alias("code"),
         pl.col("Date").alias("published"),
-        pl.when(pl.col("S33").is_in(["", SECTOR33_OTHER]).not_())
-        .then(pl.col("S33"))
-        .alias("sector33"),
-        pl.when(pl.col("S33").is_in(["", SECTOR33_OTHER]).not_())
-        .then(pl.col("S17"))
-        .alias("sector17"),
+        pl.when(in_a_sector).then(pl.col("S33")).alias("sector33"),
+        pl.when(in_a_sector).then(pl.col("S17")).alias("sector17"),
         pl.col("Mkt").replace_strict(SEGMENT_TIERS, default=None, return_dtype=pl.String).alias(
             "segment_tier"
         ),
     )
-    return common.asof_published(frame, master, "published").drop("published").sort("code", "date")
+    return common.asof_published(frame, master, "published").drop("published")
 
 
 def _group_mean_return(
@@ -218,8 +213,13 @@ def _sector_level(members: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def compute_sector(inputs: FeatureInputs) -> pl.LazyFrame:
-    members = sector_membership(
-        inputs, stock_panel(inputs, FAMILY_NAME).filter(pl.col("listed")), FAMILY_NAME
+    # materialized once: stock-level, sector-level, S17 and segment statistics all read it
+    members = (
+        sector_membership(
+            inputs, stock_panel(inputs, FAMILY_NAME).filter(pl.col("listed")), FAMILY_NAME
+        )
+        .collect()
+        .lazy()
     )
     stock_level = members.with_columns(
         *(

@@ -192,19 +192,14 @@ class Panel:
 
         dates = frame["date"].unique().sort()
         codes = frame["code"].unique().sort()
-        keyed = (
-            frame.lazy()
-            .join(pl.LazyFrame({"date": dates}).with_row_index("_d"), on="date", how="left")
-            .join(pl.LazyFrame({"code": codes}).with_row_index("_n"), on="code", how="left")
-            .collect()
-        )
-        d_idx = keyed["_d"].to_numpy().astype(np.int64)
-        n_idx = keyed["_n"].to_numpy().astype(np.int64)
+        # each row's (date, stock) cell: positions in the sorted axes (no copy of the frame)
+        d_idx = dates.search_sorted(frame["date"]).to_numpy().astype(np.int64)
+        n_idx = codes.search_sorted(frame["code"]).to_numpy().astype(np.int64)
         shape = (dates.len(), codes.len())
 
         valid = np.zeros(shape, dtype=bool)
-        valid[d_idx, n_idx] = keyed["universe"].fill_null(False).to_numpy()
-        ids = keyed.select(
+        valid[d_idx, n_idx] = frame["universe"].fill_null(False).to_numpy()
+        ids = frame.select(
             pl.col("sector33")
             .replace_strict(SECTOR_IDS, default=OTHER_SECTOR_ID, return_dtype=pl.Int64)
             .alias("sector"),
@@ -218,9 +213,9 @@ class Panel:
         segment_ids[d_idx, n_idx] = ids["segment"].to_numpy()
 
         targets = np.full((*shape, len(TARGET_COLUMNS)), np.nan, dtype=np.float32)
-        targets[d_idx, n_idx] = keyed.select(pl.col(TARGET_COLUMNS).cast(pl.Float32)).to_numpy()
+        targets[d_idx, n_idx] = frame.select(pl.col(TARGET_COLUMNS).cast(pl.Float32)).to_numpy()
         returns = np.full(shape, np.nan, dtype=np.float32)
-        returns[d_idx, n_idx] = keyed[return_column].cast(pl.Float32).to_numpy()
+        returns[d_idx, n_idx] = frame[return_column].cast(pl.Float32).to_numpy()
 
         features = np.zeros((*shape, len(feature_columns)), dtype=np.float32)
         stats = stats.filter(pl.col("feature").is_in(feature_columns))
@@ -228,7 +223,7 @@ class Panel:
             block = feature_columns[start : start + _FEATURE_BLOCK]
             normalized = (
                 apply_normalization(
-                    keyed.lazy().select(block), stats.filter(pl.col("feature").is_in(block))
+                    frame.lazy().select(block), stats.filter(pl.col("feature").is_in(block))
                 )
                 .select(pl.col(block).fill_null(0.0))
                 .collect()
