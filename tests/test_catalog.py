@@ -53,3 +53,9 @@ def test_a_column_declared_twice_is_rejected():
 def test_naming_a_family_the_plan_does_not_entitle_is_an_error():
     with pytest.raises(Exception, match="margin_weekly"):
         enabled_families(default_catalog(), Plan.FREE, ["price", "margin_weekly"], [])
+
+
+def test_docs_raw_sources_md_equals_the_source_table():
+    from atft_pipeline.jquants.docs import raw_sources_markdown
+
+    assert (REPO_ROOT / "docs" / "raw_sources.md").read_text() == raw_sources_markdown()

@@ -78,11 +78,12 @@ def factor_returns(seed: int, t: int, n: int, missing: float = 0.0) -> np.ndarra
     return returns
 
 
-@pytest.mark.parametrize(("seed", "k", "threshold", "missing"), [
-    (0, 10, 0.3, 0.0), (1, 5, 0.2, 0.1), (2, 3, 0.0, 0.05), (3, 25, 0.5, 0.0),
+@pytest.mark.parametrize(("seed", "n", "k", "threshold", "missing"), [
+    (0, 70, 10, 0.3, 0.0), (1, 70, 5, 0.2, 0.1), (2, 70, 3, 0.0, 0.05), (3, 70, 25, 0.5, 0.0),
+    (4, 601, 10, 0.3, 0.03),  # several row blocks, a partial column group
 ])
-def test_builder_matches_brute_force(seed, k, threshold, missing):
-    window = factor_returns(seed, 60, 70, missing)
+def test_builder_matches_brute_force(seed, n, k, threshold, missing):
+    window = factor_returns(seed, 60, n, missing)
     window[:, 3] = np.nan  # no history
     window[:25, 4] = np.nan  # 35 of 60 observations: not eligible
     window[:15, 5] = np.nan  # 45 of 60: eligible

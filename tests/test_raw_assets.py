@@ -183,6 +183,7 @@ def test_plan_without_entitlement_disables_the_source(tmp_path, market, instance
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_realdata_replays_through_the_raw_assets_for_its_whole_range(tmp_path, realdata_dir):
     from atft_pipeline.sandbox.replay import read_replay
 

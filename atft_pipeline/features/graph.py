@@ -24,14 +24,11 @@ window plus one block of scores.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
 import polars as pl
-import torch
 from scipy import sparse
 
 from atft_pipeline.features import common
@@ -49,7 +46,6 @@ GRAPH = GraphConfig(window=60, k=10, threshold=0.3, min_obs=40)
 PAGERANK_DAMPING = 0.85
 PAGERANK_TOL = 1e-10
 PAGERANK_MAX_ITER = 200
-_WORKERS = min(4, os.cpu_count() or 1)  # dates computed concurrently
 
 _W = GRAPH.window
 FEATURES: tuple[FeatureSpec, ...] = (
@@ -204,26 +200,19 @@ def compute_graph(inputs: FeatureInputs) -> pl.LazyFrame:
         daily = np.full((int(session[-1]) - first_session + 1, int(code_id.max()) + 1), np.nan)
         daily[session - first_session, code_id] = returns["ret_1d"]
 
-        def one_date(bounds: tuple[int, int]) -> dict[str, np.ndarray]:
-            lo, hi = bounds
-            t = int(session[lo]) - first_session
-            window = daily[max(0, t - GRAPH.window + 1) : t + 1, code_id[lo:hi]]
-            graph = build_correlation_graph(
-                window, k=GRAPH.k, threshold=GRAPH.threshold, min_obs=GRAPH.min_obs
-            )
-            today = {r: values[lo:hi] for r, values in returns.items()}
-            return graph_features(graph, today, sector[lo:hi])
-
         # rows are sorted by session: one [lo, hi) slice per date
         cuts = np.flatnonzero(np.diff(session)) + 1
-        dates = [
-            (int(lo), int(hi))
-            for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, rows.height], strict=True)
-            if emitted[lo]
-        ]
-        with _single_intra_op_thread(), ThreadPoolExecutor(_WORKERS) as pool:
-            for (lo, hi), features in zip(dates, pool.map(one_date, dates), strict=True):
-                for name, values in features.items():
+        with _single_intra_op_thread():
+            for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, rows.height], strict=True):
+                if not emitted[lo]:
+                    continue
+                t = int(session[lo]) - first_session
+                window = daily[max(0, t - GRAPH.window + 1) : t + 1, code_id[lo:hi]]
+                graph = build_correlation_graph(
+                    window, k=GRAPH.k, threshold=GRAPH.threshold, min_obs=GRAPH.min_obs
+                )
+                today = {r: values[lo:hi] for r, values in returns.items()}
+                for name, values in graph_features(graph, today, sector[lo:hi]).items():
                     columns[name][lo:hi] = values
     frame = rows.select("date", "code").with_columns(
         pl.Series(name, values, dtype=pl.Float64) for name, values in columns.items()
@@ -233,13 +222,15 @@ def compute_graph(inputs: FeatureInputs) -> pl.LazyFrame:
 
 @contextmanager
 def _single_intra_op_thread() -> Iterator[None]:
-    """Run torch ops single-threaded (restored afterwards); dates run in parallel instead.
+    """Run torch ops single-threaded (restored afterwards).
 
     One date's block product and passes are a few milliseconds each; torch's OpenMP workers
     synchronize after every op, and on shared cores waiting at those barriers cost 2-5x in
-    measurements. Whole dates on separate Python threads (torch and numpy release the GIL)
-    use the cores without any barrier.
+    measurements, while a single thread never waits. (Running dates on two Python threads
+    instead gave no speed-up on the 2-vCPU machine either.)
     """
+    import torch  # lazily: the code location imports this module and must stay torch-free
+
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -24,12 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 # A column whose centred norm is below this has no usable variance (e.g. a stock whose price
 # never moved in the window).
 _MIN_NORM = 1e-9
-_BLOCK_ROWS = 1024
+_BLOCK_ROWS = 256  # a 256 × N float32 block stays in cache (measured fastest)
 _GROUP_SIZE = 16  # columns per group in the exact two-stage top-k
 # float32 scores are within ~1e-6 of the exact ρ; candidates this close to the threshold are
 # decided by their exact value
@@ -118,7 +117,7 @@ def build_correlation_graph(
     lo, hi, weight = lo[keep], hi[keep], np.clip(weight[keep], -1.0, 1.0)
     src = np.concatenate([lo, hi])
     dst = np.concatenate([hi, lo])
-    order = np.lexsort((dst, src))
+    order = np.argsort(src * n + dst)  # by (source, target)
     edge_index = np.stack([cols[src[order]], cols[dst[order]]]).astype(np.int64)
     return CorrelationGraph(
         edge_index, np.concatenate([weight, weight])[order], eligible, max_abs, mean_corr
@@ -157,6 +156,8 @@ def _top_partners(rows_of: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     so the k groups with the largest maxima hold the k best scores. Padding columns score 0
     and are never preferred to a real partner (ρ = 0 exactly aside).
     """
+    import torch  # lazily: the code location imports this module and must stay torch-free
+
     n, t = rows_of.shape
     groups = -(-n // _GROUP_SIZE)
     z_rows = torch.from_numpy(rows_of.astype(np.float32))

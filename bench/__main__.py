@@ -1,0 +1,20 @@
+"""Run one benchmark: ``python -m bench {features,demo}`` (see BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import sys
+
+from bench import demo, features
+
+BENCHMARKS = {"features": features.main, "demo": demo.main}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in BENCHMARKS:
+        print(f"usage: python -m bench {{{','.join(BENCHMARKS)}}} [options]")
+        return 2
+    return BENCHMARKS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
