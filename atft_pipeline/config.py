@@ -91,7 +91,13 @@ class EvaluationSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     cost_bp: float = Field(default=10.0, ge=0, description="one-way cost per unit turnover")
-    lightgbm_seed: int = 42
+    # Overrides of atft_pipeline.evaluation.baselines.LightGBMConfig (unknown keys are errors).
+    lightgbm: dict[str, Any] = Field(default_factory=dict)
+
+    def lightgbm_config(self):
+        from atft_pipeline.evaluation.baselines import LightGBMConfig
+
+        return LightGBMConfig(**self.lightgbm)
 
 
 class PipelineConfig(BaseModel):
@@ -108,6 +114,7 @@ class PipelineConfig(BaseModel):
         try:
             self.model.build(n_features=1)
             self.training.build()
+            self.evaluation.lightgbm_config()
         except (ValidationError, TypeError) as exc:
             raise ConfigError(f"invalid model/training configuration: {exc}") from exc
 

@@ -131,13 +131,13 @@ def fit_lightgbm(
     dataset: pl.DataFrame, splits: SplitConfig, config: PipelineConfig, model_path: Path
 ) -> pl.DataFrame:
     """Fit one LightGBM per horizon (early-stopped on val), save it, predict val + test."""
-    from atft_pipeline.evaluation.baselines import LightGBMConfig, train_lightgbm_baseline
+    from atft_pipeline.evaluation.baselines import train_lightgbm_baseline
 
     features = feature_columns(dataset)
     universe = dataset.filter("universe")
     part = {name: universe.filter(splits.split_expr() == name) for name in ("train", "val", "test")}
     baseline = train_lightgbm_baseline(
-        part["train"], part["val"], features, LightGBMConfig(seed=config.evaluation.lightgbm_seed)
+        part["train"], part["val"], features, config.evaluation.lightgbm_config()
     )
     model_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = model_path.with_suffix(".tmp")
