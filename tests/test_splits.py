@@ -59,3 +59,27 @@ def test_walk_forward_folds_slide_and_end_at_the_last_day():
         assert len(fold.train.days()) == 250
     starts = [DAYS.index(f.test.start) for f in folds]
     assert starts[1] - starts[0] == 60 and starts[2] - starts[1] == 60
+
+
+def test_shipped_configs_validate():
+    from pathlib import Path
+
+    from atft_pipeline.config import load_config
+
+    for path in (Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"):
+        config = load_config(path)
+        config.check_builds()
+        split = config.splits.resolve(DAYS)
+        assert split.train.end < split.val.start < split.test.start, path
+
+
+def test_unknown_config_keys_are_errors(tmp_path):
+    from atft_pipeline.config import ConfigError, load_config
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("dataset:\n  familes: [price]\n")
+    with pytest.raises(ConfigError, match="familes"):
+        load_config(path)
+    path.write_text("model:\n  overrides: {hiddn: 8}\n")
+    with pytest.raises(ConfigError, match="hiddn"):
+        load_config(path).check_builds()
