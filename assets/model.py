@@ -1,6 +1,7 @@
 """Model assets (group ``model``): ATFT-GAT-FAN, the LightGBM baseline, validation predictions,
 the evaluation report and the nightly next-day predictions."""
 
+import base64
 import datetime as dt
 from pathlib import Path
 
@@ -183,10 +184,15 @@ def build_model_assets(layout: Layout) -> list[AssetsDefinition]:
         tracker = MlflowTracker(layout.settings.mlflow_uri, "atft_gat_fan", run_id=run_id)
         for path in [report.path, *report.plots.values()]:
             tracker.log_artifact(path)
+        plots_md = "\n\n".join(
+            f"### {name}\n\n![{name}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})"
+            for name, p in report.plots.items()
+        )
         return Output(
             report.table,
             metadata={
                 "report": MetadataValue.md(report.markdown),
+                "plots": MetadataValue.md(plots_md),  # viewable inline in the Dagster UI
                 "report_path": MetadataValue.path(str(report.path)),
                 **{f"plot_{name}": MetadataValue.path(str(p)) for name, p in report.plots.items()},
             },

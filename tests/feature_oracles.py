@@ -184,10 +184,6 @@ def asof_master(master: pl.DataFrame, code: str, day: dt.date) -> dict | None:
     return rows.row(-1, named=True) if rows.height else None
 
 
-def value(frame: pl.DataFrame, day: dt.date, code: str, column: str):
-    return frame.filter((pl.col("date") == day) & (pl.col("code") == code))[column].item()
-
-
 def until(tables: dict[str, pl.DataFrame], t: dt.date) -> dict[str, pl.DataFrame]:
     """The tables as a nightly run on t sees them: nothing dated after t."""
     out = {}
