@@ -1,0 +1,66 @@
+"""The whole graph through Dagster on a small sandbox market: raw -> features -> dataset ->
+stats -> ATFT-GAT-FAN + LightGBM -> predictions -> report -> next-day predictions."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+from dagster import instance_for_test
+
+from assets.definitions import build_definitions
+from assets.layout import LATEST_ASSET, resolve_layout
+from assets.runner import materialize_range
+from atft_pipeline.config import PipelineConfig, SplitSpec
+from atft_pipeline.sandbox.market import MarketConfig, generate_market
+from atft_pipeline.sandbox.server import ServerSettings, create_app, serve_in_thread
+from atft_pipeline.settings import Settings
+from atft_pipeline.storage import PartitionStore
+from resources.jquants import JQuantsResource
+
+START, END = dt.date(2021, 1, 4), dt.date(2021, 12, 30)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_the_whole_graph_materializes_and_reports(tmp_path):
+    market = generate_market(MarketConfig(seed=3, n_stocks=25, start=START, end=END))
+    config = PipelineConfig(
+        splits=SplitSpec(warmup_days=60, val_fraction=0.2, test_fraction=0.2, max_train_days=40)
+    )
+    settings = Settings(home=tmp_path, start_date=START, plan="premium")
+    app = create_app(market.tables, settings=ServerSettings(), oracle=market.oracle)
+    with serve_in_thread(app) as server, instance_for_test() as instance:
+        jquants = JQuantsResource(api_key="sandbox", base_url=server.base_url)
+        defs = build_definitions(settings, resources={"jquants": jquants}, config=config)
+        layout = resolve_layout(settings, config)
+        store = PartitionStore(tmp_path / "data")
+        result = materialize_range(
+            defs, instance, layout.pipeline_assets(), START, END, store,
+            latest_only=[LATEST_ASSET], progress=lambda _: None,
+        )
+        assert result.success, [(s.asset, s.error) for s in result.stages if not s.success]
+
+    dataset = store.read("ml_dataset", "2021-12-01")
+    assert dataset.columns == layout.catalog.expected_columns(list(layout.families))
+    assert len(layout.catalog.feature_columns(list(layout.families))) >= 300
+
+    predictions = store.read("validation_predictions")
+    assert set(predictions["model"].unique()) == {"atft_gat_fan", "lightgbm", "rule", "oracle"}
+    atft = predictions.filter(pl.col("model") == "atft_gat_fan")
+    assert atft["prediction"].is_nan().sum() == 0 and atft["prediction"].null_count() == 0
+    splits = config.splits.resolve([dt.date.fromisoformat(k) for k in store.partitions("ml_dataset")])
+    val_days = {d for d in splits.val.days()}
+    assert set(atft.filter(pl.col("split") == "val")["date"].unique()) == val_days
+    assert set(atft["horizon"].unique()) == {1, 5, 10, 20}
+
+    report = store.read("evaluation_report")
+    assert {"atft_gat_fan", "lightgbm", "rule", "oracle"} <= set(report["model"].unique())
+    assert list((tmp_path / "reports").glob("*/report.md"))
+
+    latest = store.read(LATEST_ASSET, "2021-12-30")
+    assert latest.height > 0 and set(latest["split"].unique()) == {"live"}
+    assert latest.filter(pl.col("horizon") == 1)["rank"].sort().to_list()[:3] == [1, 2, 3]
+    model_record = store.read("atft_model")
+    assert model_record["catalog_hash"][0] == layout.catalog.hash(list(layout.families))
