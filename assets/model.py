@@ -28,6 +28,7 @@ from atft_pipeline.dataset.splits import SplitConfig
 from atft_pipeline.modeling import (
     ATFT_MODEL,
     evaluation_windows,
+    prediction_coverage,
     fit_lightgbm,
     predict_atft,
     rule_predictions,
@@ -141,11 +142,8 @@ def build_model_assets(layout: Layout) -> list[AssetsDefinition]:
         if oracle is not None:
             parts.append(oracle)
         predictions = pl.concat(parts, how="diagonal_relaxed").sort("model", "split", "horizon", "date", "code")
-        atft = predictions.filter(pl.col("model") == ATFT_MODEL)
         val_dates = set(splits.val.days()) & set(days)
-        covered = set(atft.filter(pl.col("split") == "val")["date"].unique().to_list())
-        nan_rows = int(atft["prediction"].is_nan().sum() + atft["prediction"].is_null().sum())
-        missing = sorted(val_dates - covered)
+        coverage = prediction_coverage(predictions, val_dates)
         yield Output(
             predictions,
             metadata={
@@ -157,8 +155,12 @@ def build_model_assets(layout: Layout) -> list[AssetsDefinition]:
         )
         yield AssetCheckResult(
             check_name=PREDICTIONS_CHECK,
-            passed=atft.height > 0 and not missing and nan_rows == 0,
-            metadata={"atft_rows": atft.height, "missing_val_dates": str(missing[:10]), "nan_predictions": nan_rows},
+            passed=coverage.passed,
+            metadata={
+                "atft_rows": coverage.rows,
+                "missing_val_dates": str(coverage.missing_val_dates[:10]),
+                "nan_predictions": coverage.nan_predictions,
+            },
         )
 
     @asset(

@@ -160,3 +160,23 @@ def rule_predictions(dataset: pl.DataFrame, splits: SplitConfig) -> pl.DataFrame
 
 def evaluation_windows(splits: SplitConfig) -> dict[str, tuple[dt.date, dt.date]]:
     return {"val": (splits.val.start, splits.val.end), "test": (splits.test.start, splits.test.end)}
+
+
+@dataclass(frozen=True)
+class PredictionCoverage:
+    """What the blocking check on validation predictions looks at (ATFT-GAT-FAN rows)."""
+
+    rows: int
+    missing_val_dates: list[dt.date]
+    nan_predictions: int
+
+    @property
+    def passed(self) -> bool:
+        return self.rows > 0 and not self.missing_val_dates and self.nan_predictions == 0
+
+
+def prediction_coverage(predictions: pl.DataFrame, val_days: set[dt.date]) -> PredictionCoverage:
+    atft = predictions.filter(pl.col("model") == ATFT_MODEL)
+    covered = set(atft.filter(pl.col("split") == "val")["date"].unique().to_list())
+    nan_rows = int(atft["prediction"].is_nan().sum() + atft["prediction"].is_null().sum())
+    return PredictionCoverage(atft.height, sorted(val_days - covered), nan_rows)

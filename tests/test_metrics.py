@@ -338,3 +338,20 @@ def test_metrics_are_invariant_to_row_order() -> None:
     for column in metrics.METRIC_COLUMNS:
         assert a[column].to_list() == pytest.approx(b[column].to_list(), rel=1e-9), column
     assert not math.isnan(a["sharpe_gross"][0])
+
+
+def test_prediction_coverage_blocks_empty_missing_dates_and_nan():
+    import datetime as dt
+
+    from atft_pipeline.modeling import prediction_coverage
+
+    days = {dt.date(2023, 1, 4), dt.date(2023, 1, 5)}
+    frame = pl.DataFrame(
+        {"model": ["atft_gat_fan"] * 2, "split": ["val"] * 2, "date": sorted(days), "prediction": [0.1, 0.2]}
+    )
+    assert prediction_coverage(frame, days).passed
+    assert not prediction_coverage(frame.head(1), days).passed  # a val date missing
+    assert prediction_coverage(frame.head(1), days).missing_val_dates == [dt.date(2023, 1, 5)]
+    with_nan = frame.with_columns(pl.Series("prediction", [0.1, float("nan")]))
+    assert prediction_coverage(with_nan, days).nan_predictions == 1
+    assert not prediction_coverage(frame.clear(), days).passed  # empty
