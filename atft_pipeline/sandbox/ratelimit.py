@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 
-WINDOW_S = 60.0
+from atft_pipeline.jquants.ratelimit import SlidingWindow
 
 
 class SlidingWindowLimiter:
@@ -33,27 +32,23 @@ class SlidingWindowLimiter:
     ) -> None:
         if "default" not in limits:
             raise ValueError("rate limits need a 'default' bucket")
-        self._limits = dict(limits)
         self._lockout_s = lockout_s
         self._clock = clock
-        self._admitted: dict[str, deque[float]] = {b: deque() for b in limits}
+        # The same window the client paces itself with; here a full window means "reject".
+        self._windows = {b: SlidingWindow(limit) for b, limit in limits.items()}
         self._locked_until = float("-inf")
         self._lock = threading.Lock()
 
     def admit(self, bucket: str = "default") -> bool:
-        buckets = ["default"] + ([bucket] if bucket != "default" and bucket in self._limits else [])
+        buckets = ["default"] + ([bucket] if bucket != "default" and bucket in self._windows else [])
         with self._lock:
             now = self._clock()
             if now < self._locked_until:
                 return False
-            for b in buckets:
-                admitted = self._admitted[b]
-                while admitted and admitted[0] <= now - WINDOW_S:
-                    admitted.popleft()
-            if any(len(self._admitted[b]) >= self._limits[b] for b in buckets):
+            if any(self._windows[b].wait_time(now) > 0 for b in buckets):
                 if self._lockout_s is not None:
                     self._locked_until = now + self._lockout_s
                 return False
             for b in buckets:
-                self._admitted[b].append(now)
+                self._windows[b].record(now)
             return True
