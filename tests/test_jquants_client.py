@@ -544,7 +544,7 @@ async def test_flexible_numerics(clock):
 
 
 def summary_wire_row() -> dict[str, str]:
-    """A full 107-key fins/summary row as the API sends it: every value a string."""
+    """A full 111-key fins/summary row as the API sends it: every value a string."""
     row = {name: "" for name in SUMMARY.field_names}
     row.update({
         "DiscDate": "2023-01-30", "DiscTime": "12:00:00", "Code": "86970",
@@ -562,11 +562,11 @@ def summary_wire_row() -> dict[str, str]:
 
 async def test_fins_summary_all_string_row(clock):
     row = summary_wire_row()
-    assert len(row) == 107 and all(isinstance(v, str) for v in row.values())
+    assert len(row) == 111 and all(isinstance(v, str) for v in row.values())
     client, _ = make_client(ok([row]), clock)
     async with client:
         frame = await client.get("fins/summary", code="86970", date="2023-01-30")
-    assert frame.width == 107 and frame.schema == SUMMARY.schema(Plan.FREE)
+    assert frame.width == 111 and frame.schema == SUMMARY.schema(Plan.FREE)
     got = frame.row(0, named=True)
     assert got["DiscDate"] == dt.date(2023, 1, 30) and got["NxtFYSt"] is None
     assert (got["Code"], got["DiscNo"], got["DiscTime"]) == ("86970", "20230127594871", "12:00:00")

@@ -69,7 +69,7 @@ def test_round_trip_empty_frame():
 
 def test_fins_summary_wire_rows_are_all_strings():
     endpoint = ENDPOINTS["fins/summary"]
-    assert len(endpoint.fields) == 107
+    assert len(endpoint.fields) == 111
     frame = synthetic_frame(endpoint, Plan.FREE)
     rows = frame_to_rows(endpoint, frame)
     kinds = {f.name: f.kind for f in endpoint.fields}

@@ -564,7 +564,7 @@ async def test_statements_are_all_strings(api) -> None:
     rows = (await api().get("fins/summary", params={"code": "86970"})).json()["data"]
     assert len(rows) == 1
     row = rows[0]
-    assert set(row) == set(ENDPOINTS["fins/summary"].field_names) and len(row) == 107
+    assert set(row) == set(ENDPOINTS["fins/summary"].field_names) and len(row) == 111
     assert all(isinstance(v, str) for v in row.values()), {
         k: v for k, v in row.items() if not isinstance(v, str)
     }

@@ -39,7 +39,7 @@ from atft_pipeline.jquants.errors import (
     describe_request,
     error_for_status,
 )
-from atft_pipeline.jquants.parsing import rows_to_frame
+from atft_pipeline.jquants.parsing import missing_key_fields, rows_to_frame, unknown_fields
 from atft_pipeline.jquants.ratelimit import Clock, RateLimiter, Sleep
 
 logger = logging.getLogger("atft_pipeline.jquants")
@@ -121,10 +121,20 @@ class ClientStats:
     pages: int = 0
     rows: int = 0
     bytes: int = 0  # body bytes as received (compressed when gzip)
+    # Response fields the endpoint registry does not define, per endpoint (the API grew them).
+    unknown_fields: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def total_requests(self) -> int:
         return sum(self.requests.values())
+
+
+@dataclass(frozen=True)
+class CursorResult:
+    """One incremental retrieval: the rows and the cursor for the next call (None: none sent)."""
+
+    frame: pl.DataFrame
+    cursor: str | None
 
 
 def resolve_endpoint(endpoint: str | Endpoint) -> Endpoint:
@@ -155,6 +165,10 @@ def build_query(endpoint: Endpoint, params: Mapping[str, object]) -> dict[str, s
         )
     if "date" in given and ({"from", "to"} & set(given)):
         raise ValueError(f"{endpoint.path}: 'date' and 'from'/'to' are mutually exclusive")
+    if "published_date" in given and ({"date", "from", "to"} & set(given)):
+        raise ValueError(
+            f"{endpoint.path}: 'published_date' cannot be combined with 'date'/'from'/'to'"
+        )
     return {name: _encode_param(endpoint, name, value) for name, value in given.items()}
 
 
@@ -210,7 +224,11 @@ class JQuantsClient:
     @property
     def stats(self) -> ClientStats:
         """A snapshot; later calls do not change it."""
-        return replace(self._stats, requests=dict(self._stats.requests))
+        return replace(
+            self._stats,
+            requests=dict(self._stats.requests),
+            unknown_fields={k: list(v) for k, v in self._stats.unknown_fields.items()},
+        )
 
     def __repr__(self) -> str:
         key = "set" if self._config.api_key is not None else "unset"
@@ -258,7 +276,24 @@ class JQuantsClient:
     async def get(self, endpoint: str | Endpoint, /, **params: Any) -> pl.DataFrame:
         """Every row of one query (all pages), typed to the registry schema for the plan."""
         resolved = resolve_endpoint(endpoint)
-        return await self._get_all_pages(resolved, build_query(resolved, params))
+        frame, _ = await self._get_all_pages(resolved, build_query(resolved, params))
+        return frame
+
+    async def get_with_cursor(
+        self, endpoint: str | Endpoint, /, cursor: str | None = None, **params: Any
+    ) -> CursorResult:
+        """Incremental retrieval: the rows published since ``cursor`` (all of them without one)
+        plus the response's new cursor to pass next time.
+
+        Only fins/summary, fins/details and td/list accept ``cursor``; on fins/summary it is a
+        Premium feature. The cursor arrives on the last page, after every ``pagination_key``.
+        """
+        resolved = resolve_endpoint(endpoint)
+        if "cursor" not in resolved.params:
+            raise ValueError(f"{resolved.path} does not support cursor retrieval")
+        query = build_query(resolved, {**params, "cursor": cursor})
+        frame, next_cursor = await self._get_all_pages(resolved, query)
+        return CursorResult(frame, next_cursor)
 
     async def get_many(
         self, endpoint: str | Endpoint, params_list: Sequence[Mapping[str, Any]]
@@ -270,9 +305,13 @@ class JQuantsClient:
         """
         resolved = resolve_endpoint(endpoint)
         queries = [build_query(resolved, params) for params in params_list]
-        return await _gather_or_cancel([self._get_all_pages(resolved, q) for q in queries])
+        pages = await _gather_or_cancel([self._get_all_pages(resolved, q) for q in queries])
+        return [frame for frame, _ in pages]
 
-    async def _get_all_pages(self, endpoint: Endpoint, query: dict[str, str]) -> pl.DataFrame:
+    async def _get_all_pages(
+        self, endpoint: Endpoint, query: dict[str, str]
+    ) -> tuple[pl.DataFrame, str | None]:
+        """Every page of ``query`` as one typed frame, and the last page's ``cursor`` if any."""
         rows: list[dict[str, Any]] = []
         page_query = query
         for _ in range(self._config.max_pages):
@@ -281,9 +320,9 @@ class JQuantsClient:
             self._stats.pages += 1
             key = envelope.get("pagination_key")
             if not key:
-                frame = rows_to_frame(endpoint, rows, self.plan)
-                self._stats.rows += frame.height
-                return frame
+                frame = self._typed_frame(endpoint, query, rows)
+                cursor = envelope.get("cursor")
+                return frame, cursor if isinstance(cursor, str) and cursor else None
             if key == page_query.get("pagination_key"):
                 # Keys change on every page; the same key again would loop until max_pages.
                 raise ResponseFormatError(
@@ -291,6 +330,29 @@ class JQuantsClient:
                 )
             page_query = {**query, "pagination_key": key}
         raise PageLimitError(endpoint.path, query, self._config.max_pages)
+
+    def _typed_frame(
+        self, endpoint: Endpoint, query: dict[str, str], rows: list[dict[str, Any]]
+    ) -> pl.DataFrame:
+        missing = missing_key_fields(endpoint, rows)
+        if missing:
+            raise ResponseFormatError(
+                200, endpoint.path, query, f"rows lack the key field(s) {missing}"
+            )
+        extra = unknown_fields(endpoint, rows)
+        known = self._stats.unknown_fields.get(endpoint.path, [])
+        new = sorted(set(extra) - set(known))
+        if new:
+            logger.warning(
+                "%s: response field(s) %s are not in the endpoint registry (kept out of the "
+                "typed frame, reported in the client stats)",
+                describe_request(endpoint.path, query),
+                new,
+            )
+            self._stats.unknown_fields[endpoint.path] = sorted(set(known) | set(new))
+        frame = rows_to_frame(endpoint, rows, self.plan)
+        self._stats.rows += frame.height
+        return frame
 
     async def _fetch_page(self, endpoint: Endpoint, query: dict[str, str]) -> dict[str, Any]:
         attempt = 1

@@ -149,7 +149,7 @@ EQUITIES_MASTER = Endpoint(
     fields=_fields(D, "Date")
     + _fields(
         S, "Code", "CoName", "CoNameEn", "S17", "S17Nm", "S33", "S33Nm", "ScaleCat", "Mkt",
-        "MktNm", "Mrgn", "MrgnNm",
+        "MktNm", "Mrgn", "MrgnNm", "ProdCat",
     ),
     plan=Plan.FREE,
     optional=("code", "date"),
@@ -191,6 +191,8 @@ _SUMMARY_SHARES_AND_NC = (
     "NxFNCSales2Q", "NxFNCOP2Q", "NxFNCOdP2Q", "NxFNCNP2Q", "NxFNCEPS2Q", "FNCSales", "FNCOP",
     "FNCOdP", "FNCNP", "FNCEPS", "NxFNCSales", "NxFNCOP", "NxFNCOdP", "NxFNCNP", "NxFNCEPS",
 )
+# Added in the 2026-09 spec: shareholders' equity and ROE, consolidated and non-consolidated.
+_SUMMARY_EQUITY = ("ShEq", "NCShEq", "ROE", "NCROE")
 
 FINS_SUMMARY = Endpoint(
     path="fins/summary",
@@ -199,14 +201,16 @@ FINS_SUMMARY = Endpoint(
     + _fields(D, "CurPerSt", "CurPerEn", "CurFYSt", "CurFYEn", "NxtFYSt", "NxtFYEn")
     + _fields(N, *_SUMMARY_NUMERIC)
     + _fields(B, *_SUMMARY_FLAGS)
-    + _fields(N, *_SUMMARY_SHARES_AND_NC),
+    + _fields(N, *_SUMMARY_SHARES_AND_NC)
+    + _fields(N, *_SUMMARY_EQUITY),
     plan=Plan.FREE,
     required_any=("code", "date"),
+    optional=("cursor",),
     date_field="DiscDate",
     key=("DiscNo",),
     numbers_as_strings=True,
     rate_bucket="fins",
-    description="Earnings summaries (107 fields, every value a string on the wire), by DiscDate.",
+    description="Earnings summaries (111 fields, every value a string on the wire), by DiscDate.",
 )
 
 EARNINGS_CALENDAR = Endpoint(
@@ -217,17 +221,22 @@ EARNINGS_CALENDAR = Endpoint(
     description="Scheduled earnings announcements of the next business day (March/Sept FYE).",
 )
 
+_MARGIN_SIDES = ("Shrt", "Long", "ShrtNeg", "LongNeg", "ShrtStd", "LongStd")
+
 MARGIN_INTEREST = Endpoint(
     path="markets/margin-interest",
-    fields=_fields(D, "Date")
-    + _fields(S, "Code")
-    + _fields(N, "ShrtVol", "LongVol", "ShrtNegVol", "LongNegVol", "ShrtStdVol", "LongStdVol")
-    + _fields(S, "IssType"),
+    fields=_fields(D, "PubDate", "Date")
+    + _fields(S, "Code", "IssType")
+    + _fields(N, *(side + "Vol" for side in _MARGIN_SIDES))
+    + _fields(N, *(side + "Val" for side in _MARGIN_SIDES)),
     plan=Plan.STANDARD,
-    required_any=("code", "date"),
+    required_any=("code", "date", "published_date"),
     optional=("from", "to"),
     key=("Date", "Code"),
-    description="Weekly margin balances by application date (published 2 business days later).",
+    description=(
+        "Margin balances by application date: weekly until the daily regime (applications from "
+        "2026-09-25 on, published the next business day with PubDate and *Val amounts)."
+    ),
 )
 
 _PUB_REASONS = (

@@ -107,8 +107,9 @@ def rows_to_frame(
 ) -> pl.DataFrame:
     """Parse API rows into a frame with exactly the registry's columns and dtypes for ``plan``.
 
-    Missing keys become nulls; keys the registry does not know are dropped (the API adds
-    fields over time; the registry is the contract). Values are gathered per column as text
+    Missing keys become nulls; keys the registry does not know are not columns of the frame
+    (the registry is the contract) but are never lost silently: ``unknown_fields`` names
+    them and the client reports them. Values are gathered per column as text
     and parsed by one vectorized Polars select, so a page of thousands of rows parses in
     milliseconds.
     """
@@ -119,6 +120,34 @@ def rows_to_frame(
         schema={f.name: pl.String for f in fields},
     )
     return text.select([_parse_expr(f) for f in fields])
+
+
+def unknown_fields(endpoint: Endpoint, rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Sorted names of response fields the registry does not define for ``endpoint``.
+
+    The API adds fields over time (the 2026-09 spec added ``ProdCat``, ``ShEq`` ...); a new
+    one must be noticed, not dropped without a trace. A nested object counts as known when
+    its own name is; its members are checked against the registry's flags.
+    """
+    known = set(endpoint.field_names)
+    nested_name, nested_flags = endpoint.nested or (None, ())
+    found: set[str] = set()
+    for row in rows:
+        for name, value in row.items():
+            if name == nested_name:
+                if isinstance(value, Mapping):
+                    found.update(f"{name}.{k}" for k in value if k not in nested_flags)
+            elif name not in known:
+                found.add(name)
+    return sorted(found)
+
+
+def missing_key_fields(endpoint: Endpoint, rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Key fields of ``endpoint`` absent from at least one row (a malformed response)."""
+    missing: set[str] = set()
+    for row in rows:
+        missing.update(k for k in endpoint.key if k not in row)
+    return sorted(missing)
 
 
 def _text_values(field: Field, values: list[Any]) -> list[str | None]:

@@ -42,12 +42,22 @@ def _published_weekly_margin(day: dt.date) -> dict[str, str]:
     return {"date": calendar.shift_trading_days(day, -WEEKLY_MARGIN_PUBLICATION_LAG).isoformat()}
 
 
+def _by_published_date(day: dt.date) -> dict[str, str]:
+    return {"published_date": day.isoformat()}
+
+
 @dataclass(frozen=True)
 class RawSource:
     asset: str  # Dagster asset name
     endpoint: Endpoint
     query: Callable[[dt.date], dict[str, str]]
     date_semantics: str  # what the partition date means for this source
+    # A second query for rows that carry their publication date (``PubDate``): the partition
+    # is then the union of those rows and the rows of ``query`` that have no ``PubDate``.
+    # margin-interest needs both: weekly rows (before the daily regime) have no PubDate and
+    # are found by application date; daily rows are found by publication date. The union is
+    # "everything published on the day" in either regime without knowing the switch date.
+    published_query: Callable[[dt.date], dict[str, str]] | None = None
 
     @property
     def plan(self) -> Plan:
@@ -57,7 +67,8 @@ class RawSource:
         return self.query(day)
 
     def row_date(self, day: dt.date) -> dt.date:
-        """The value of the endpoint's date field on every row of partition ``day``."""
+        """The value of the endpoint's date field on every row of partition ``day`` that was
+        found by ``query`` (rows found by ``published_query`` carry ``PubDate == day``)."""
         params = self.query(day)
         value = params.get("date") or params.get("disc_date") or params.get("from")
         return dt.date.fromisoformat(value)
@@ -74,7 +85,9 @@ RAW_SOURCES: dict[str, RawSource] = {
             "raw_weekly_margin_interest",
             ENDPOINTS["markets/margin-interest"],
             _published_weekly_margin,
-            "publication date (rows carry the application date, 2 sessions earlier)",
+            "publication date (weekly rows carry the application date, 2 sessions earlier; "
+            "daily rows carry PubDate = the partition and the previous session's Date)",
+            published_query=_by_published_date,
         ),
         RawSource(
             "raw_daily_margin_interest",
@@ -111,4 +124,12 @@ async def fetch_raw_days(
     an empty typed frame where the API had no rows (a day without disclosures is not an error).
     """
     frames = await client.get_many(source.endpoint, [source.params_for(d) for d in days])
+    if source.published_query is not None:
+        published = await client.get_many(
+            source.endpoint, [source.published_query(d) for d in days]
+        )
+        frames = [
+            pl.concat([frame.filter(pl.col("PubDate").is_null()), by_publication])
+            for frame, by_publication in zip(frames, published, strict=True)
+        ]
     return dict(zip(days, frames, strict=True))

@@ -81,9 +81,14 @@ class RawAssetSpec:
         assert self.partition is not None and self.endpoint.date_field is not None
         # The source defines which row date a partition holds (weekly margin: publication
         # partition, application-date rows 2 sessions earlier).
-        row_date = RAW_SOURCES[self.asset].row_date(day) if self.asset in RAW_SOURCES else day
+        source = RAW_SOURCES.get(self.asset)
+        row_date = source.row_date(day) if source is not None else day
         field, bound = pl.col(self.endpoint.date_field), pl.lit(row_date, dtype=pl.Date)
         passes = field == bound if self.partition is PartitionRule.EQUAL else field <= bound
+        if source is not None and source.published_query is not None:
+            # Rows found by publication date carry it (daily margin interest).
+            published = pl.col("PubDate")
+            passes = pl.when(published.is_null()).then(passes).otherwise(published == day)
         return Rule(self.endpoint.date_field, self.partition.value, passes, Severity.ERROR)
 
     def id_columns(self, partitioned: bool) -> tuple[str, ...]:
