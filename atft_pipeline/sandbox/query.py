@@ -11,6 +11,8 @@ selected in microseconds; encoding it as JSON is what takes time).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import bisect
 import contextlib
 import datetime as dt
@@ -20,13 +22,23 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from atft_pipeline.jquants.endpoints import Endpoint, Plan
+from atft_pipeline.jquants.endpoints import EQUITIES_BARS_DAILY, Endpoint, Plan
+from atft_pipeline.sandbox.clock import (
+    HIDDEN_COLUMNS,
+    LATER_FACTOR,
+    PUBLISHED_AT,
+    adjust_as_of,
+    last_session_visible,
+    clock_columns,
+    visible,
+)
 
 # Date-valued parameters -> the column they select on (None: the endpoint's date field).
 _DATE_EQUALS: dict[str, str | None] = {
     "date": None,
     "disc_date": "DiscDate",
     "calc_date": "CalcDate",
+    "published_date": "PubDate",
 }
 _DATE_RANGES: dict[tuple[str, str], str | None] = {
     ("from", "to"): None,
@@ -127,10 +139,14 @@ class Query:
     dates: dict[str, dt.date]
     values: dict[str, str]
     pagination_key: str | None
+    # Incremental retrieval: only rows published after this moment (a decoded ``cursor``).
+    published_after: dt.datetime | None = None
 
     @property
     def normalized(self) -> dict[str, str]:
         params = {k: v.isoformat() for k, v in self.dates.items()} | self.values
+        if self.published_after is not None:
+            params["cursor"] = encode_cursor(self.published_after)
         return dict(sorted(params.items()))
 
 
@@ -154,6 +170,12 @@ def parse_query(endpoint: Endpoint, items: list[tuple[str, str]], window: PlanWi
     for single, pair in _EXCLUSIVE:
         if single in params and any(p in params for p in pair):
             raise ApiError(400, f"'{single}' cannot be combined with '{pair[0]}'/'{pair[1]}'.")
+    if "published_date" in params:
+        if any(p in params for p in ("date", "from", "to")):
+            raise ApiError(400, "'published_date' cannot be combined with 'date', 'from' or 'to'.")
+    elif "published_date" in endpoint.params and ({"from", "to"} & set(params)):
+        if "code" not in params:
+            raise ApiError(400, "'from'/'to' require 'code'.")
 
     dates = {n: parse_query_date(n, v) for n, v in params.items() if n in DATE_PARAMS}
     for lo, hi in _DATE_RANGES:
@@ -171,7 +193,23 @@ def parse_query(endpoint: Endpoint, items: list[tuple[str, str]], window: PlanWi
         raise ApiError(
             400, f"'hol_div' must be one of {sorted(_HOL_DIVS)}, got {values['hol_div']!r}."
         )
-    return Query(endpoint, dates, values, params.get("pagination_key"))
+    cursor = params.get("cursor")
+    published_after = decode_cursor(cursor) if cursor else None
+    return Query(endpoint, dates, values, params.get("pagination_key"), published_after)
+
+
+# A cursor is opaque to clients: base64 of the publication moment the previous answer
+# reached. Rows published later are "new since the cursor".
+def encode_cursor(moment: dt.datetime) -> str:
+    return base64.urlsafe_b64encode(moment.isoformat().encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> dt.datetime:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        return dt.datetime.fromisoformat(text)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ApiError(400, "Invalid cursor.") from None
 
 
 def _normalize_code(code: str) -> str:
@@ -182,7 +220,12 @@ def _normalize_code(code: str) -> str:
 
 
 class EndpointTable:
-    """One endpoint's rows, sorted by its date field (then key) and indexed by date."""
+    """One endpoint's rows, sorted by its date field (then key) and indexed by date.
+
+    The simulated clock's columns (``clock.HIDDEN_COLUMNS``: publication moment, bars'
+    factor products) live in a parallel frame, joined to a slice only when a request runs on
+    the clock or with a cursor, so answers without either are exactly as before.
+    """
 
     def __init__(self, endpoint: Endpoint, frame: pl.DataFrame) -> None:
         self.endpoint = endpoint
@@ -191,6 +234,8 @@ class EndpointTable:
         order = [c for c in order if c in frame.columns]
         # Rows without a date (an undecided earnings date) sort last and are outside the index.
         self.frame = frame.sort(order, nulls_last=True, maintain_order=True) if order else frame
+        self._clock_columns = clock_columns(endpoint, self.frame)
+        self._references: dict[dt.date, pl.DataFrame] = {}
         self._dates: list[dt.date] = []
         self._offsets: list[int] = [0]
         if date_field is not None and frame.height:
@@ -206,17 +251,61 @@ class EndpointTable:
 
     def between(self, lo: dt.date | None, hi: dt.date | None) -> pl.DataFrame:
         """Rows whose date field lies in ``[lo, hi]``; both None: every row, undated included."""
+        start, length = self._span(lo, hi)
+        return self.frame.slice(start, length)
+
+    def _span(self, lo: dt.date | None, hi: dt.date | None) -> tuple[int, int | None]:
         if lo is None and hi is None:
-            return self.frame
+            return 0, None
         i = 0 if lo is None else bisect.bisect_left(self._dates, lo)
         j = len(self._dates) if hi is None else bisect.bisect_right(self._dates, hi)
         start, stop = self._offsets[i], self._offsets[max(i, j)]
-        return self.frame.slice(start, stop - start)
+        return start, stop - start
 
-    def select(self, query: Query, window: PlanWindow) -> pl.DataFrame:
-        """The rows answering ``query`` (every page of it), in API order."""
+    def _rows(self, lo: dt.date | None, hi: dt.date | None, timed: bool) -> pl.DataFrame:
+        """``between``, with the clock columns when ``timed``."""
+        start, length = self._span(lo, hi)
+        rows = self.frame.slice(start, length)
+        if not timed:
+            return rows
+        return rows.hstack(self._clock_columns.slice(start, length))
+
+    def watermark(self, as_of: dt.datetime | None) -> dt.datetime | None:
+        """The publication moment an answer given at ``as_of`` reaches (the next cursor)."""
+        if as_of is not None or PUBLISHED_AT not in self._clock_columns.columns:
+            return as_of
+        return self._clock_columns.get_column(PUBLISHED_AT).max()
+
+    def select(
+        self, query: Query, window: PlanWindow, as_of: dt.datetime | None = None
+    ) -> pl.DataFrame:
+        """The rows answering ``query`` (every page of it), in API order.
+
+        ``as_of``: the simulated clock; only rows published by then, bars adjusted as then.
+        """
+        timed = as_of is not None or query.published_after is not None
+        frame = self._select(query, window, as_of, timed)
+        if not timed:
+            return frame
+        if query.published_after is not None:
+            frame = frame.filter(pl.col(PUBLISHED_AT) > query.published_after)
+        if as_of is not None and self.endpoint is EQUITIES_BARS_DAILY:
+            frame = adjust_as_of(frame, self._reference(last_session_visible(as_of)))
+        return frame.drop(HIDDEN_COLUMNS, strict=False)
+
+    def _reference(self, day: dt.date) -> pl.DataFrame:
+        """Per code, the factor product beyond ``day`` (see ``clock.adjust_as_of``)."""
+        if day not in self._references:
+            self._references[day] = (
+                self._rows(None, day, timed=True).group_by("Code").agg(pl.col(LATER_FACTOR).last())
+            )
+        return self._references[day]
+
+    def _select(
+        self, query: Query, window: PlanWindow, as_of: dt.datetime | None, timed: bool
+    ) -> pl.DataFrame:
         if self.endpoint.path == _SNAPSHOT_ENDPOINT:
-            return self._snapshot(query, window)
+            return self._snapshot(query, window, as_of, timed)
         date_field = self.endpoint.date_field
         windowed = self.endpoint.path not in _WINDOW_EXEMPT
         lo, hi = (window.start, window.end) if windowed else (None, None)
@@ -236,18 +325,24 @@ class EndpointTable:
                 lo, hi = _narrow(lo, hi, start, end)
             else:
                 filters.append(pl.col(column).is_between(start or dt.date.min, end or dt.date.max))
-        frame = self.between(lo, hi)
+        frame = self._rows(lo, hi, timed)
+        if as_of is not None:
+            frame = visible(frame, as_of)
         filters += [pl.col(_VALUE_FILTERS[n]) == v for n, v in query.values.items()]
         return frame.filter(filters) if filters else frame
 
-    def _snapshot(self, query: Query, window: PlanWindow) -> pl.DataFrame:
+    def _snapshot(
+        self, query: Query, window: PlanWindow, as_of: dt.datetime | None, timed: bool
+    ) -> pl.DataFrame:
         """``equities/master``: each code's latest row dated on or before the snapshot date.
 
         Without ``date`` the snapshot is the latest the subscription can see (the end of a
         Free plan's delayed window, otherwise everything stored).
         """
-        as_of = query.dates.get("date", window.end)
-        frame = self.between(None, as_of) if as_of is not None else self.frame
+        day = query.dates.get("date", window.end)
+        frame = self._rows(None, day, timed)
+        if as_of is not None:
+            frame = visible(frame, as_of)
         if "code" in query.values:
             frame = frame.filter(pl.col("Code") == query.values["code"])
         return frame.unique(subset="Code", keep="last", maintain_order=True).sort("Code")

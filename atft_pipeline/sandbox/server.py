@@ -37,12 +37,14 @@ from starlette.routing import Route
 
 from atft_pipeline.jquants.endpoints import ENDPOINTS, FINS_REQUESTS_PER_MINUTE, Endpoint, Plan
 from atft_pipeline.jquants.parsing import coerce_frame, frame_to_rows
+from atft_pipeline.sandbox.clock import parse_clock
 from atft_pipeline.sandbox.faults import FaultInjector, FaultSettings
 from atft_pipeline.sandbox.query import (
     ApiError,
     EndpointTable,
     PlanWindow,
     Query,
+    encode_cursor,
     normalize_params,
     parse_query,
     plan_window,
@@ -54,6 +56,11 @@ from atft_pipeline.settings import SANDBOX_API_KEY
 
 API_PREFIX = "/v2"
 STATS_PATH = "/_sandbox/stats"
+# Not part of J-Quants: the simulated clock (see ``atft_pipeline.sandbox.clock``). A request
+# may carry its own moment in CLOCK_HEADER; otherwise the server's clock applies (set by the
+# ``--clock`` flag or a PUT to CLOCK_PATH); without either everything stored is served.
+CLOCK_PATH = "/_sandbox/clock"
+CLOCK_HEADER = "x-sandbox-clock"
 # Not part of J-Quants: the synthetic market's oracle (expected forward returns), so reports
 # can state what fraction of the achievable RankIC a model reaches.
 ORACLE_PATH = "/_sandbox/oracle"
@@ -88,6 +95,10 @@ class ServerSettings(BaseModel):
         None, gt=0, description="after a 429, reject everything for this long (the API's block)"
     )
     faults: FaultSettings = FaultSettings()
+    clock: dt.datetime | None = Field(
+        None,
+        description="simulated Tokyo time: serve the API as known then; None: everything stored",
+    )
 
     @model_validator(mode="after")
     def _lockout_needs_a_limit(self) -> Self:
@@ -111,6 +122,7 @@ def create_app(
     app = Starlette(
         routes=[
             Route(STATS_PATH, api.stats_endpoint, methods=["GET"]),
+            Route(CLOCK_PATH, api.clock_endpoint, methods=["GET", "PUT", "DELETE"]),
             Route(ORACLE_PATH, api.oracle_endpoint, methods=["GET"]),
             Route(API_PREFIX + "/{path:path}", api.handle, methods=_ALL_METHODS),
             Route("/{path:path}", api.handle_unknown, methods=_ALL_METHODS),
@@ -143,6 +155,7 @@ class _StandInApi:
                 f"unknown J-Quants V2 endpoint(s) {unknown}; known: {sorted(ENDPOINTS)}"
             )
         self.settings = settings
+        self.clock = None if settings.clock is None else parse_clock(settings.clock.isoformat())
         self.tables = {
             path: EndpointTable(endpoint, _prepare(endpoint, tables.get(path)))
             for path, endpoint in ENDPOINTS.items()
@@ -173,6 +186,20 @@ class _StandInApi:
 
     async def stats_endpoint(self, request: Request) -> JSONResponse:
         return JSONResponse(self.stats.to_json())
+
+    async def clock_endpoint(self, request: Request) -> JSONResponse:
+        """GET: the server's clock; PUT ``{"clock": "<ISO datetime>"}``: set it; DELETE: clear."""
+        if not self._key_is_valid(request.headers.get("x-api-key")):
+            return _error(403, INVALID_KEY_MESSAGE)
+        if request.method == "PUT":
+            try:
+                body = await request.json()
+                self.clock = parse_clock(str(body["clock"]))
+            except (ValueError, KeyError, TypeError) as exc:
+                return _error(400, f"expected a JSON body {{\"clock\": \"<ISO datetime>\"}}: {exc}")
+        elif request.method == "DELETE":
+            self.clock = None
+        return JSONResponse({"clock": None if self.clock is None else self.clock.isoformat()})
 
     async def oracle_endpoint(self, request: Request) -> Response:
         """Oracle rows (date, code, oracle_<h>d) with ``from`` <= date <= ``to``; 404 without."""
@@ -225,9 +252,10 @@ class _StandInApi:
             )
         items = list(request.query_params.multi_items())
         try:
+            as_of = self._as_of(request)
             # Inline, not in a worker thread: selection is an index lookup and encoding is
             # GIL-bound Python, so a thread hop would only add latency to every request.
-            body = self._page_body(endpoint, items)
+            body = self._page_body(endpoint, items, as_of)
         except ApiError as exc:
             return _error(exc.status, exc.message)
         if decision.truncate:
@@ -238,9 +266,29 @@ class _StandInApi:
         expected = self.settings.api_key.get_secret_value().encode()
         return given is not None and secrets.compare_digest(given.encode(), expected)
 
-    def _page_body(self, endpoint: Endpoint, items: list[tuple[str, str]]) -> bytes:
-        query = parse_query(endpoint, items, self.window)
-        rows = self.tables[endpoint.path].select(query, self.window)
+    def _as_of(self, request: Request) -> dt.datetime | None:
+        header = request.headers.get(CLOCK_HEADER)
+        if header is None:
+            return self.clock
+        try:
+            return parse_clock(header)
+        except ValueError as exc:
+            raise ApiError(400, f"{CLOCK_HEADER}: {exc}") from None
+
+    def _page_body(
+        self, endpoint: Endpoint, items: list[tuple[str, str]], as_of: dt.datetime | None
+    ) -> bytes:
+        # On the simulated clock the plan window (the Free plan's 12-week delay) moves with it.
+        window = (
+            self.window
+            if as_of is None or self.settings.today is not None
+            else plan_window(self.settings.plan, as_of.date())
+        )
+        query = parse_query(endpoint, items, window)
+        if query.published_after is not None and not self.settings.plan.covers(Plan.PREMIUM):
+            raise ApiError(403, "The cursor parameter is available on the Premium plan only.")
+        table = self.tables[endpoint.path]
+        rows = table.select(query, window, as_of)
         query_hash = _query_hash(query)
         offset = 0
         if query.pagination_key is not None:
@@ -250,6 +298,11 @@ class _StandInApi:
         body: dict[str, object] = {"data": frame_to_rows(endpoint, page, self.settings.plan)}
         if offset + size < rows.height:
             body["pagination_key"] = _encode_page_key(offset + size, query_hash)
+        elif "cursor" in endpoint.params and self.settings.plan.covers(Plan.PREMIUM):
+            # The cursor comes on the last page: where the next incremental call starts.
+            watermark = table.watermark(as_of)
+            if watermark is not None:
+                body["cursor"] = encode_cursor(watermark)
         return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 

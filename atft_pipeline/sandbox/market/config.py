@@ -18,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 # atft_pipeline.calendar covers 2000-01-04 .. 2030-12-30.
 EARLIEST_START = dt.date(2000, 1, 4)
 LATEST_END = dt.date(2028, 12, 31)
-MIN_TRADING_SPAN_DAYS = 90  # calendar days: enough for momentum and a few quarterly reports
+MIN_TRADING_SPAN_DAYS = 90
+# J-Quants delivers margin interest daily for applications from this date (2026-09 spec).
+DAILY_MARGIN_INTEREST_FROM = dt.date(2026, 9, 25)  # calendar days: enough for momentum and a few quarterly reports
 
 
 class MarketConfig(BaseModel):
@@ -30,6 +32,15 @@ class MarketConfig(BaseModel):
     n_stocks: int = Field(300, ge=10, le=8000, description="Number of issues over the period.")
     start: dt.date = Field(dt.date(2021, 1, 4), description="First trading day (inclusive).")
     end: dt.date = Field(dt.date(2023, 12, 29), description="Last trading day (inclusive).")
+
+    margin_interest_daily_from: dt.date = Field(
+        DAILY_MARGIN_INTEREST_FROM,
+        description=(
+            "First application date of daily margin interest (rows every session, published "
+            "the next session with PubDate and *Val amounts); weekly rows before it. The API "
+            "switched on 2026-09-25; a short market may move it inside its period."
+        ),
+    )
 
     # --- noise -------------------------------------------------------------------------
     market_vol: float = Field(

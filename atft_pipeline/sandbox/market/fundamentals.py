@@ -45,6 +45,9 @@ _SECTION_JA = {
 _CALENDAR_FYE = frozenset({3, 9})  # the earnings calendar covers March/September year-ends
 _SIG_CHG_FIELD_FROM = dt.date(2024, 7, 22)  # SigChgInC exists from this date
 REVISION_RATE, DIVIDEND_REVISION_RATE, RESTATEMENT_RATE = 0.07, 0.015, 0.004  # per quarter
+# Shareholders' equity (ShEq) is equity less non-controlling interests, which only
+# consolidated groups have; a fixed share keeps the random streams of the market unchanged.
+_SHAREHOLDERS_SHARE_CONSOLIDATED = 0.96
 _KEEP_GUIDANCE = 0.6  # share of quarterly reports that leave the full-year guidance unchanged
 KIND_REPORT, KIND_REVISION, KIND_DIVIDEND_REVISION, KIND_RESTATEMENT = 0, 1, 2, 3
 _REVISION_TIMES = np.array(["15:00:00", "15:30:00", "16:00:00", "17:00:00"], dtype=object)
@@ -74,6 +77,12 @@ def _month_start(month_index: np.ndarray) -> np.ndarray:
 def _money(x: np.ndarray) -> np.ndarray:
     """Statement amounts are in yen, rounded to millions."""
     return np.round(x / 1e6) * 1e6
+
+
+def _roe(net_income: np.ndarray, equity: np.ndarray) -> np.ndarray:
+    """Return on shareholders' equity in percent (two decimals), null without positive equity."""
+    positive = equity > 0
+    return np.where(positive, np.round(100 * net_income / np.where(positive, equity, 1.0), 2), np.nan)
 
 
 def _series(name: str, values: np.ndarray) -> pl.Series:
@@ -195,6 +204,8 @@ def generate_statements(
         div_ann = np.maximum(np.round(payout[idx] * eps), 0.0)
         nan = np.full(len(idx), np.nan)
         cf = qq in (2, 4)
+        consolidated = np.char.startswith(universe.accounting[idx].astype(str), "Consolidated")
+        sh_eq = np.where(consolidated, _money(eq * _SHAREHOLDERS_SHARE_CONSOLIDATED), eq)
         columns: dict[str, np.ndarray] = {
             "DiscDate": day,
             "DiscTime": universe.disc_time[idx],
@@ -221,6 +232,8 @@ def generate_statements(
             "TA": ta,
             "Eq": eq,
             "EqAR": np.round(eq / ta, 3),
+            "ShEq": sh_eq,
+            "ROE": _roe(net[idx], sh_eq) if is_fy else nan,
             "BPS": np.round(eq / avg_shares, 2) if is_fy else nan,
             "CFO": _money(net[idx] * 1.3) if cf else nan,
             "CFI": _money(-net[idx] * 0.8) if cf else nan,
@@ -289,6 +302,9 @@ def generate_statements(
                 parent, np.round(columns["NCEq"] / columns["NCTA"], 3), np.nan
             )
             columns["NCBPS"] = np.where(parent, np.round(columns["NCEq"] / avg_shares, 2), np.nan)
+            # A parent company alone has no non-controlling interests: NCShEq = NCEq.
+            columns["NCShEq"] = columns["NCEq"]
+            columns["NCROE"] = np.where(parent, _roe(columns["NCNP"], columns["NCEq"]), np.nan)
         rows.add(columns)
 
         # Documents between this report and the next one.

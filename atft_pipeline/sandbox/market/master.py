@@ -17,6 +17,9 @@ from atft_pipeline.sandbox.market.timeline import Timeline
 from atft_pipeline.sandbox.market.universe import SECTOR_CODES, TOPIX_SEGMENTS, Universe
 
 MARGIN_NAMES = {"1": "信用", "2": "貸借", "3": "その他"}
+# ProdCat (2026-09 spec): the product category of a listed issue. The synthetic market lists
+# domestic common stocks only, so every row has this one category.
+PRODUCT_CATEGORY_STOCK = "011"
 
 # TOPIX New Index Series: share of TOPIX members (by market cap) in each size bucket.
 _SCALE_BUCKETS = (
@@ -119,6 +122,7 @@ def master_table(universe: Universe, timeline: Timeline, market_cap: np.ndarray)
                     "MktNm": [MARKET_SEGMENTS[m][0] for m in mkt],
                     "Mrgn": universe.margin_code[idx].tolist(),
                     "MrgnNm": [MARGIN_NAMES[m] for m in universe.margin_code[idx]],
+                    "ProdCat": [PRODUCT_CATEGORY_STOCK] * len(idx),
                 }
             )
         )

@@ -4,7 +4,9 @@
   application date (the last session of a week with >= 3 sessions), split into negotiable
   and standardized margin (``Neg + Std = total``; non-loan issues have no standardized
   shorts). A week is published 2 sessions after its application date; weeks not yet
-  published at the end of the data are absent. The balances react to returns (longs rise after
+  published at the end of the data are absent. From ``margin_interest_daily_from`` on (the
+  API's 2026-09 daily regime) every session is an application date, published the next
+  session with ``PubDate`` and the balances' yen amounts (``*Val``). The balances react to returns (longs rise after
   falls, shorts after rises) plus their own noise; their weekly change of log(long / short)
   is the planted ``margin`` signal.
 - ``markets/margin-alert``: issues under daily publication (an extreme 5-session move or a
@@ -134,24 +136,96 @@ def _split(total: np.ndarray, share: np.ndarray) -> tuple[np.ndarray, np.ndarray
 def margin_interest_table(
     config: MarketConfig, universe: Universe, timeline: Timeline, paths: PricePaths
 ) -> pl.DataFrame:
+    """Weekly rows (no PubDate, no amounts) for application dates before
+    ``config.margin_interest_daily_from``, daily rows (PubDate = next session, *Val in yen at
+    the application day's close) from it on; only rows published inside the period."""
     rng = stream(config.seed, "margin")
     long_share, short_share = _negotiable_shares(rng, universe)
-    published = timeline.week_ends + WEEKLY_MARGIN_PUBLICATION_LAG < len(timeline)
+    days = pl.Series(timeline.days, dtype=pl.Date)
+    daily_from = timeline.index_on_or_after(config.margin_interest_daily_from)
+    published = (timeline.week_ends + WEEKLY_MARGIN_PUBLICATION_LAG < len(timeline)) & (
+        timeline.week_ends < daily_from
+    )
     week, stock = np.nonzero(np.isfinite(paths.weekly_long) & published[:, None])
-    long_, short = paths.weekly_long[week, stock], paths.weekly_short[week, stock]
+    weekly = _margin_rows(
+        days.gather(timeline.week_ends[week]),
+        None,
+        stock,
+        paths.weekly_long[week, stock],
+        paths.weekly_short[week, stock],
+        None,
+        universe,
+        (long_share, short_share),
+    )
+    sessions = np.arange(daily_from, len(timeline) - 1)  # published the next session
+    margin_ok = np.isin(universe.margin_code, MARGIN_ISSUES)
+    listed = (universe.listing_day[None, :] <= sessions[:, None]) & (
+        sessions[:, None] <= universe.delisting_day[None, :]
+    )
+    row, stock = np.nonzero(listed & margin_ok[None, :])
+    day = sessions[row]
+    lots = [
+        np.maximum(np.round(latent[day, stock].astype(np.float64), -2), 100.0)
+        for latent in (paths.margin_long, paths.margin_short)
+    ]
+    daily = _margin_rows(
+        days.gather(day),
+        days.gather(day + 1),
+        stock,
+        lots[0],
+        lots[1],
+        _last_close(paths.close)[day, stock],
+        universe,
+        (long_share, short_share),
+    )
+    return pl.concat([weekly, daily]).sort("Date", "Code")
+
+
+def _last_close(close: np.ndarray) -> np.ndarray:
+    """Each stock's latest close on or before each session (NaN before its first bar)."""
+    rows = np.where(np.isfinite(close), np.arange(close.shape[0])[:, None], 0)
+    np.maximum.accumulate(rows, axis=0, out=rows)
+    return np.take_along_axis(close, rows, axis=0)
+
+
+def _margin_rows(
+    application: pl.Series,
+    publication: pl.Series | None,
+    stock: np.ndarray,
+    long_: np.ndarray,
+    short: np.ndarray,
+    price: np.ndarray | None,
+    universe: Universe,
+    negotiable_shares: tuple[np.ndarray, np.ndarray],
+) -> pl.DataFrame:
+    """margin-interest rows; ``publication``/``price`` None: the weekly regime (both null)."""
+    long_share, short_share = negotiable_shares
     long_neg, long_std = _split(long_, long_share[stock])
     short_neg, short_std = _split(short, short_share[stock])
+    volumes = {
+        "ShrtVol": short,
+        "LongVol": long_,
+        "ShrtNegVol": short_neg,
+        "LongNegVol": long_neg,
+        "ShrtStdVol": short_std,
+        "LongStdVol": long_std,
+    }
+    amounts = {
+        name.removesuffix("Vol") + "Val": (
+            np.full(len(stock), np.nan) if price is None else np.round(values * price)
+        )
+        for name, values in volumes.items()
+    }
     return pl.DataFrame(
         {
-            "Date": pl.Series(timeline.days, dtype=pl.Date).gather(timeline.week_ends[week]),
+            "PubDate": publication if publication is not None else pl.Series(
+                [None] * len(stock), dtype=pl.Date
+            ),
+            "Date": application,
             "Code": pl.Series(universe.codes.tolist(), dtype=pl.String).gather(stock),
-            "ShrtVol": short,
-            "LongVol": long_,
-            "ShrtNegVol": short_neg,
-            "LongNegVol": long_neg,
-            "ShrtStdVol": short_std,
-            "LongStdVol": long_std,
             "IssType": pl.Series(universe.margin_code[stock].tolist(), dtype=pl.String),
+            **volumes,
+            **{k: pl.Series(k, v, nan_to_null=True) for k, v in amounts.items()},
         }
     )
 
