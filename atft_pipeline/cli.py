@@ -34,6 +34,15 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
 
 
+def _clock(text: str) -> dt.datetime:
+    from atft_pipeline.sandbox.clock import parse_clock
+
+    try:
+        return parse_clock(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _faults(text: str) -> FaultSettings:
     try:
         return parse_faults(text)
@@ -112,6 +121,13 @@ def add_library_commands(subparsers: argparse._SubParsersAction) -> None:
         "--today",
         type=_date,
         help="date the plan window is measured from (default: the data's last date)",
+    )
+    serve.add_argument(
+        "--clock",
+        type=_clock,
+        metavar="DATETIME",
+        help="serve the API as known at this Tokyo time, e.g. 2024-03-05T19:30 (change it with "
+        "PUT /_sandbox/clock; a request may send its own in the X-Sandbox-Clock header)",
     )
     _add_market_options(serve)
     serve.set_defaults(handler=_serve)
@@ -209,6 +225,7 @@ def _serve(args: argparse.Namespace) -> int:
         "lockout_s": args.lockout,
         "today": args.today,
         "faults": args.faults,
+        "clock": args.clock,
     }
     settings = ServerSettings(
         api_key=SecretStr(args.api_key),
