@@ -170,12 +170,10 @@ def parse_query(endpoint: Endpoint, items: list[tuple[str, str]], window: PlanWi
     for single, pair in _EXCLUSIVE:
         if single in params and any(p in params for p in pair):
             raise ApiError(400, f"'{single}' cannot be combined with '{pair[0]}'/'{pair[1]}'.")
-    if "published_date" in params:
-        if any(p in params for p in ("date", "from", "to")):
-            raise ApiError(400, "'published_date' cannot be combined with 'date', 'from' or 'to'.")
-    elif "published_date" in endpoint.params and ({"from", "to"} & set(params)):
-        if "code" not in params:
-            raise ApiError(400, "'from'/'to' require 'code'.")
+    # published_date works alone or with code (from/to without code or date already failed
+    # the required-parameter check above).
+    if "published_date" in params and any(p in params for p in ("date", "from", "to")):
+        raise ApiError(400, "'published_date' cannot be combined with 'date', 'from' or 'to'.")
 
     dates = {n: parse_query_date(n, v) for n, v in params.items() if n in DATE_PARAMS}
     for lo, hi in _DATE_RANGES:
