@@ -129,10 +129,12 @@ async def test_stand_in_validates_published_date(market) -> None:
         ):
             response = await http.get("markets/margin-interest", params=params)
             assert response.status_code == 400 and message in response.json()["message"]
+    code = market.tables["markets/margin-interest"]["Code"][0]
     async with _client(app) as client:
         with_code = await client.get(
-            "markets/margin-interest", code="54840", from_="2024-01-04", to="2024-06-28"
+            "markets/margin-interest", code=code, from_="2024-01-04", to="2024-06-28"
         )
+        assert with_code["PubDate"].null_count() > 0 and with_code["PubDate"].is_not_null().any()
         # Before the daily regime no row has a publication date, so none is found by it.
         weekly_day = with_code.filter(pl.col("PubDate").is_null())["Date"].max()
         published = shift_trading_days(weekly_day, 2)
