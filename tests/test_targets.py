@@ -15,11 +15,12 @@ DAYS = calendar.trading_days("2024-04-01", "2024-06-28")
 
 def _bars(closes: dict[str, list[float | None]]) -> pl.LazyFrame:
     rows = [
-        {"Date": d, "Code": code, "AdjC": c}
+        {"Date": d, "Code": code, "C": c, "AdjFactor": 1.0, "AdjC": c}
         for code, series in closes.items()
         for d, c in zip(DAYS, series)
     ]
-    return pl.LazyFrame(rows, schema={"Date": pl.Date, "Code": pl.String, "AdjC": pl.Float64})
+    schema = {"Date": pl.Date, "Code": pl.String, "C": pl.Float64, "AdjFactor": pl.Float64}
+    return pl.LazyFrame(rows, schema=schema | {"AdjC": pl.Float64})
 
 
 def test_targets_match_a_brute_force_definition():

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from atft_pipeline.features.catalog import HORIZONS, TARGET_COLUMNS
+from atft_pipeline.jquants.adjustment import adjust_bars
 
 
 def compute_targets(
@@ -20,13 +21,14 @@ def compute_targets(
 ) -> pl.LazyFrame:
     """``date, code, target_1d … target_20d`` for every bar row dated in ``dates``.
 
-    ``bars`` has the V2 bar columns (``Date``, ``Code``, ``AdjC``). ``calendar`` must cover
+    ``bars`` has the V2 bar columns (``Date``, ``Code``, ``C``, ``AdjFactor``, ``AdjC``;
+    ``AdjC`` is recomputed, see ``jquants.adjustment``). ``calendar`` must cover
     ``dates`` plus the following ``1 + max(HORIZONS)`` sessions where known; positions are
     looked up in it, so a code's missing rows can never shift a target onto the wrong day.
     """
     sessions = pl.LazyFrame({"date": list(calendar)}, schema={"date": pl.Date}).with_row_index("i")
     closes = (
-        bars.select(pl.col("Date").alias("date"), pl.col("Code").alias("code"), pl.col("AdjC").alias("close"))
+        adjust_bars(bars).select(pl.col("Date").alias("date"), pl.col("Code").alias("code"), pl.col("AdjC").alias("close"))
         .join(sessions, on="date", how="inner")
         .select("code", "i", "close")
     )

@@ -9,9 +9,11 @@ from functools import lru_cache
 import polars as pl
 
 from atft_pipeline.features.catalog import FeatureCatalog, FeatureFamily, FeatureInputs
+from atft_pipeline.jquants.adjustment import adjust_bars
 from atft_pipeline.jquants.endpoints import Plan
 from atft_pipeline.jquants.sources import RAW_SOURCES
 
+BARS_ASSET = "raw_daily_quotes"
 FAMILY_MODULES = (
     "price",
     "technical",
@@ -84,6 +86,10 @@ def compute_family(
     Any exception inside the family is re-raised naming it: a broken family fails the run,
     it never yields a narrower dataset.
     """
+    # Adjusted prices are always recomputed from raw prices and AdjFactor: stored Adj*
+    # columns keep the scale of the day each partition was fetched.
+    if BARS_ASSET in raw:
+        raw = {**raw, BARS_ASSET: adjust_bars(raw[BARS_ASSET])}
     inputs = FeatureInputs(raw=raw, dates=tuple(dates), calendar=tuple(calendar))
     try:
         frame = family.compute(inputs).collect()

@@ -27,6 +27,7 @@ import datetime as dt
 import polars as pl
 
 from atft_pipeline import calendar
+from atft_pipeline.jquants.adjustment import adjusted_columns, later_factor
 from atft_pipeline.jquants.endpoints import EQUITIES_BARS_DAILY, Endpoint
 from atft_pipeline.jquants.sources import WEEKLY_MARGIN_PUBLICATION_LAG
 
@@ -47,7 +48,6 @@ _AT_CLOSE = ("equities/bars/daily", "indices/bars/daily/topix", "markets/short-r
 _BY_PUBDATE = ("markets/margin-alert", "equities/investor-types")
 
 _SESSION_PREFIXES = ("", "M", "A")
-_ADJUSTED_PRICES = ("O", "H", "L", "C")
 
 
 def _at(day: pl.Expr, time: dt.time) -> pl.Expr:
@@ -99,13 +99,7 @@ def clock_columns(endpoint: Endpoint, frame: pl.DataFrame) -> pl.DataFrame:
     rule = published_at(endpoint, frame)
     columns = [] if rule is None else [rule.alias(PUBLISHED_AT)]
     if endpoint is EQUITIES_BARS_DAILY:
-        # prod_{k > d} AdjFactor_k per code: reverse cumulative product of the next rows'
-        # factors in date order.
-        next_factor = pl.col("AdjFactor").fill_null(1.0).shift(-1).fill_null(1.0)
-        columns.append(
-            next_factor.reverse().cum_prod().reverse().over("Code", order_by="Date")
-            .alias(LATER_FACTOR)
-        )
+        columns.append(later_factor().alias(LATER_FACTOR))
     return frame.select(columns) if columns else pl.DataFrame()
 
 
@@ -136,14 +130,11 @@ def adjust_as_of(rows: pl.DataFrame, reference: pl.DataFrame) -> pl.DataFrame:
         reference.rename({LATER_FACTOR: "_reference_factor"}), on="Code", how="left",
         maintain_order="left",
     )
-    columns = []
-    for prefix in _SESSION_PREFIXES:
-        if prefix + "AdjC" not in rows.columns:
-            continue
-        columns += [
-            (pl.col(prefix + p) * scale).alias(prefix + "Adj" + p) for p in _ADJUSTED_PRICES
-        ]
-        columns.append((pl.col(prefix + "Vo") / scale).alias(prefix + "AdjVo"))
+    columns = [
+        expr
+        for prefix in _SESSION_PREFIXES
+        for expr in adjusted_columns(scale, rows.columns, prefix)
+    ]
     return joined.with_columns(columns).drop("_reference_factor")
 
 
