@@ -32,7 +32,18 @@ def load_raw_window(
 ) -> dict[str, pl.LazyFrame]:
     """Lazily scan the stored partitions of each raw source for ``days``.
 
-    A missing partition raises ``StorageError`` naming the asset and the day: features are
-    never computed from a silently shorter history.
+    A source published sessions after its date (index options: 03:00 the next day) is read
+    without its last ``available_sessions_later`` days: the evening run of the last day
+    cannot have them, and no feature of that day may use them. A missing partition otherwise
+    raises ``StorageError`` naming the asset and the day: features are never computed from a
+    silently shorter history.
     """
-    return {source: store.scan(source, list(days)) for source in sources}
+    out = {}
+    for source in sources:
+        raw = RAW_SOURCES.get(source)
+        available = list(days)[: len(days) - raw.available_sessions_later] if raw else list(days)
+        if raw is not None and not available:
+            out[source] = pl.LazyFrame(schema=raw.endpoint.schema())  # nothing published yet
+        else:
+            out[source] = store.scan(source, available)
+    return out

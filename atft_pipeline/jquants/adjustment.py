@@ -4,14 +4,16 @@ J-Quants puts ``AdjFactor`` on a split's ex-date row (0.5 for a 1:2 split) and r
 ``AdjO/AdjH/AdjL/AdjC/AdjVo`` of every *earlier* row when the split takes effect. A partition
 stored before the split keeps the old scale, so stored ``Adj*`` columns of partitions fetched
 on different days do not form one series. The pipeline therefore never reads them: it
-recomputes them from raw ``O/H/L/C/Vo`` and the factors of the rows it holds,
+recomputes them from raw ``O/H/L/C/Vo`` and the factors of the rows it holds, anchored at
+each code's first row and carried forward,
 
-    AdjX(d) = X(d) * prod_{d < k <= last} AdjFactor(k),    AdjVo(d) = Vo(d) / (same product)
+    AdjX(d) = X(d) / prod_{k <= d} AdjFactor(k),    AdjVo(d) = Vo(d) * (same product)
 
-per code, ``last`` being the code's last row in the frame: the prices as the API showed them
-on that day. Every return, ratio and rolling statistic over rows up to any t is the same as
-with the adjustment known at t (the factors after t are a common scale of those rows), so a
-nightly run and a backfill agree whatever partitions were fetched when.
+(a 1:2 split doubles the later prices instead of halving the earlier ones). Only factors up
+to d enter row d, so nothing published after d changes it. J-Quants' own convention (scale of
+the last day, ``later_factor``) differs from this by one constant per code and frame: every
+return, ratio and rolling statistic of adjusted prices is the same under both, and the same
+whichever night each partition was fetched on.
 """
 
 from __future__ import annotations
@@ -31,12 +33,15 @@ class AdjustmentError(ValueError):
 
 
 def later_factor(code: str = "Code", date: str = "Date") -> pl.Expr:
-    """Per row, the product of the code's ``AdjFactor`` on its later rows (1 on its last).
-
-    A null factor counts as 1 (no split). Evaluated within each code in date order.
-    """
+    """Per row, the product of the code's ``AdjFactor`` on its later rows (1 on its last):
+    J-Quants' adjustment as of the last row. A null factor counts as 1 (no split)."""
     next_factor = pl.col("AdjFactor").fill_null(1.0).shift(-1).fill_null(1.0)
     return next_factor.reverse().cum_prod().reverse().over(code, order_by=date)
+
+
+def earlier_factor(code: str = "Code", date: str = "Date") -> pl.Expr:
+    """Per row, the product of the code's ``AdjFactor`` on its rows up to and including it."""
+    return pl.col("AdjFactor").fill_null(1.0).cum_prod().over(code, order_by=date)
 
 
 def adjusted_columns(scale: pl.Expr, names: list[str], prefix: str = "") -> list[pl.Expr]:
@@ -58,10 +63,10 @@ def adjusted_columns(scale: pl.Expr, names: list[str], prefix: str = "") -> list
 
 def adjust_bars(bars: _Frame) -> _Frame:
     """``bars`` (V2 ``equities/bars/daily`` columns) with ``AdjO/AdjH/AdjL/AdjC/AdjVo``
-    replaced by values computed in-house (see the module docstring); other columns as given.
-    """
+    replaced by values computed in-house from past factors only (see the module docstring);
+    other columns as given."""
     names = bars.collect_schema().names()
-    exprs = adjusted_columns(later_factor(), names)
+    exprs = adjusted_columns(1.0 / earlier_factor(), names)
     if exprs and "AdjFactor" not in names:
         raise AdjustmentError("bars lack 'AdjFactor': adjusted prices cannot be computed")
     return bars.with_columns(exprs) if exprs else bars

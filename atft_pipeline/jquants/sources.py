@@ -58,6 +58,9 @@ class RawSource:
     # are found by application date; daily rows are found by publication date. The union is
     # "everything published on the day" in either regime without knowing the switch date.
     published_query: Callable[[dt.date], dict[str, str]] | None = None
+    # Sessions after its date that a partition becomes available: index options of day t are
+    # published at 03:00 on t+1, so a run on the evening of t cannot have them yet.
+    available_sessions_later: int = 0
 
     @property
     def plan(self) -> Plan:
@@ -109,7 +112,8 @@ RAW_SOURCES: dict[str, RawSource] = {
             "raw_index_options",
             ENDPOINTS["derivatives/bars/daily/options/225"],
             _by_date,
-            "trade date",
+            "trade date (published 03:00 the next day)",
+            available_sessions_later=1,
         ),
     )
 }

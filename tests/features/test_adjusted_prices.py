@@ -125,9 +125,18 @@ def test_adjust_bars_matches_a_direct_product() -> None:
         }
     ).sample(fraction=1.0, shuffle=True, seed=1)
     out = adjust_bars(bars).sort("Code", "Date")
+    # Carried forward from each code's first row: a 1:2 split doubles the later prices.
     assert out["AdjC"].to_list() == pytest.approx(
-        [50.0, 51, 51, 50, 52, 100, 110, 120, 120, 118]
+        [100.0, 102, 102, 100, 104, 10, 11, 12, 12, 11.8]
     )
-    assert out["AdjVo"].to_list() == pytest.approx([20.0, 20, 20, 20, 20, 0.5, 0.5, 0.5, 0.5, 0.5])
+    assert out["AdjVo"].to_list() == pytest.approx([10.0, 10, 10, 10, 10, 5, 5, 5, 5, 5])
+    # Row d depends on factors up to d only: a later split leaves earlier rows as they were.
+    later_split = bars.with_columns(
+        pl.when(pl.col("Date") == dt.date(2024, 1, 11)).then(0.25).otherwise(pl.col("AdjFactor"))
+        .alias("AdjFactor")
+    )
+    moved = adjust_bars(later_split).sort("Code", "Date")
+    early = pl.col("Date") < dt.date(2024, 1, 11)
+    assert_frame_equal(moved.filter(early), out.filter(early))
     with pytest.raises(AdjustmentError, match="'AdjO' but not 'O'"):
         adjust_bars(bars.with_columns(AdjO=pl.lit(1.0)))
