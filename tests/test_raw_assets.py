@@ -70,8 +70,12 @@ def test_each_raw_asset_is_one_run_and_each_endpoint_date_is_fetched_once(
             for day in days:
                 n = server.stats.count(source.endpoint.path, **source.params_for(day))
                 assert n == 1, (name, day, n)
+                if source.published_query is not None:
+                    n = server.stats.count(source.endpoint.path, **source.published_query(day))
+                    assert n == 1, (name, day, n)
         # every request the server saw belongs to one of those (endpoint, day) queries
-        assert server.stats.total == len(days) * len(RAW_SOURCES)
+        queries_per_day = sum(1 + (s.published_query is not None) for s in RAW_SOURCES.values())
+        assert server.stats.total == len(days) * queries_per_day
 
         # rows are exactly what the server holds for that day
         bars = store.read("raw_daily_quotes", "2023-02-01")

@@ -152,7 +152,10 @@ def parse_clock(text: str) -> dt.datetime:
         raise ValueError(
             f"clock must be an ISO date or datetime (e.g. 2024-03-05T19:30:00+09:00), got {text!r}"
         ) from None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(TOKYO).replace(tzinfo=None)
-    return moment
+    return tokyo_time(moment)
+
+
+def tokyo_time(moment: dt.datetime) -> dt.datetime:
+    """``moment`` as naive Tokyo time (an aware one is converted; a naive one is Tokyo)."""
+    return moment if moment.tzinfo is None else moment.astimezone(TOKYO).replace(tzinfo=None)
 

@@ -19,6 +19,7 @@ import datetime as dt
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 import polars as pl
 
@@ -232,7 +233,6 @@ class EndpointTable:
         order = [c for c in order if c in frame.columns]
         # Rows without a date (an undecided earnings date) sort last and are outside the index.
         self.frame = frame.sort(order, nulls_last=True, maintain_order=True) if order else frame
-        self._clock_columns = clock_columns(endpoint, self.frame)
         self._references: dict[dt.date, pl.DataFrame] = {}
         self._dates: list[dt.date] = []
         self._offsets: list[int] = [0]
@@ -246,6 +246,11 @@ class EndpointTable:
     @property
     def last_date(self) -> dt.date | None:
         return self._dates[-1] if self._dates else None
+
+    @cached_property
+    def _clock_columns(self) -> pl.DataFrame:
+        # Built on the first request that needs them: a server without a clock never pays.
+        return clock_columns(self.endpoint, self.frame)
 
     def between(self, lo: dt.date | None, hi: dt.date | None) -> pl.DataFrame:
         """Rows whose date field lies in ``[lo, hi]``; both None: every row, undated included."""

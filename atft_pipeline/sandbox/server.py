@@ -37,7 +37,7 @@ from starlette.routing import Route
 
 from atft_pipeline.jquants.endpoints import ENDPOINTS, FINS_REQUESTS_PER_MINUTE, Endpoint, Plan
 from atft_pipeline.jquants.parsing import coerce_frame, frame_to_rows
-from atft_pipeline.sandbox.clock import parse_clock
+from atft_pipeline.sandbox.clock import parse_clock, tokyo_time
 from atft_pipeline.sandbox.faults import FaultInjector, FaultSettings
 from atft_pipeline.sandbox.query import (
     ApiError,
@@ -155,7 +155,7 @@ class _StandInApi:
                 f"unknown J-Quants V2 endpoint(s) {unknown}; known: {sorted(ENDPOINTS)}"
             )
         self.settings = settings
-        self.clock = None if settings.clock is None else parse_clock(settings.clock.isoformat())
+        self.clock = None if settings.clock is None else tokyo_time(settings.clock)
         self.tables = {
             path: EndpointTable(endpoint, _prepare(endpoint, tables.get(path)))
             for path, endpoint in ENDPOINTS.items()

@@ -224,3 +224,30 @@ def test_parse_clock_forms() -> None:
     assert parse_clock("2024-03-05T10:30:00+00:00") == dt.datetime(2024, 3, 5, 19, 30)
     with pytest.raises(ValueError, match="ISO date or datetime"):
         parse_clock("19:30")
+
+
+@pytest.mark.realdata
+def test_real_replay_adjusted_as_of_the_clock(realdata_dir) -> None:
+    """On the real replay: the day before an ex-date the latest row is unadjusted; after the
+    last session the clock reproduces the stored (end-of-data) Adj* exactly."""
+    from atft_pipeline.sandbox.query import EndpointTable, parse_query, plan_window
+    from atft_pipeline.sandbox.replay import read_replay
+
+    endpoint = ENDPOINTS["equities/bars/daily"]
+    bars = read_replay(realdata_dir)[endpoint.path]
+    table = EndpointTable(endpoint, bars)
+    splits = bars.filter(pl.col("AdjFactor") != 1.0).sort("Date", "Code")
+    window = plan_window(Plan.PREMIUM, dt.date(2019, 1, 4))
+    for split in splits.gather_every(max(splits.height // 5, 1)).iter_rows(named=True):
+        query = parse_query(endpoint, [("code", split["Code"])], window)
+        ex_noon = dt.datetime.combine(split["Date"], dt.time(12))
+        before = table.select(query, window, ex_noon)
+        assert before["Date"].max() < split["Date"]
+        last = before.row(before.height - 1, named=True)
+        assert (last["AdjC"], last["AdjVo"]) == (last["C"], last["Vo"])
+        after_end = table.select(query, window, dt.datetime(2019, 1, 4, 9))
+        stored = bars.filter(pl.col("Code") == split["Code"]).sort("Date")
+        for column in ("AdjO", "AdjH", "AdjL", "AdjC", "AdjVo"):
+            assert after_end[column].to_list() == pytest.approx(
+                stored[column].to_list(), rel=1e-12, nan_ok=True
+            ), (split, column)
