@@ -95,6 +95,10 @@ def build_raw_asset(source: RawSource, start, plan: Plan) -> AssetsDefinition:
                 "api_retries": stats.retries,
                 "api_rate_limited": stats.rate_limited,
                 "api_bytes": stats.bytes,
+                # response fields the registry does not know (the API grew them): reported
+                "api_unknown_fields": ", ".join(unknown) if (
+                    unknown := stats.unknown_fields.get(source.endpoint.path)
+                ) else "none",
                 "duration_s": round(duration, 3),
                 "plan": jquants.plan_enum.value,
                 "endpoint": f"/{source.endpoint.path}",

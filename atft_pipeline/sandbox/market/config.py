@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 # atft_pipeline.calendar covers 2000-01-04 .. 2030-12-30.
 EARLIEST_START = dt.date(2000, 1, 4)
 LATEST_END = dt.date(2028, 12, 31)
-MIN_TRADING_SPAN_DAYS = 90
+MIN_TRADING_SPAN_DAYS = 90  # calendar days: enough for momentum and a few quarterly reports
 # J-Quants delivers margin interest daily for applications from this date (2026-09 spec).
-DAILY_MARGIN_INTEREST_FROM = dt.date(2026, 9, 25)  # calendar days: enough for momentum and a few quarterly reports
+DAILY_MARGIN_INTEREST_FROM = dt.date(2026, 9, 25)
 
 
 class MarketConfig(BaseModel):

@@ -82,7 +82,8 @@ def _money(x: np.ndarray) -> np.ndarray:
 def _roe(net_income: np.ndarray, equity: np.ndarray) -> np.ndarray:
     """Return on shareholders' equity in percent (two decimals), null without positive equity."""
     positive = equity > 0
-    return np.where(positive, np.round(100 * net_income / np.where(positive, equity, 1.0), 2), np.nan)
+    ratio = 100 * net_income / np.where(positive, equity, 1.0)
+    return np.where(positive, np.round(ratio, 2), np.nan)
 
 
 def _series(name: str, values: np.ndarray) -> pl.Series:

@@ -6,9 +6,9 @@
   shorts). A week is published 2 sessions after its application date; weeks not yet
   published at the end of the data are absent. From ``margin_interest_daily_from`` on (the
   API's 2026-09 daily regime) every session is an application date, published the next
-  session with ``PubDate`` and the balances' yen amounts (``*Val``). The balances react to returns (longs rise after
-  falls, shorts after rises) plus their own noise; their weekly change of log(long / short)
-  is the planted ``margin`` signal.
+  session with ``PubDate`` and the balances' yen amounts (``*Val``). The balances react to
+  returns (longs rise after falls, shorts after rises) plus their own noise; their weekly
+  change of log(long / short) is the planted ``margin`` signal.
 - ``markets/margin-alert``: issues under daily publication (an extreme 5-session move or a
   margin-buying surge), published the next session (``AppDate`` = previous session), with
   TSE / JSF reasons, regulation class and rare corrections (same ``AppDate``, later
