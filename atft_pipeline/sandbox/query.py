@@ -29,8 +29,8 @@ from atft_pipeline.sandbox.clock import (
     LATER_FACTOR,
     PUBLISHED_AT,
     adjust_as_of,
-    last_session_visible,
     clock_columns,
+    last_session_visible,
     visible,
 )
 
@@ -171,8 +171,7 @@ def parse_query(endpoint: Endpoint, items: list[tuple[str, str]], window: PlanWi
     for single, pair in _EXCLUSIVE:
         if single in params and any(p in params for p in pair):
             raise ApiError(400, f"'{single}' cannot be combined with '{pair[0]}'/'{pair[1]}'.")
-    # published_date works alone or with code (from/to without code or date already failed
-    # the required-parameter check above).
+    # published_date selects by publication day, alone or with code, never with a date range.
     if "published_date" in params and any(p in params for p in ("date", "from", "to")):
         raise ApiError(400, "'published_date' cannot be combined with 'date', 'from' or 'to'.")
 
