@@ -251,3 +251,13 @@ def test_real_replay_adjusted_as_of_the_clock(realdata_dir) -> None:
             assert after_end[column].to_list() == pytest.approx(
                 stored[column].to_list(), rel=1e-12, nan_ok=True
             ), (split, column)
+
+
+def test_serve_command_takes_a_clock(capsys) -> None:
+    from atft_pipeline.cli import build_parser
+
+    args = build_parser().parse_args(["sandbox", "serve", "--clock", "2024-03-05T10:30Z"])
+    assert args.clock == dt.datetime(2024, 3, 5, 19, 30)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["sandbox", "serve", "--clock", "soon"])
+    assert "--clock: clock must be an ISO date or datetime" in capsys.readouterr().err
