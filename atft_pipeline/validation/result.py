@@ -233,17 +233,22 @@ def validate_raw_partitions(
     vectorized compares. Only when that pass finds something are the partitions re-validated
     one by one, so every failure is still reported against its own partition.
 
-    A row repeated verbatim *within* one partition is a duplicate key there: such a partition
-    always takes the one-by-one path, where pandera's unique-key check reports it.
+    A row repeated verbatim *within* one partition is a duplicate key there, and a partition
+    with other columns cannot be concatenated: both always take the one-by-one path, where
+    pandera reports them.
     """
     if not frames:
         return []
     spec = raw_asset_spec(asset)
     non_empty = [f for f in frames.values() if f.height]
+    one_schema = len({tuple(f.schema.items()) for f in frames.values()}) == 1
     repeated_within = any(f.is_duplicated().any() for f in non_empty)
+    if not one_schema or repeated_within:
+        # one day's wrong columns or repeated rows: concatenating would fail or hide them
+        return [validate_raw(asset, day, frame, plan) for day, frame in frames.items()]
     together = pl.concat(non_empty).unique(maintain_order=True) if non_empty else next(iter(frames.values()))
     combined = validate_raw(asset, None, together, plan)
-    if combined.failures or repeated_within:
+    if combined.failures:
         return [validate_raw(asset, day, frame, plan) for day, frame in frames.items()]
     results = []
     for day, frame in frames.items():
