@@ -110,15 +110,26 @@ class PartitionStore:
         """Atomically write one partition (temp file + rename); returns the final path.
 
         The checksum is recorded before the rename: a crash in between leaves a file that no
-        longer matches its checksum, which counts as lost (re-materialized), never as good.
+        longer matches its checksum, which counts as lost (re-materialized), never as good; a
+        failed write (disk full) puts the previous checksum back.
         A successful write lifts any quarantine of the partition.
         """
         target = self.path(asset, partition)
         buffer = io.BytesIO()
         frame.write_parquet(buffer, compression=PARQUET_COMPRESSION, statistics=True)
         data = buffer.getvalue()
-        atomic_write_text(self._checksum_path(asset, partition), hashlib.sha256(data).hexdigest())
-        atomic_write_bytes(target, data)
+        checksum = self._checksum_path(asset, partition)
+        previous = checksum.read_text() if checksum.exists() else None
+        atomic_write_text(checksum, hashlib.sha256(data).hexdigest())
+        try:
+            atomic_write_bytes(target, data)
+        except BaseException:
+            # the previous file is still in place (disk full, ...): so is its checksum
+            if previous is not None:
+                atomic_write_text(checksum, previous)
+            elif checksum.exists():
+                checksum.unlink()
+            raise
         self._release(asset, partition)
         return target
 
