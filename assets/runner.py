@@ -35,6 +35,10 @@ from atft_pipeline.storage import PartitionStore, home_lock, lost_partitions
 # Every run started by ``materialize_range`` carries this tag (value: the process id).
 RUNNER_TAG = "atft/runner-pid"
 INTERRUPTED = "interrupted"
+# How long a stage waits for a pool slot held by another live run before it fails (instead of
+# Dagster's unbounded wait inside the run).
+POOL_WAIT_S = 600.0
+_POOL_POLL_S = 0.5
 
 
 @dataclass
@@ -144,6 +148,7 @@ def materialize_range(
     *,
     latest_only: Sequence[str] = (),
     progress: Callable[[str], None] = print,
+    pool_wait_s: float = POOL_WAIT_S,
 ) -> RangeResult:
     """Materialize ``assets`` (in order) for the trading days in ``[start, end]``.
 
@@ -153,7 +158,8 @@ def materialize_range(
     ``latest_only`` are materialized for the last trading day of the range only.
 
     A stage any of whose upstream assets failed or was skipped in this call is skipped and
-    reported. Holds the lock of the instance's home for the whole call (``HomeInUseError``
+    reported. A stage whose pool has no free slot (held by other live runs) waits at most
+    ``pool_wait_s`` and then fails, naming the pool and the runs holding it. Holds the lock of the instance's home for the whole call (``HomeInUseError``
     when another ``atft run`` holds it).
     """
     days = calendar.trading_days(start, end)
@@ -161,10 +167,10 @@ def materialize_range(
         raise ValueError(f"no trading days between {start} and {end}")
     with home_lock(instance.root_directory), _stop_on_signals() as stop:
         finalize_abandoned_runs(instance, progress)
-        return _materialize(defs, instance, assets, days, store, latest_only, progress, stop)
+        return _materialize(defs, instance, assets, days, store, latest_only, progress, stop, pool_wait_s)
 
 
-def _materialize(defs, instance, assets, days, store, latest_only, progress, stop) -> RangeResult:
+def _materialize(defs, instance, assets, days, store, latest_only, progress, stop, pool_wait_s) -> RangeResult:
     repository = defs.get_repository_def()
     asset_graph = defs.resolve_asset_graph()
     job = defs.resolve_implicit_global_asset_job_def()
@@ -186,6 +192,12 @@ def _materialize(defs, instance, assets, days, store, latest_only, progress, sto
             not_ok[name] = "skipped"
             continue
         assets_def = repository.assets_defs_by_key[AssetKey(name)]
+        busy = _wait_for_pool_slot(instance, assets_def.op.pool, pool_wait_s)
+        if busy:
+            progress(f"{name}: FAILED: {busy}")
+            result.stages.append(StageResult(name, False, "", pool_wait_s, error=busy))
+            not_ok[name] = "failed"
+            continue
         if assets_def.partitions_def is None:
             stages = [_run_stage(name, job, instance, None, progress)]
         else:
@@ -207,6 +219,21 @@ def _materialize(defs, instance, assets, days, store, latest_only, progress, sto
         elif not all(s.success for s in stages):
             not_ok[name] = "failed"
     return result
+
+
+def _wait_for_pool_slot(instance: DagsterInstance, pool: str | None, wait_s: float) -> str:
+    """Wait (bounded) until ``pool`` has a free slot; '' when it has, else why not."""
+    if pool is None:
+        return ""
+    deadline = time.monotonic() + wait_s
+    while True:
+        info = instance.event_log_storage.get_concurrency_info(pool)
+        if info.limit is None or info.active_slot_count < info.limit:
+            return ""
+        if time.monotonic() >= deadline:
+            holders = ", ".join(sorted(info.active_run_ids))
+            return f"pool {pool!r} had no free slot for {wait_s:g} s (all {info.limit} held by run(s) {holders})"
+        time.sleep(_POOL_POLL_S)
 
 
 def _upstream(asset_graph, key: AssetKey) -> set[AssetKey]:

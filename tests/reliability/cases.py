@@ -150,6 +150,7 @@ STORAGE = [
 CONCURRENCY = [
     "a second atft run on the same home is refused with a clear message",
     "concurrent writers of one partition never share a temporary file",
+    "a pool slot held by another live run: the stage fails after a bounded wait, naming pool and run",
 ]
 PIPELINE = [
     "a stage whose upstream failed is skipped and reported; a later run completes it",

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, DagsterRunStatus, RunsFilter
+from dagster import AssetKey, DagsterRun, DagsterRunStatus, RunsFilter
 
 from assets.runner import INTERRUPTED
 from atft_pipeline.storage import HomeInUseError, PartitionStore, home_lock, lost_partitions
@@ -133,3 +133,19 @@ def test_a_second_run_on_the_same_home_is_refused_with_a_clear_message(tmp_path)
             toy_pipeline.run(tmp_path)
     assert not (tmp_path / "started-source").exists()
     assert toy_pipeline.run(tmp_path).success  # released with the holder
+
+
+def test_a_slot_held_by_a_live_run_fails_the_stage_after_a_bounded_wait(tmp_path):
+    assert CONCURRENCY[2].startswith("a pool slot held by another live run")
+    with open_instance(tmp_path) as instance:
+        live = DagsterRun(job_name="ui_launched", run_id="0f0f0f0f-live", status=DagsterRunStatus.STARTED)
+        instance.add_run(live)
+        instance.event_log_storage.initialize_concurrency_limit_to_default("jquants")
+        instance.event_log_storage.claim_concurrency_slot("jquants", live.run_id, "other_step")
+    result = toy_pipeline.run(tmp_path, pool_wait_s=1.0)
+    source, derived = result.stages
+    assert not source.success and "pool 'jquants' had no free slot for 1 s" in source.error
+    assert "0f0f0f0f-live" in source.error and derived.skipped
+    assert not (tmp_path / "started-source").exists()
+    runs, slots = _runs(tmp_path)
+    assert [r.status for r in runs] == [DagsterRunStatus.STARTED] and slots == {live.run_id}  # not ours: untouched

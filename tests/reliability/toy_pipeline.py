@@ -73,10 +73,11 @@ def open_instance(home: Path) -> DagsterInstance:
     return DagsterInstance.from_config(str(dagster_home))
 
 
-def run(home: Path) -> RangeResult:
+def run(home: Path, **options) -> RangeResult:
     with open_instance(home) as instance:
         return materialize_range(
-            build_defs(home), instance, ASSETS, START, END, PartitionStore(home / "data"), progress=print
+            build_defs(home), instance, ASSETS, START, END, PartitionStore(home / "data"), progress=print,
+            **options,
         )
 
 
