@@ -29,6 +29,8 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
+from assets.features import TARGET_REACH
+from assets.layout import DATASET_ASSET, TARGETS_ASSET
 from atft_pipeline import calendar
 from atft_pipeline.storage import PartitionStore, home_lock, lost_partitions
 
@@ -39,6 +41,10 @@ INTERRUPTED = "interrupted"
 # Dagster's unbounded wait inside the run).
 POOL_WAIT_S = 600.0
 _POOL_POLL_S = 0.5
+# Assets whose stored partitions depend on later days (targets look TARGET_REACH sessions
+# ahead): when later days are materialized, the sessions before them are redone too, so
+# targets that were unknown when first computed are filled in.
+LOOK_AHEAD = {TARGETS_ASSET: TARGET_REACH, DATASET_ASSET: TARGET_REACH}
 
 
 @dataclass
@@ -208,8 +214,10 @@ def _materialize(defs, instance, assets, days, store, latest_only, progress, sto
             todo = [d for d in wanted if d.isoformat() not in done]
             if not todo:
                 progress(f"{name}: all {len(wanted)} partitions already materialized")
+            refresh = look_ahead_refresh(todo, done, LOOK_AHEAD.get(name, 0))
+            todo = sorted({*todo, *refresh})
             stages = [StageResult(name, True, "", 0.0, 0)] if not todo else []
-            for block in contiguous_blocks(todo, days):
+            for block in contiguous_blocks(todo, sorted({*days, *refresh})):
                 if stop.requested:
                     break
                 stages.append(_run_stage(name, job, instance, block, progress))
@@ -246,6 +254,16 @@ def _upstream(asset_graph, key: AssetKey) -> set[AssetKey]:
                 seen.add(parent)
                 frontier.append(parent)
     return seen
+
+
+def look_ahead_refresh(todo: Sequence[dt.date], done: set[str], reach: int) -> list[dt.date]:
+    """The done partitions in the ``reach`` sessions before the first ``todo`` day: an asset
+    that looks ``reach`` sessions ahead computed them without the days now being added."""
+    if not todo or reach <= 0:
+        return []
+    first = min(todo)
+    before = calendar.trading_days(calendar.shift_trading_days(first, -reach), first - dt.timedelta(days=1))
+    return [d for d in before if d.isoformat() in done]
 
 
 def contiguous_blocks(todo: Sequence[dt.date], days: Sequence[dt.date]) -> list[list[dt.date]]:

@@ -10,7 +10,9 @@ import numpy as np
 import polars as pl
 from dagster import AssetMaterialization, instance_for_test
 
+from assets.features import TARGET_REACH
 from assets.model import stale_inputs
+from assets.runner import LOOK_AHEAD, look_ahead_refresh
 from atft_pipeline import calendar
 from atft_pipeline.dataset.assemble import assemble_dataset, build_meta
 from atft_pipeline.dataset.normalization import compute_normalization_stats, stats_hash
@@ -95,3 +97,13 @@ def test_lightgbm_trained_on_the_same_rows_in_another_order_is_identical():
     b = train_lightgbm(_shuffled(train, 3), _shuffled(val, 4), features, config=config)
     assert a.booster.model_to_string() == b.booster.model_to_string()
     assert a.predict(val, "val").equals(b.predict(val, "val")) and a.val_rank_ic == b.val_rank_ic
+
+
+def test_extending_a_range_redoes_the_targets_that_looked_past_its_old_end():
+    assert PIPELINE[4].startswith("extending a range")
+    days = calendar.trading_days(dt.date(2023, 1, 4), dt.date(2023, 3, 31))
+    old, new = days[:40], days[40:45]
+    done = {d.isoformat() for d in old}
+    assert look_ahead_refresh(new, done, TARGET_REACH) == old[-TARGET_REACH:]
+    assert look_ahead_refresh([], done, TARGET_REACH) == [] and look_ahead_refresh(new, done, 0) == []
+    assert LOOK_AHEAD == {"targets": TARGET_REACH, "ml_dataset": TARGET_REACH}
