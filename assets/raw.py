@@ -162,9 +162,16 @@ def build_calendar_asset() -> AssetsDefinition:
         description=endpoint.description + " Checked against the XTKS exchange calendar.",
         check_specs=[AssetCheckSpec(SCHEMA_CHECK, asset=CALENDAR_ASSET, blocking=True)],
     )
-    def raw_trading_calendar(context: AssetExecutionContext, jquants: JQuantsResource):
+    def raw_trading_calendar(
+        context: AssetExecutionContext, jquants: JQuantsResource, storage: StorageResource
+    ):
         frame, stats = jquants.fetch_calendar()
         result = validate_raw(CALENDAR_ASSET, None, frame, jquants.plan_enum)
+        # --- validate before writing: a failing calendar is quarantined, never stored ---
+        if not result.passed:
+            storage.store().quarantine(CALENDAR_ASSET, None, frame, result.message)
+            raise Failure(result.message)
+        # --- end of validate-before-write ---
         mismatches = calendar.api_calendar_mismatches(frame)
         yield Output(
             frame,

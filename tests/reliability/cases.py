@@ -194,9 +194,36 @@ def render() -> str:
     for category, cases in CATEGORIES.items():
         lines.append(f"| {category} | {len(cases)} | {len(cases)} | 0 |")
     lines += [f"| **Total** | **{total}** | **{total}** | **0** |", ""]
+    lines += MECHANISMS
     for category, cases in CATEGORIES.items():
         lines += [f"## {category}", ""] + [f"- {c}" for c in cases] + [""]
     return "\n".join(lines)
+
+
+MECHANISMS = [
+    "## What holds it together",
+    "",
+    "- **Validate before writing.** A raw partition is validated before it is stored; a day",
+    "  that fails a blocking check, or whose query failed after its retries, is quarantined",
+    "  under `<data>/_quarantine/<asset>/<day>.{json,parquet}` with the reason. It is never",
+    "  stored where a dependant reads, and `PartitionStore.scan` refuses it by name.",
+    "- **Done means verified.** Every write records the file's SHA-256 under",
+    "  `<data>/_checksums/`. A partition is done for `atft run` and the recovery sensor only",
+    "  when it is recorded as materialized, its file matches its checksum and it is not",
+    "  quarantined; anything else is materialized again.",
+    "- **Per-day isolation.** Each day of a source is fetched, validated and quarantined on",
+    "  its own; one bad answer costs one day, not its block.",
+    "- **Runs.** `atft run` holds an `flock` on the Dagster home (the kernel drops it when the",
+    "  holder dies), marks runs a killed `atft run` left unfinished as failed, frees pool slots",
+    "  of finished runs, waits a bounded time for slots held by live runs, skips (and reports)",
+    "  every stage downstream of a failed one, and stops the whole range on Ctrl-C/SIGTERM.",
+    "- **Requests.** After a 429 no request of the client is sent for at least 60 s (plus",
+    "  jitter), whether or not client-side rate limiting is on; `timeout_s` bounds each request",
+    "  from connect to last byte.",
+    "- **Determinism.** `ml_dataset` rows are sorted by (date, code); LightGBM trains on",
+    "  sorted rows, so identical inputs give identical files, statistics and models.",
+    "",
+]
 
 
 if __name__ == "__main__":
