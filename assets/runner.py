@@ -69,10 +69,6 @@ class RangeResult:
     def success(self) -> bool:
         return not self.interrupted and all(s.success for s in self.stages)
 
-    @property
-    def skipped(self) -> list[StageResult]:
-        return [s for s in self.stages if s.skipped]
-
 
 class _StopRequest:
     """Set by SIGTERM/SIGINT; the loop stops before the next stage once it is set."""
