@@ -18,7 +18,7 @@ from assets.runner import INTERRUPTED
 from atft_pipeline.storage import HomeInUseError, PartitionStore, home_lock, lost_partitions
 from tests.reliability import toy_pipeline
 from tests.reliability.cases import CONCURRENCY, KILLS, STORAGE
-from tests.reliability.toy_pipeline import ASSETS, END, START, open_instance
+from tests.reliability.toy_pipeline import ASSETS, open_instance
 
 REPO = Path(__file__).resolve().parents[2]
 N_DAYS = 5  # trading days in START..END

@@ -8,7 +8,7 @@ import logging
 import httpx
 from pydantic import SecretStr
 
-from atft_pipeline.jquants.client import ClientConfig, JQuantsClient
+from atft_pipeline.jquants.client import JQuantsClient
 from atft_pipeline.jquants.sources import RAW_SOURCES, fetch_raw_days
 from atft_pipeline.sandbox.faults import FaultSettings
 from atft_pipeline.sandbox.server import ServerSettings, create_app, serve_in_thread

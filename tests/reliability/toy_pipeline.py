@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 from dagster import AssetExecutionContext, BackfillPolicy, DagsterInstance, Definitions, Failure, asset
 
-from assets.partitions import partition_dates, trading_day_partitions
+from assets.partitions import trading_day_partitions
 from assets.runner import RangeResult, materialize_range
 from atft_pipeline.storage import PartitionStore, atomic_write_text
 from resources.storage import PolarsParquetIOManager, StorageResource
