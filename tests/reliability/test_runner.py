@@ -15,13 +15,14 @@ import pytest
 from dagster import AssetKey, DagsterRun, DagsterRunStatus, RunsFilter
 
 from assets.runner import INTERRUPTED
+from atft_pipeline import calendar
 from atft_pipeline.storage import HomeInUseError, PartitionStore, home_lock, lost_partitions
 from tests.reliability import toy_pipeline
 from tests.reliability.cases import CONCURRENCY, KILLS, STORAGE
-from tests.reliability.toy_pipeline import ASSETS, open_instance
+from tests.reliability.toy_pipeline import ASSETS, END, START, open_instance
 
 REPO = Path(__file__).resolve().parents[2]
-N_DAYS = 5  # trading days in START..END
+N_DAYS = len(calendar.trading_days(START, END))
 
 
 def _control(home: Path, **control) -> None:
