@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from atft_pipeline.settings import Settings
+from atft_pipeline.storage import atomic_write_text
 
 # At most this many J-Quants-calling steps run at once across all runs (pool "jquants").
 JQUANTS_POOL_LIMIT = 2
@@ -55,6 +56,6 @@ def ensure_dagster_home(settings: Settings) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text(_DAGSTER_YAML)
+        atomic_write_text(config, _DAGSTER_YAML)  # concurrent starts never see half a file
     os.environ["DAGSTER_HOME"] = str(home)
     return home

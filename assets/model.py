@@ -11,6 +11,7 @@ from dagster import (
     AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
+    AssetKey,
     AssetsDefinition,
     BackfillPolicy,
     Failure,
@@ -50,6 +51,23 @@ def _dataset(store: PartitionStore) -> tuple[pl.DataFrame, list[dt.date]]:
     if not keys:
         raise Failure("ml_dataset has no stored partitions: materialize the dataset first")
     return store.scan(DATASET_ASSET, keys).collect(), [dt.date.fromisoformat(k) for k in keys]
+
+
+def stale_inputs(instance, asset: str, sources: list[str]) -> str:
+    """Why ``asset``'s stored data predates what it was made from ('' when it does not).
+
+    Compares the latest materializations: e.g. predictions older than a retrained model come
+    from the previous model (their own rerun failed) and must not be reported as current.
+    """
+    own = instance.get_latest_materialization_event(AssetKey(asset))
+    if own is None:
+        return "never materialized"
+    newer = [
+        name for name in sources
+        if (event := instance.get_latest_materialization_event(AssetKey(name))) is not None
+        and event.timestamp > own.timestamp
+    ]
+    return f"older than the latest {', '.join(newer)}" if newer else ""
 
 
 def build_model_assets(layout: Layout) -> list[AssetsDefinition]:
@@ -177,6 +195,11 @@ def build_model_assets(layout: Layout) -> list[AssetsDefinition]:
         from atft_pipeline.training import MlflowTracker
 
         store = storage.store()
+        # --- refuse stale predictions: they must postdate the models they came from ---
+        stale = stale_inputs(context.instance, PREDICTIONS_ASSET, [MODEL_ASSET, LIGHTGBM_ASSET])
+        if stale:
+            raise Failure(f"{REPORT_ASSET}: {PREDICTIONS_ASSET} is stale ({stale}); rerun it first")
+        # --- end of stale check ---
         predictions = store.read(PREDICTIONS_ASSET)
         out_dir = home / "reports" / context.run.run_id[:8]
         report = build_report(

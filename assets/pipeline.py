@@ -20,8 +20,12 @@ def print_summary(result: RangeResult, settings: Settings) -> None:
           f"data={settings.data_root.resolve()}")
     width = max(len(s.asset) for s in result.stages)
     for stage in result.stages:
-        status = "ok" if stage.success else "FAILED"
-        print(f"  {stage.asset:<{width}}  {status:<6} {stage.seconds:7.1f}s  run {stage.run_id[:8]}")
+        status = "ok" if stage.success else "SKIPPED" if stage.skipped else "FAILED"
+        line = f"  {stage.asset:<{width}}  {status:<7} {stage.seconds:7.1f}s  run {stage.run_id[:8]}"
+        print(line + (f"  {stage.error}" if stage.skipped else ""))
+    if result.interrupted:
+        print("interrupted: the remaining stages were not run; `atft run` continues from here")
+        return
     if not result.success:
         print("some stages failed; re-run `atft run` to retry only what is missing")
         return

@@ -14,6 +14,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetMaterialization,
     AssetsDefinition,
     BackfillPolicy,
     Failure,
@@ -27,8 +28,10 @@ from assets.partitions import partition_dates, trading_day_partitions
 from atft_pipeline import calendar
 from atft_pipeline.jquants.endpoints import ENDPOINTS, Plan
 from atft_pipeline.jquants.sources import RAW_SOURCES, RawSource
-from atft_pipeline.validation import validate_raw, validate_raw_partitions
+from atft_pipeline.validation import validate_raw
+from atft_pipeline.validation.gate import gate_raw_partitions
 from resources.jquants import JQuantsResource
+from resources.storage import StorageResource
 
 RAW_GROUP = "raw"
 JQUANTS_POOL = "jquants"
@@ -75,14 +78,30 @@ def build_raw_asset(source: RawSource, start, plan: Plan) -> AssetsDefinition:
             ),
         ],
     )
-    def _raw_asset(context: AssetExecutionContext, jquants: JQuantsResource):
+    def _raw_asset(
+        context: AssetExecutionContext, jquants: JQuantsResource, storage: StorageResource
+    ):
         if not entitled or not jquants.plan_enum.covers(source.plan):
             raise Failure(_entitlement_note(source, jquants.plan_enum))
         days = partition_dates(context.partition_keys)
         started = time.perf_counter()
         frames, stats = jquants.fetch_days(source, days)
         duration = time.perf_counter() - started
-        results = validate_raw_partitions(source.asset, frames, jquants.plan_enum)
+        # --- validate before writing: blocked days are quarantined, never stored ---
+        store = storage.store()
+        gate = gate_raw_partitions(store, source.asset, frames, frames.failed, jquants.plan_enum)
+        if gate.blocked:
+            for day, frame in gate.accepted.items():
+                store.write(source.asset, day, frame)
+                context.log_event(
+                    AssetMaterialization(source.asset, partition=day.isoformat(), metadata={"rows": frame.height})
+                )
+            raise Failure(
+                f"{source.asset}: {len(gate.blocked)} of {len(days)} partition(s) blocked and "
+                f"quarantined ({len(gate.accepted)} stored):\n{gate.describe_blocked()}"
+            )
+        # --- end of validate-before-write ---
+        results = gate.results
         failed = [r for r in results if not r.passed]
         all_rows = pl.concat(list(frames.values()), how="vertical")
         yield Output(
@@ -147,9 +166,16 @@ def build_calendar_asset() -> AssetsDefinition:
         description=endpoint.description + " Checked against the XTKS exchange calendar.",
         check_specs=[AssetCheckSpec(SCHEMA_CHECK, asset=CALENDAR_ASSET, blocking=True)],
     )
-    def raw_trading_calendar(context: AssetExecutionContext, jquants: JQuantsResource):
+    def raw_trading_calendar(
+        context: AssetExecutionContext, jquants: JQuantsResource, storage: StorageResource
+    ):
         frame, stats = jquants.fetch_calendar()
         result = validate_raw(CALENDAR_ASSET, None, frame, jquants.plan_enum)
+        # --- validate before writing: a failing calendar is quarantined, never stored ---
+        if not result.passed:
+            storage.store().quarantine(CALENDAR_ASSET, None, frame, result.message)
+            raise Failure(result.message)
+        # --- end of validate-before-write ---
         mismatches = calendar.api_calendar_mismatches(frame)
         yield Output(
             frame,

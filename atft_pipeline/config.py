@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from atft_pipeline.dataset.splits import MIN_GAP, DateWindow, SplitConfig
+from atft_pipeline.storage import atomic_write_text
 
 
 class DatasetConfig(BaseModel):
@@ -146,7 +147,4 @@ def load_config(path: str | Path | None) -> PipelineConfig:
 
 
 def dump_config(config: PipelineConfig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=True), sort_keys=True))
-    tmp.replace(path)
+    atomic_write_text(path, yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=True), sort_keys=True))

@@ -6,10 +6,10 @@ import datetime as dt
 
 import polars as pl
 import pytest
-from dagster import AssetCheckKey, AssetKey, build_sensor_context, instance_for_test
+from dagster import AssetKey, build_sensor_context, instance_for_test
 
 from assets.definitions import build_definitions
-from assets.raw import CALENDAR_ASSET, SCHEMA_CHECK
+from assets.raw import CALENDAR_ASSET
 from assets.recovery import RECOVERY_SENSOR
 from assets.runner import materialize_range
 from atft_pipeline import calendar
@@ -163,15 +163,14 @@ def test_schema_check_fails_on_planted_bad_rows_naming_asset_partition_and_colum
         result = materialize_range(
             defs, instance, ["raw_daily_quotes"], bad_day, dt.date(2023, 1, 12), _store(tmp_path), progress=_quiet
         )
-    # the blocking check fails the run (downstream never sees the partition), naming the check
-    assert not result.success and "raw_schema" in result.stages[0].error
-    record = instance.get_latest_asset_check_evaluation_record(
-        AssetCheckKey(AssetKey("raw_daily_quotes"), SCHEMA_CHECK)
-    )
-    evaluation = record.event.dagster_event.event_specific_data
-    assert evaluation.passed is False
-    failures = evaluation.metadata["failures"].value
-    assert "raw_daily_quotes[2023-01-10]" in failures and "'H'" in failures
+    # validated before writing: the bad day is quarantined (never stored where a dependant
+    # reads), the good days are stored, and the error names asset, partition and column
+    error = result.stages[0].error
+    assert not result.success and "raw_daily_quotes[2023-01-10]" in error and "'H'" in error
+    store = _store(tmp_path)
+    assert store.partitions("raw_daily_quotes") == ["2023-01-11", "2023-01-12"]
+    assert list(store.quarantined("raw_daily_quotes")) == ["2023-01-10"]
+    assert instance.get_materialized_partitions(AssetKey("raw_daily_quotes")) == {"2023-01-11", "2023-01-12"}
 
 
 def test_plan_without_entitlement_disables_the_source(tmp_path, market, instance):

@@ -224,9 +224,14 @@ def test_valid_frame_passes_without_warnings(asset):
 
 
 @pytest.mark.parametrize("asset", sorted(VALID_ROWS))
-def test_empty_frame_with_the_right_schema_passes(asset):
+def test_empty_frame_with_the_right_schema_passes_unless_the_source_covers_every_day(asset):
     result = validate_raw(asset, _partition(asset), _frame(asset, []))
-    assert result.passed and result.clean and result.n_rows == 0, result.message
+    assert result.n_rows == 0
+    if _partition(asset) is not None and RAW_ASSET_SPECS[asset].rows_every_day:
+        assert [f.check for f in result.failures] == ["rows_present"], result.message
+        assert not result.passed and "no rows for a trading day" in result.message
+    else:
+        assert result.passed and result.clean, result.message
 
 
 def test_lower_plan_frame_passes_under_its_plan_and_fails_as_premium():

@@ -82,7 +82,7 @@ def assemble_dataset(
     expected = catalog.expected_columns(enabled)
     result = frame.collect()
     check_dataset_columns(result.columns, catalog, enabled)
-    return result.select(expected)
+    return result.select(expected).sort(["date", "code"])  # row order is part of the result
 
 
 def check_dataset_columns(columns: Sequence[str], catalog: FeatureCatalog, enabled: Sequence[str]) -> None:

@@ -209,7 +209,9 @@ def train_lightgbm(
     columns = ["date", "code", *feature_columns, target]
     _require_columns(train, columns, "train frame")
     _require_columns(val, columns, "val frame")
-    train = train.filter(pl.col(target).is_not_null())
+    # Sorted: LightGBM's bins and bagging depend on row order, so identical rows in another
+    # order would train another model.
+    train = train.filter(pl.col(target).is_not_null()).sort("date", "code")
     val = val.filter(pl.col(target).is_not_null()).sort("date", "code")
     for name, part in (("train", train), ("val", val)):
         if part.height == 0:

@@ -6,9 +6,13 @@ any HTTP, follows ``pagination_key`` to the end, respects the plan's requests/mi
 client side, and retries only what can succeed on retry:
 
 - 429: J-Quants sends no ``Retry-After``; back off at least ``backoff_429_s`` (60 s) plus up to
-  50% jitter, pausing every request of this client (the server counts them all).
+  50% jitter, pausing every request of this client (the server counts them all). The pause is
+  the client's own, so it holds whether or not client-side rate limiting is on.
 - 5xx, timeouts, broken connections, truncated/invalid bodies: exponential backoff.
 - 400/401/403/404: raised at once as typed errors with an entitlement hint.
+
+``timeout_s`` bounds each request as a whole (connect to last byte), not only each read, so
+a server that trickles its answer cannot hold a request longer than that.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from atft_pipeline import __version__
 from atft_pipeline.jquants.endpoints import Endpoint, Plan, get_endpoint
 from atft_pipeline.jquants.errors import (
+    JQuantsError,
     JQuantsHTTPError,
     NetworkError,
     PageLimitError,
@@ -205,9 +210,12 @@ class JQuantsClient:
         self._config = config
         self._transport = transport
         self._sleep: Sleep = sleep or asyncio.sleep
+        self._clock: Clock = clock or time.monotonic
         self._limiter = RateLimiter.for_plan(
-            config.rate_per_minute, clock=clock or time.monotonic, sleep=self._sleep
+            config.rate_per_minute, clock=self._clock, sleep=self._sleep
         )
+        # After a 429 no request of this client is sent before this time (clock seconds).
+        self._resume_at = float("-inf")
         self._stats = ClientStats()
         self._http: httpx.AsyncClient | None = None
         # Created on open: a semaphore belongs to the event loop that first waits on it.
@@ -308,6 +316,23 @@ class JQuantsClient:
         pages = await _gather_or_cancel([self._get_all_pages(resolved, q) for q in queries])
         return [frame for frame, _ in pages]
 
+    async def get_each(
+        self, endpoint: str | Endpoint, params_list: Sequence[Mapping[str, Any]]
+    ) -> list[pl.DataFrame | JQuantsError]:
+        """Like ``get_many``, but each query succeeds or fails on its own: the result holds,
+        in order, its frame or the ``JQuantsError`` it ended with (after its retries)."""
+        resolved = resolve_endpoint(endpoint)
+        queries = [build_query(resolved, params) for params in params_list]
+
+        async def one(query: dict[str, str]) -> pl.DataFrame | JQuantsError:
+            try:
+                frame, _ = await self._get_all_pages(resolved, query)
+                return frame
+            except JQuantsError as error:
+                return error
+
+        return await _gather_or_cancel([one(q) for q in queries])
+
     async def _get_all_pages(
         self, endpoint: Endpoint, query: dict[str, str]
     ) -> tuple[pl.DataFrame, str | None]:
@@ -371,11 +396,19 @@ class JQuantsClient:
     ) -> dict[str, Any]:
         http, slots = self._session()
         async with slots:
+            await self._wait_for_resume()
             if self._config.rate_limited:
                 await self._limiter.acquire(endpoint.rate_bucket)
             self._stats.requests[endpoint.path] = self._stats.requests.get(endpoint.path, 0) + 1
             try:
-                response = await http.get(endpoint.path, params=query)
+                response = await asyncio.wait_for(
+                    http.get(endpoint.path, params=query), self._config.timeout_s
+                )
+            except TimeoutError as exc:
+                raise NetworkError(
+                    endpoint.path, query,
+                    f"no complete answer within timeout_s={self._config.timeout_s:g} s",
+                ) from exc
             except _TRANSPORT_ERRORS as exc:
                 logger.debug(
                     "%s attempt %d: %s", describe_request(endpoint.path, query), attempt, exc
@@ -390,6 +423,11 @@ class JQuantsClient:
             response.num_bytes_downloaded,
         )
         return self._read_envelope(endpoint, query, response)
+
+    async def _wait_for_resume(self) -> None:
+        """Sleep until the pause set by the last 429 is over (re-checked: it may be extended)."""
+        while (delay := self._resume_at - self._clock()) > 0:
+            await self._sleep(delay)
 
     def _session(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
         if self._http is None or self._slots is None:
@@ -432,9 +470,9 @@ class JQuantsClient:
             delay,
         )
         if isinstance(error, RateLimitError):
-            # The server counts every request of this key: hold them all, then retry through
-            # the limiter (which does the waiting).
-            self._limiter.pause(delay)
+            # The server counts every request of this key: hold them all (every request,
+            # this retry included, waits for the resume time before it is sent).
+            self._resume_at = max(self._resume_at, self._clock() + delay)
         else:
             await self._sleep(delay)
 

@@ -5,8 +5,8 @@ and caps fins/summary and fins/details at 60/min on every plan. A fins request c
 both its own bucket and the plan's total, so it takes a slot in each, at the same instant.
 
 A sliding window (rather than a token bucket) is used because it is exactly the API's rule:
-never more than N requests in any 60 seconds. A 429 pauses every bucket at once: one client's
-other requests would only prolong the server-side block.
+never more than N requests in any 60 seconds. The pause after a 429 is the client's own
+(``JQuantsClient``), so it also holds where this limiter is off.
 
 Clock and sleep are injectable so tests run on virtual time.
 """
@@ -65,7 +65,6 @@ class RateLimiter:
         self._windows = {name: SlidingWindow(n) for name, n in requests_per_minute.items()}
         self._clock = clock
         self._sleep = sleep
-        self._paused_until = float("-inf")
 
     @classmethod
     def for_plan(
@@ -85,10 +84,6 @@ class RateLimiter:
     def limit(self, bucket: str) -> int:
         return self._windows[bucket].limit
 
-    def pause(self, seconds: float) -> None:
-        """Hold every bucket for ``seconds`` from now (after a 429)."""
-        self._paused_until = max(self._paused_until, self._clock() + seconds)
-
     async def acquire(self, bucket: str = DEFAULT_BUCKET) -> float:
         """Wait until ``bucket`` and ``default`` both have room, take a slot in each.
 
@@ -104,7 +99,7 @@ class RateLimiter:
         waited = 0.0
         while True:
             now = self._clock()
-            delay = max([self._paused_until - now] + [w.wait_time(now) for w in windows])
+            delay = max(w.wait_time(now) for w in windows)
             if delay <= 0:
                 for window in windows:
                     window.record(now)

@@ -119,21 +119,38 @@ RAW_SOURCES: dict[str, RawSource] = {
 }
 
 
+class FetchedDays(dict[dt.date, pl.DataFrame]):
+    """The frames of the days that were fetched (day -> frame, request order); ``failed``
+    maps each day whose query failed (after its retries) to the error, naming endpoint and
+    query. One bad day never costs the other days of the block."""
+
+    def __init__(self, frames: dict[dt.date, pl.DataFrame], failed: dict[dt.date, str]) -> None:
+        super().__init__(frames)
+        self.failed = failed
+
+
 async def fetch_raw_days(
     client: JQuantsClient, source: RawSource, days: Sequence[dt.date]
-) -> dict[dt.date, pl.DataFrame]:
+) -> FetchedDays:
     """Fetch one frame per trading day for ``source`` with the client's bounded concurrency.
 
-    Each day is one query (plus its pages); the result maps every requested day to its frame,
-    an empty typed frame where the API had no rows (a day without disclosures is not an error).
+    Each day is one query (plus its pages) and succeeds or fails on its own; a fetched day's
+    frame is an empty typed frame where the API had no rows (a day without disclosures is not
+    an error, a day of a source with rows every day is caught by validation).
     """
-    frames = await client.get_many(source.endpoint, [source.params_for(d) for d in days])
+    results = await client.get_each(source.endpoint, [source.params_for(d) for d in days])
     if source.published_query is not None:
-        published = await client.get_many(
+        # Margin interest: a day is the weekly rows of its application date plus whatever was
+        # published that day (daily regime); the day fails if either query failed.
+        published = await client.get_each(
             source.endpoint, [source.published_query(d) for d in days]
         )
-        frames = [
+        results = [
             pl.concat([frame.filter(pl.col("PubDate").is_null()), by_publication])
-            for frame, by_publication in zip(frames, published, strict=True)
+            if isinstance(frame, pl.DataFrame) and isinstance(by_publication, pl.DataFrame)
+            else (frame if not isinstance(frame, pl.DataFrame) else by_publication)
+            for frame, by_publication in zip(results, published, strict=True)
         ]
-    return dict(zip(days, frames, strict=True))
+    frames = {d: r for d, r in zip(days, results, strict=True) if isinstance(r, pl.DataFrame)}
+    failed = {d: str(r) for d, r in zip(days, results, strict=True) if not isinstance(r, pl.DataFrame)}
+    return FetchedDays(frames, failed)

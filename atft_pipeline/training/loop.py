@@ -43,6 +43,7 @@ from atft_pipeline.evaluation.metrics import METRIC_COLUMNS, evaluate
 from atft_pipeline.model.atft_gat_fan import ATFTGATFAN
 from atft_pipeline.model.config import ModelConfig
 from atft_pipeline.model.losses import CombinedLoss
+from atft_pipeline.storage import atomic_write_text
 from atft_pipeline.training.checkpoint import (
     LAST,
     best_name,
@@ -563,7 +564,8 @@ class _Trainer:
             )
         )
         final_path = self.run_dir / FINAL_METRICS
-        final_path.write_text(
+        atomic_write_text(
+            final_path,
             json.dumps(
                 {
                     "best_phase": best_phase,

@@ -13,6 +13,7 @@ from atft_pipeline.validation.raw_schemas import (
 from atft_pipeline.validation.result import (
     Failure,
     RawValidationResult,
+    split_by_validation,
     validate_raw,
     validate_raw_partitions,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "Severity",
     "raw_schema",
     "severity",
+    "split_by_validation",
     "validate_raw",
     "validate_raw_partitions",
 ]

@@ -53,8 +53,12 @@ NO_EXTRA_COLUMNS = "no_extra_columns"
 UNIQUE_KEY = "unique_key"
 NOT_NULL = "not_null"
 RULE_ERROR = "rule_error"  # a rule could not be evaluated at all
+# Whole-partition checks (one trading day at a time): a day the source always covers must
+# hold rows, and a column that prices every row cannot be null on all of them.
+ROWS_PRESENT = "rows_present"
+NOT_ALL_NULL = "not_all_null"
 STRUCTURAL_CHECKS = frozenset(
-    {DTYPE, COLUMN_PRESENT, NO_EXTRA_COLUMNS, UNIQUE_KEY, NOT_NULL, RULE_ERROR}
+    {DTYPE, COLUMN_PRESENT, NO_EXTRA_COLUMNS, UNIQUE_KEY, NOT_NULL, RULE_ERROR, ROWS_PRESENT, NOT_ALL_NULL}
 )
 
 E, W = Severity.ERROR, Severity.WARN
@@ -76,6 +80,11 @@ class RawAssetSpec:
     required: tuple[str, ...]  # identifiers that are never null
     rules: tuple[Rule, ...]
     partition: PartitionRule | None = PartitionRule.EQUAL  # None: an unpartitioned asset
+    # Sources with rows on every trading day: an empty day is a hole (not yet published, or
+    # lost), never "no events"; it blocks so the day is fetched again instead of kept empty.
+    rows_every_day: bool = False
+    # Columns that must have at least one value in a non-empty partition.
+    not_all_null: tuple[str, ...] = ()
 
     def partition_rule(self, day: dt.date) -> Rule:
         assert self.partition is not None and self.endpoint.date_field is not None
@@ -294,12 +303,15 @@ def _spec(asset: str, required: Iterable[str], rules: list[Rule], **kw) -> RawAs
 RAW_ASSET_SPECS: dict[str, RawAssetSpec] = {
     s.asset: s
     for s in (
-        _spec("raw_daily_quotes", ("Date", "Code"), _bars_rules()),
+        _spec(
+            "raw_daily_quotes", ("Date", "Code"), _bars_rules(),
+            rows_every_day=True, not_all_null=("C", "AdjC"),
+        ),
         _spec(
             "raw_listed_info", ("Date", "Code"), _listed_info_rules(),
-            partition=PartitionRule.ON_OR_BEFORE,
+            partition=PartitionRule.ON_OR_BEFORE, rows_every_day=True,
         ),
-        _spec("raw_topix", ("Date",), _topix_rules()),
+        _spec("raw_topix", ("Date",), _topix_rules(), rows_every_day=True, not_all_null=("C",)),
         _spec("raw_statements", ("DiscDate", "Code", "DiscNo", "DocType"), _statements_rules()),
         _spec("raw_weekly_margin_interest", ("Date", "Code"), _weekly_margin_rules()),
         _spec("raw_daily_margin_interest", ("PubDate", "Code", "AppDate"), _margin_alert_rules()),

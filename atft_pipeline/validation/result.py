@@ -22,7 +22,9 @@ from atft_pipeline.validation.raw_schemas import (
     COLUMN_PRESENT,
     DTYPE,
     NO_EXTRA_COLUMNS,
+    NOT_ALL_NULL,
     NOT_NULL,
+    ROWS_PRESENT,
     RULE_ERROR,
     UNIQUE_KEY,
     RawAssetSpec,
@@ -120,8 +122,24 @@ def validate_raw(
     failures = _merge_missing_columns(
         [f for err in errors if (f := _failure(err, frame, ids, spec)) is not None]
     )
+    if partition is not None:
+        failures += _day_failures(spec, frame)
     failures.sort(key=lambda f: not f.blocking)  # stable: schema order within each group
     return RawValidationResult(asset, partition, frame.height, tuple(failures))
+
+
+def _day_failures(spec: RawAssetSpec, frame: pl.DataFrame) -> list[Failure]:
+    """Whole-day checks of one partition (see ``RawAssetSpec.rows_every_day``/``not_all_null``)."""
+    if frame.height == 0:
+        if not spec.rows_every_day:
+            return []
+        detail = f"no rows for a trading day; /{spec.endpoint.path} has rows on every trading day"
+        return [Failure("-", ROWS_PRESENT, 0, (), Severity.ERROR, detail)]
+    return [
+        Failure(column, NOT_ALL_NULL, frame.height, (), Severity.ERROR, f"null on all {frame.height} rows")
+        for column in spec.not_all_null
+        if column in frame.columns and frame[column].null_count() == frame.height
+    ]
 
 
 def _merge_missing_columns(failures: list[Failure]) -> list[Failure]:
@@ -211,14 +229,23 @@ def validate_raw_partitions(
 
     pandera's cost is mostly per call, so a year of partitions is checked as one frame (rows
     that repeat verbatim across partitions, like unchanged master snapshot rows, are checked
-    once) and the partition-date rule is evaluated per partition with a vectorized compare.
-    Only when that pass finds something are the partitions re-validated one by one, so every
-    failure is still reported against its own partition.
+    once) and the partition-date and whole-day rules are evaluated per partition with
+    vectorized compares. Only when that pass finds something are the partitions re-validated
+    one by one, so every failure is still reported against its own partition.
+
+    A row repeated verbatim *within* one partition is a duplicate key there, and a partition
+    with other columns cannot be concatenated: both always take the one-by-one path, where
+    pandera reports them.
     """
     if not frames:
         return []
     spec = raw_asset_spec(asset)
     non_empty = [f for f in frames.values() if f.height]
+    one_schema = len({tuple(f.schema.items()) for f in frames.values()}) == 1
+    repeated_within = any(f.is_duplicated().any() for f in non_empty)
+    if not one_schema or repeated_within:
+        # one day's wrong columns or repeated rows: concatenating would fail or hide them
+        return [validate_raw(asset, day, frame, plan) for day, frame in frames.items()]
     together = pl.concat(non_empty).unique(maintain_order=True) if non_empty else next(iter(frames.values()))
     combined = validate_raw(asset, None, together, plan)
     if combined.failures:
@@ -231,5 +258,20 @@ def validate_raw_partitions(
         if wrong.height:
             ids = [c for c in spec.id_columns(partitioned=True) if c in frame.columns]
             failures = (_row_failure(rule.column, rule.name, rule.severity, wrong, [*ids, rule.column]),)
+        failures += tuple(_day_failures(spec, frame))
         results.append(RawValidationResult(asset, day, frame.height, failures))
     return results
+
+
+def split_by_validation(
+    asset: str, frames: dict[dt.date, pl.DataFrame], plan: Plan = Plan.PREMIUM
+) -> tuple[dict[dt.date, pl.DataFrame], dict[dt.date, RawValidationResult], list[RawValidationResult]]:
+    """Validate before writing: ``(accepted frames, rejected results by day, every result)``.
+
+    Accepted partitions passed every blocking check (warnings allowed) and may be stored;
+    rejected ones must not be stored where a dependant can read them.
+    """
+    results = validate_raw_partitions(asset, frames, plan)
+    accepted = {r.partition: frames[r.partition] for r in results if r.passed}
+    rejected = {r.partition: r for r in results if not r.passed}
+    return accepted, rejected, results
