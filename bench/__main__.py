@@ -1,12 +1,17 @@
-"""Run one benchmark: ``python -m bench {features,demo}`` (see BENCHMARKS.md)."""
+"""Run one benchmark: ``python -m bench {features,graph,training,demo}`` (see BENCHMARKS.md)."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import demo, features
+from bench import demo, features, graph, training
 
-BENCHMARKS = {"features": features.main, "demo": demo.main}
+BENCHMARKS = {
+    "features": features.main,
+    "graph": graph.main,
+    "training": training.main,
+    "demo": demo.main,
+}
 
 
 def main(argv: list[str]) -> int:

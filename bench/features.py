@@ -1,8 +1,11 @@
 """All feature families over a sandbox market, from raw data stored as Parquet.
 
-``python -m bench features --stocks 4000 --years 10`` generates the market, writes each raw
-source as one Parquet file (the union of its partitions), then computes every family for
-every date (lookback included) and reports wall time per family and the peak RSS.
+``python -m bench features --scale full`` (4,000 stocks × 10 years, about 2,500 trading
+days; ``--scale demo`` is the sandbox's 300 × 3, ``--stocks``/``--years`` override either)
+generates the market, writes each raw source as one Parquet file (the union of its
+partitions), then computes every family for every date (lookback included) and reports wall
+time per family, the process's peak RSS after each (``ru_maxrss``, what ``/usr/bin/time -v``
+reports) and the sum over families.
 """
 
 from __future__ import annotations
@@ -22,16 +25,23 @@ from atft_pipeline.features.registry import compute_family, default_catalog
 from atft_pipeline.sandbox.market import MarketConfig, generate_market
 
 
+SCALES = {"demo": (300, 3), "full": (4000, 10)}  # (stocks, years)
+
+
 def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench features")
-    parser.add_argument("--stocks", type=int, default=4000)
-    parser.add_argument("--years", type=int, default=10)
+    parser.add_argument("--scale", choices=sorted(SCALES), default="full")
+    parser.add_argument("--stocks", type=int, default=None)
+    parser.add_argument("--years", type=int, default=None)
     parser.add_argument("--families", nargs="*", default=None)
     args = parser.parse_args(argv)
+    stocks, years = SCALES[args.scale]
+    args.stocks = args.stocks or stocks
+    args.years = args.years or years
     end = dt.date(2023, 12, 29)
     start = dt.date(end.year - args.years + 1, 1, 4)
     t0 = time.perf_counter()

@@ -24,6 +24,8 @@ from atft_pipeline.model import (
     LSTMEncoder,
     ModelConfig,
     QuantileHeads,
+    StaticContexts,
+    TemporalFusionBlock,
     VariableSelectionNetwork,
     fan_decompose,
     non_crossing_quantiles,
@@ -263,6 +265,37 @@ def test_attention_is_causal_and_interpretable():
     torch.testing.assert_close(out, attn.out(weights.mean(1) @ v))
 
 
+def test_attention_for_the_last_queries_equals_the_full_attention_rows():
+    torch.manual_seed(0)
+    attn = InterpretableMultiHeadAttention(16, 4).eval()
+    x = torch.randn(3, 10, 16)
+    out, weights = attn(x)
+    for n_queries in (1, 4):
+        last, last_weights = attn(x, n_queries=n_queries)
+        torch.testing.assert_close(last, out[:, -n_queries:])
+        torch.testing.assert_close(last_weights, weights[:, :, -n_queries:])
+    with pytest.raises(ValueError, match="n_queries"):
+        attn(x, n_queries=11)
+
+
+def test_temporal_block_equals_the_full_sequence_decoder_at_the_last_step():
+    """The block computes only the forecast step; every step of TFT's decoder, then the last
+    row, must give the same state."""
+    torch.manual_seed(0)
+    hidden, steps = 16, 12
+    block = TemporalFusionBlock(hidden, lstm_layers=2, heads=4).eval()
+    x = torch.randn(5, steps, hidden)
+    contexts = StaticContexts(*(torch.randn(5, hidden) for _ in range(4)))
+    state, weights = block(x, contexts)
+    encoded = block.encoder(x, contexts.state_h, contexts.state_c)
+    enriched = block.enrichment(encoded, contexts.enrichment)
+    attended, full_weights = block.attention(enriched)
+    fused = block.positionwise(block.attention_gate(attended, enriched))
+    sequence = block.output_gate(fused, encoded)
+    torch.testing.assert_close(state, sequence[:, -1])
+    torch.testing.assert_close(weights, full_weights[:, :, -1])
+
+
 def test_lstm_encoder_starts_from_static_state():
     torch.manual_seed(0)
     enc = LSTMEncoder(8, layers=2).eval()
@@ -357,7 +390,8 @@ def test_forward_shapes_and_outputs():
     assert (out.quantiles.diff(dim=-1) > 0).all()
     assert out.selection_weights.shape == (b, config.window, N_FEATURES)
     torch.testing.assert_close(out.selection_weights.sum(-1), torch.ones(b, config.window))
-    assert out.attention_weights.shape == (b, 2, config.window, config.window)
+    assert out.attention_weights.shape == (b, 2, config.window)
+    torch.testing.assert_close(out.attention_weights.sum(-1), torch.ones(b, 2))
     assert out.static_weights.shape == (b, 2)
     assert float(out.gate.detach()) == pytest.approx(0.5)
     model.set_phase("fan")

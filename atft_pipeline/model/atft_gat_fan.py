@@ -62,7 +62,7 @@ class ModelOutput:
     point: Tensor  # [B, H], the median quantile
     selection_weights: Tensor  # [B, T, F], softmax over F per step
     static_weights: Tensor  # [B, 2], weight of sector vs segment embedding
-    attention_weights: Tensor  # [B, attn_heads, T, T], causal (zero above the diagonal)
+    attention_weights: Tensor  # [B, attn_heads, T]: the forecast step's attention (causal)
     gate: Tensor | None  # α of the graph gate (scalar); None when the graph is bypassed
 
 
@@ -119,8 +119,8 @@ class ATFTGATFAN(nn.Module):
         selected, selection_weights = self.selection(x, contexts.selection)
         if self.phase.uses_fan:
             selected = self.fan(selected, x_non)
-        sequence, attention_weights = self.temporal(selected, contexts)
-        state = sequence[:, -1]  # [B, hidden]: the forecast is made at the window's last step
+        # [B, hidden]: the forecast is made at the window's last step
+        state, attention_weights = self.temporal(selected, contexts)
         gate = None
         if self.phase.uses_gat:
             if edge_index is None or edge_attr is None:

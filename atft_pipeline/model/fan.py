@@ -22,6 +22,8 @@ Choices (MODEL_NOTES leaves them open):
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -32,12 +34,18 @@ def fan_decompose(x: Tensor, k: int, include_dc: bool = False) -> tuple[Tensor, 
     """Split ``x [..., T, C]`` (time on dim −2) into its top-``k`` frequency part and the rest.
 
     Returns ``(x_non, x_residual)``, both shaped like ``x``, with ``x_non + x_residual == x``;
-    ``x_non`` is the inverse rFFT of exactly the ``k`` largest-amplitude bins of each
-    (instance, channel). The FFT runs in float32 whatever the input dtype (reduced-precision
-    FFTs are unsupported or inexact); results come back in ``x.dtype``. Differentiable in
+    ``x_non`` is the inverse real DFT of exactly the ``k`` largest-amplitude bins of each
+    (instance, channel). The transforms run in float32 whatever the input dtype (reduced
+    precision would blur the ranking); results come back in ``x.dtype``. Differentiable in
     ``x`` (the bin choice is piecewise constant).
+
+    The DFT of a window this short (tens of steps) is two small matrix products rather than
+    an FFT: the products take the ``[..., T, C]`` layout as it is, put the bins on the last
+    (contiguous) axis for the ranking, and cost a fraction of an FFT over a strided axis
+    plus a top-k along it. Bins whose amplitudes tie exactly (e.g. an all-zero channel,
+    where every choice gives ``x_non = 0``) go to the lower frequency.
     """
-    steps = x.shape[-2]
+    steps, channels = x.shape[-2], x.shape[-1]
     n_bins = steps // 2 + 1
     candidates = n_bins - (0 if include_dc else 1)
     if not 1 <= k <= candidates:
@@ -46,19 +54,47 @@ def fan_decompose(x: Tensor, k: int, include_dc: bool = False) -> tuple[Tensor, 
             f"({'with' if include_dc else 'without'} the DC bin)"
         )
     signal = x.float()
-    spectrum = torch.fft.rfft(signal, dim=-2)  # [..., n_bins, C]
+    analysis, synthesis, amplitude_scale = _real_dft(steps, x.device)
+    flat = signal.reshape(-1, steps, channels)
+    # [B, C, 2·bins]: real parts then imaginary parts of each channel's spectrum
+    spectrum = torch.matmul(flat.transpose(1, 2), analysis)
+    real, imag = spectrum.detach().split(n_bins, dim=-1)
     # Time-domain amplitude of each bin's sinusoid: 2|X|/T inside, |X|/T at DC and Nyquist.
-    scale = torch.full((n_bins, 1), 2.0 / steps, device=x.device)
+    amplitude = torch.sqrt(real * real + imag * imag) * amplitude_scale
+    if not include_dc:
+        amplitude[..., 0] = -1.0
+    # the k largest by repeated argmax: k passes over a short axis beat a general top-k
+    keep = torch.zeros_like(amplitude, dtype=torch.bool)
+    for _ in range(k):
+        best = amplitude.argmax(dim=-1, keepdim=True)
+        keep.scatter_(-1, best, True)
+        amplitude.scatter_(-1, best, -math.inf)
+    kept = (spectrum.unflatten(-1, (2, n_bins)) * keep.unsqueeze(-2)).flatten(-2)
+    x_non = torch.matmul(synthesis, kept.transpose(1, 2)).view_as(signal)  # [B, T, C]
+    return x_non.to(x.dtype), (signal - x_non).to(x.dtype)
+
+
+def _real_dft(steps: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """``analysis [T, 2·bins]`` (x ↦ real and imaginary parts of the rFFT), ``synthesis
+    [T, 2·bins]`` (its inverse, the irfft of a half spectrum) and the amplitude scale per
+    bin ``[bins]``, in float32 (built in float64)."""
+    n_bins = steps // 2 + 1
+    angle = (
+        2.0
+        * math.pi
+        * torch.outer(torch.arange(steps, dtype=torch.float64), torch.arange(n_bins))
+        / steps
+    )  # [T, bins]
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    scale = torch.full((n_bins,), 2.0 / steps, dtype=torch.float64)
     scale[0] = 1.0 / steps
     if steps % 2 == 0:
         scale[-1] = 1.0 / steps
-    amplitude = spectrum.detach().abs() * scale
-    if not include_dc:
-        amplitude[..., 0, :] = -1.0
-    top = amplitude.topk(k, dim=-2).indices
-    keep = torch.zeros_like(amplitude, dtype=torch.bool).scatter_(-2, top, True)
-    x_non = torch.fft.irfft(torch.where(keep, spectrum, 0), n=steps, dim=-2)
-    return x_non.to(x.dtype), (signal - x_non).to(x.dtype)
+    analysis = torch.cat([cos, -sin], dim=1)
+    # irfft weights each interior bin twice (it stands for ±f) and DC / Nyquist once; the
+    # imaginary parts at DC and Nyquist meet sin = 0, so they are ignored as irfft does
+    synthesis = torch.cat([cos * scale, -sin * scale], dim=1)
+    return tuple(m.to(device=device, dtype=torch.float32) for m in (analysis, synthesis, scale))
 
 
 class FrequencyAdaptiveNormalization(nn.Module):

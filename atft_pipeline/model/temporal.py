@@ -49,7 +49,9 @@ class InterpretableMultiHeadAttention(nn.Module):
     therefore ``W_o · (mean_h A_h) · V``: the mean attention matrix alone explains which past
     steps were used. Step t only attends to steps ≤ t.
 
-    Shapes: ``x [B, T, hidden] -> (out [B, T, hidden], weights [B, heads, T, T])``.
+    Shapes: ``x [B, T, hidden] -> (out [B, Q, hidden], weights [B, heads, Q, T])`` for the
+    last ``Q = n_queries`` steps as queries (all ``T`` by default); keys and values are always
+    every step.
     """
 
     def __init__(self, hidden: int, heads: int, dropout: float = 0.0) -> None:
@@ -64,23 +66,32 @@ class InterpretableMultiHeadAttention(nn.Module):
         self.out = nn.Linear(self.head_size, hidden)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, n_queries: int | None = None) -> tuple[Tensor, Tensor]:
         batch, steps, _ = x.shape
-        q = self.query(x).view(batch, steps, self.heads, self.head_size).transpose(1, 2)
+        n_queries = steps if n_queries is None else n_queries
+        if not 1 <= n_queries <= steps:
+            raise ValueError(f"n_queries must be in [1, {steps}], got {n_queries}")
+        q = self.query(x[:, steps - n_queries :])
+        q = q.view(batch, n_queries, self.heads, self.head_size).transpose(1, 2)
         k = self.key(x).view(batch, steps, self.heads, self.head_size).transpose(1, 2)
         v = self.value(x).unsqueeze(1)  # [B, 1, T, d]: shared by every head
-        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_size)
-        scores = scores.masked_fill(causal_mask(steps, x.device), float("-inf"))
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_size)  # [B, heads, Q, T]
+        mask = causal_mask(steps, x.device)[steps - n_queries :]
+        scores = scores.masked_fill(mask, float("-inf"))
         weights = torch.softmax(scores, dim=-1)
-        heads = self.dropout(weights) @ v  # [B, heads, T, d]
+        heads = self.dropout(weights) @ v  # [B, heads, Q, d]
         return self.out(heads.mean(dim=1)), weights
 
 
 class TemporalFusionBlock(nn.Module):
-    """LSTM encoder -> static enrichment -> attention -> position-wise GRN (TFT's decoder).
+    """LSTM encoder -> static enrichment -> attention -> position-wise GRN (TFT's decoder),
+    evaluated for the forecast step only.
 
     Shapes: ``x [B, T, hidden]`` + :class:`StaticContexts`
-    ``-> (sequence [B, T, hidden], attention weights [B, heads, T, T])``.
+    ``-> (state [B, hidden], attention weights [B, heads, T])``: the decoder output at the
+    window's last step (where the forecast is made) and that step's attention over the
+    window. Everything after the attention's keys and values is position-wise, so the other
+    steps' outputs would feed nothing; they are not computed.
     """
 
     def __init__(self, hidden: int, lstm_layers: int, heads: int, dropout: float = 0.0) -> None:
@@ -95,7 +106,7 @@ class TemporalFusionBlock(nn.Module):
     def forward(self, x: Tensor, contexts: StaticContexts) -> tuple[Tensor, Tensor]:
         encoded = self.encoder(x, contexts.state_h, contexts.state_c)
         enriched = self.enrichment(encoded, contexts.enrichment)
-        attended, weights = self.attention(enriched)
-        fused = self.positionwise(self.attention_gate(attended, enriched))
+        attended, weights = self.attention(enriched, n_queries=1)
+        fused = self.positionwise(self.attention_gate(attended[:, 0], enriched[:, -1]))
         # The outer gate lets the model fall back to the LSTM features if attention is useless.
-        return self.output_gate(fused, encoded), weights
+        return self.output_gate(fused, encoded[:, -1]), weights[:, :, 0]

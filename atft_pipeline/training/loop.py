@@ -61,6 +61,7 @@ from atft_pipeline.training.device import (
     release_memory,
     resolve_device,
 )
+from atft_pipeline.training.host_memory import reuse_freed_memory
 from atft_pipeline.training.panel import Batch, Panel, graph_config
 from atft_pipeline.training.predict import check_model_fits_panel, predict
 from atft_pipeline.training.tracking import Tracker
@@ -205,7 +206,8 @@ def train(
             f"{val_idx.size} validation dates with valid stocks; both must be non-empty"
         )
     panel.to(device)
-    with deterministic(device):
+    # on the host, a step's large tensors reuse the previous step's freed heap memory
+    with deterministic(device), reuse_freed_memory():
         return _Trainer(
             panel,
             model_config,
