@@ -1,12 +1,12 @@
-"""Run one benchmark: ``python -m bench {features,demo}`` (see BENCHMARKS.md)."""
+"""Run one benchmark: ``python -m bench {features,demo,honest_eval}`` (see BENCHMARKS.md)."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import demo, features
+from bench import demo, features, honest_eval
 
-BENCHMARKS = {"features": features.main, "demo": demo.main}
+BENCHMARKS = {"features": features.main, "demo": demo.main, "honest_eval": honest_eval.main}
 
 
 def main(argv: list[str]) -> int:

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from atft_pipeline.evaluation import metrics
 
 ORACLE_MODEL = "oracle"
-MODEL_ORDER = ("atft_gat_fan", "lightgbm", "rule", ORACLE_MODEL)
+MODEL_ORDER = ("atft_gat_fan", "lightgbm", "ridge", "rule", ORACLE_MODEL)
 SPLIT_ORDER = ("val", "test", "live")
 ROLLING_IC_WINDOW = 20
 REPORT_FILE = "report.md"
