@@ -5,7 +5,8 @@ the bar-based families (price, technical, volatility, market) for 2015-06 → 20
 library functions (meta with the stock universe, targets, assembly), fits LightGBM (the ranking
 setup, and with ``--legacy`` also the former raw-return setup) and ridge on
 train 2015-06 → 2017-05, selects on val 2017-06 → 2017-12, and prints per model, split and
-horizon: the share of dates with varying predictions, coverage and RankIC ± SE.
+horizon: the health section (coverage, constant-prediction dates, stocks per date) and the
+metrics with standard errors, as the evaluation report writes them (``--out``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import polars as pl
 from atft_pipeline.dataset.assemble import assemble_dataset, build_meta
 from atft_pipeline.dataset.raw_frames import raw_frames_from_tables
 from atft_pipeline.dataset.targets import compute_targets
-from atft_pipeline.evaluation import baselines, metrics
+from atft_pipeline.evaluation import baselines
 from atft_pipeline.evaluation.health import prediction_health
+from atft_pipeline.evaluation.report import build_report
 from atft_pipeline.features.catalog import META_COLUMNS, TARGET_COLUMNS
 from atft_pipeline.features.registry import compute_family, default_catalog
 from atft_pipeline.sandbox.replay import read_replay
@@ -62,6 +64,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--lightgbm-horizons", type=int, nargs="*", default=[1, 5])
     parser.add_argument("--legacy", action="store_true", help="also fit the former LightGBM setup")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("honest_eval_report"), help="report folder")
     args = parser.parse_args(argv)
     if args.cache is not None and args.cache.exists():
         dataset = pl.read_parquet(args.cache)
@@ -98,18 +101,8 @@ def main(argv: list[str]) -> int:
     for split in ("val", "test"):
         predictions.append(baselines.momentum_reversal_rule(part[split], split=split))
     frame = pl.concat(predictions)
-    health = prediction_health(frame)
-    table = metrics.evaluate(frame).join(
-        health.table.select("model", "split", "horizon", "constant_share"), on=["model", "split", "horizon"]
-    )
-    pl.Config.set_tbl_rows(100)
-    pl.Config.set_tbl_cols(20)
-    print(
-        table.select(
-            "model", "split", "horizon", "n_dates", "n_split_dates", "coverage", "constant_dates",
-            (1 - pl.col("constant_share")).alias("varying_share"), "rank_ic", "rank_ic_se",
-            "long_short", "long_short_se", "jpx_score", "jpx_scaled_score",
-        )
-    )
-    print(f"failing the constant-prediction check: {health.failing}")
+    report = build_report(frame, args.out, "Baselines on the real replay (tse_2013_2018)")
+    markdown = report.markdown
+    print(markdown[: markdown.index("## Plots")])
+    print(f"failing the constant-prediction check: {prediction_health(frame).failing}")
     return 0

@@ -401,36 +401,32 @@ class RidgeModel:
 
     def predict(self, frame: pl.DataFrame, split: str | None = None) -> pl.DataFrame:
         _require_columns(frame, ["date", "code", *self.feature_columns], f"frame for {self.target}")
-        x = _standardized(frame, self.feature_columns, self.clip)
-        point = pl.Series("prediction", x @ np.asarray(self.coefficients))
+        point = pl.Series(
+            "prediction", _standardized(frame, self.feature_columns, self.clip) @ np.asarray(self.coefficients)
+        )
         return _long_format(frame, self.horizon, point, _quantiles(point, {}), RIDGE_MODEL, split)
 
 
-def train_ridge(
+def _fit_ridge(
+    x: np.ndarray,
     train: pl.DataFrame,
+    x_val: np.ndarray,
     val: pl.DataFrame,
     feature_columns: Sequence[str],
-    target: str = "target_1d",
-    config: RidgeConfig | None = None,
+    target: str,
+    config: RidgeConfig,
 ) -> RidgeModel:
-    """Solve (XᵀX + αI) β = Xᵀy for each α on ``train`` (X per-date z-scored features, y the
-    per-date normal score of the target) and keep the α with the best mean per-date RankIC on
-    ``val``. Rows with a null target are dropped."""
-    config = config or RidgeConfig()
+    """Ridge on standardized matrices (rows with a null target included, masked out here)."""
     horizon = _horizon_of(target)
-    columns = ["date", "code", *feature_columns, target]
-    _require_columns(train, columns, "train frame")
-    _require_columns(val, columns, "val frame")
-    train = train.filter(pl.col(target).is_not_null())
-    val = val.filter(pl.col(target).is_not_null())
-    for name, part in (("train", train), ("val", val)):
-        if part.height == 0:
-            raise ValueError(f"{name} frame has no rows with a known {target!r}")
-    x = _standardized(train, feature_columns, config.clip)
-    y = normal_scores(train, target)
+    known = train[target].is_not_null().to_numpy()
+    known_val = val[target].is_not_null().to_numpy()
+    if not known.any() or not known_val.any():
+        name = "train" if not known.any() else "val"
+        raise ValueError(f"{name} frame has no rows with a known {target!r}")
+    x, x_val = x[known], x_val[known_val]
+    y = normal_scores(train.filter(known), target)
     gram, moment = x.T @ x, x.T @ y
-    x_val = _standardized(val, feature_columns, config.clip)
-    scored = val.select("date", pl.col(target).alias("target"))
+    scored = val.filter(known_val).select("date", pl.col(target).alias("target"))
     best: tuple[float, float, np.ndarray] | None = None
     for alpha in config.alphas:
         beta = np.linalg.solve(gram + alpha * np.eye(len(feature_columns)), moment)
@@ -445,6 +441,25 @@ def train_ridge(
     )
 
 
+def train_ridge(
+    train: pl.DataFrame,
+    val: pl.DataFrame,
+    feature_columns: Sequence[str],
+    target: str = "target_1d",
+    config: RidgeConfig | None = None,
+) -> RidgeModel:
+    """Solve (XᵀX + αI) β = Xᵀy for each α on ``train`` (X per-date z-scored features, y the
+    per-date normal score of the target) and keep the α with the best mean per-date RankIC on
+    ``val``. Rows with a null target are dropped; the z-scores use every row of a date."""
+    config = config or RidgeConfig()
+    columns = ["date", "code", *feature_columns, target]
+    _require_columns(train, columns, "train frame")
+    _require_columns(val, columns, "val frame")
+    x = _standardized(train, feature_columns, config.clip)
+    x_val = _standardized(val, feature_columns, config.clip)
+    return _fit_ridge(x, train, x_val, val, feature_columns, target, config)
+
+
 def ridge_predictions(
     train: pl.DataFrame,
     val: pl.DataFrame,
@@ -453,11 +468,26 @@ def ridge_predictions(
     config: RidgeConfig | None = None,
     horizons: Sequence[int] = HORIZONS,
 ) -> pl.DataFrame:
-    """Fit one ridge per horizon and return its val + test predictions (contract form)."""
+    """Fit one ridge per horizon and return its val + test predictions (contract form).
+
+    The features are standardized once per split and shared by every horizon."""
+    config = config or RidgeConfig()
+    targets = [_target_column(h) for h in horizons]
+    for name, frame in (("train", train), ("val", val)):
+        _require_columns(frame, ["date", "code", *feature_columns, *targets], f"{name} frame")
+    _require_columns(test, ["date", "code", *feature_columns], "test frame")
+    x = {
+        name: _standardized(frame, feature_columns, config.clip)
+        for name, frame in (("train", train), ("val", val), ("test", test))
+    }
     parts = []
-    for h in horizons:
-        model = train_ridge(train, val, feature_columns, _target_column(h), config)
-        parts += [model.predict(val, "val"), model.predict(test, "test")]
+    for target in targets:
+        model = _fit_ridge(x["train"], train, x["val"], val, feature_columns, target, config)
+        for name, frame in (("val", val), ("test", test)):
+            point = pl.Series("prediction", x[name] @ np.asarray(model.coefficients))
+            parts.append(
+                _long_format(frame, model.horizon, point, _quantiles(point, {}), RIDGE_MODEL, name)
+            )
     return pl.concat(parts)
 
 
