@@ -19,7 +19,7 @@ from assets.features import by_date, lookback_window
 from assets.layout import DATASET_ASSET, STATS_ASSET, TARGETS_ASSET
 from assets.partitions import partition_dates, trading_day_lookback, trading_day_partitions
 from atft_pipeline.config import PipelineConfig
-from atft_pipeline.dataset.assemble import assemble_dataset, build_meta
+from atft_pipeline.dataset.assemble import assemble_dataset, build_meta, universe_exclusions
 from atft_pipeline.dataset.normalization import compute_normalization_stats, stats_hash
 from atft_pipeline.dataset.splits import SplitConfig
 from atft_pipeline.features.catalog import FeatureCatalog
@@ -68,6 +68,9 @@ def build_dataset_asset(
             store.scan("raw_daily_quotes", window), store.scan("raw_listed_info", window),
             dates, window, history,
         )
+        excluded = universe_exclusions(
+            store.scan("raw_daily_quotes", window), store.scan("raw_listed_info", window), dates, window
+        )
         frames = {f.name: store.scan(f.asset, keys).collect() for f in families}
         dataset = assemble_dataset(meta, frames, store.scan(TARGETS_ASSET, keys), catalog, enabled)
         yield Output(
@@ -77,6 +80,7 @@ def build_dataset_asset(
                 "columns": dataset.width,
                 "feature_columns": len(catalog.feature_columns(enabled)),
                 "universe_rows": int(dataset["universe"].sum()),
+                "excluded_codes": MetadataValue.json(excluded),  # not stocks as of the date
                 "catalog_hash": catalog.hash(enabled),
             },
         )

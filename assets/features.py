@@ -23,8 +23,8 @@ from assets.layout import TARGETS_ASSET
 from assets.partitions import partition_dates, trading_day_lookback, trading_day_partitions
 from atft_pipeline import calendar
 from atft_pipeline.dataset.raw_frames import load_raw_window
-from atft_pipeline.dataset.targets import compute_targets
-from atft_pipeline.features.catalog import HORIZONS, FeatureFamily
+from atft_pipeline.dataset.targets import compute_targets, last_traded_counts
+from atft_pipeline.features.catalog import HORIZONS, TARGET_COLUMNS, FeatureFamily
 from atft_pipeline.features.registry import compute_family
 from resources.storage import StorageResource
 
@@ -104,8 +104,14 @@ def build_targets_asset(start: dt.date) -> AssetsDefinition:
         ahead = calendar.trading_days(dates[0], calendar.shift_trading_days(dates[-1], TARGET_REACH))
         stored = set(store.partitions("raw_daily_quotes"))
         window = [d for d in ahead if d.isoformat() in stored]
-        frame = compute_targets(store.scan("raw_daily_quotes", window), ahead, dates).collect()
-        known = {c: int(frame[c].is_not_null().sum()) for c in frame.columns if c.startswith("target_")}
-        return Output(by_date(frame, dates), metadata={"rows": frame.height, **{f"known_{k}": v for k, v in known.items()}})
+        flagged = compute_targets(store.scan("raw_daily_quotes", window), ahead, dates, flags=True).collect()
+        frame = flagged.select("date", "code", *TARGET_COLUMNS)
+        known = {c: int(frame[c].is_not_null().sum()) for c in TARGET_COLUMNS}
+        # rows whose exit is the last traded close (delisted / halted inside the horizon)
+        last_traded = {f"last_traded_{c}": n for c, n in last_traded_counts(flagged).items()}
+        return Output(
+            by_date(frame, dates),
+            metadata={"rows": frame.height, **{f"known_{k}": v for k, v in known.items()}, **last_traded},
+        )
 
     return targets

@@ -26,11 +26,13 @@ from assets.partitions import partition_dates, trading_day_lookback, trading_day
 from atft_pipeline import calendar
 from atft_pipeline.dataset.normalization import stats_hash
 from atft_pipeline.dataset.splits import SplitConfig
+from atft_pipeline.evaluation.health import prediction_health
 from atft_pipeline.modeling import (
     ATFT_MODEL,
     evaluation_windows,
     prediction_coverage,
     fit_lightgbm,
+    fit_ridge,
     predict_atft,
     rule_predictions,
     train_atft,
@@ -42,6 +44,7 @@ from resources.storage import StorageResource
 MODEL_GROUP = "model"
 MODEL_ASSET, LIGHTGBM_ASSET, PREDICTIONS_ASSET, REPORT_ASSET = MODEL_ASSETS
 PREDICTIONS_CHECK = "covers_every_val_date_without_nan"
+HEALTH_CHECK = "no_collapsed_model"  # constant predictions on too many dates
 # latest_predictions needs the model window plus the graph's trailing-return window.
 LIVE_LOOKBACK = 100
 
@@ -140,9 +143,13 @@ def build_model_assets(layout: Layout) -> list[AssetsDefinition]:
         deps=[MODEL_ASSET, LIGHTGBM_ASSET, DATASET_ASSET, STATS_ASSET],
         io_manager_key="parquet_io_manager",
         kinds={"polars", "parquet"},
-        description="Every val/test date × stock × horizon for ATFT-GAT-FAN, LightGBM, the "
+        description="Every val/test date × stock × horizon for ATFT-GAT-FAN, LightGBM, ridge, the "
         "momentum/reversal rule and (on the sandbox) the oracle; quantiles and targets.",
-        check_specs=[AssetCheckSpec(PREDICTIONS_CHECK, asset=PREDICTIONS_ASSET, blocking=True)],
+        check_specs=[
+            AssetCheckSpec(PREDICTIONS_CHECK, asset=PREDICTIONS_ASSET, blocking=True),
+            # Not blocking: the report must still show a collapsed model, scored ≈ 0.
+            AssetCheckSpec(HEALTH_CHECK, asset=PREDICTIONS_ASSET),
+        ],
     )
     def validation_predictions(
         context: AssetExecutionContext, storage: StorageResource, jquants: JQuantsResource
@@ -154,6 +161,7 @@ def build_model_assets(layout: Layout) -> list[AssetsDefinition]:
         parts = [
             predict_atft(Path(checkpoint), dataset, store.read(STATS_ASSET), config, evaluation_windows(splits)),
             store.read(LIGHTGBM_ASSET),
+            fit_ridge(dataset, splits, config),
             rule_predictions(dataset, splits),
         ]
         oracle = jquants.sandbox_oracle(splits.val.start, splits.test.end, dataset, splits)
@@ -178,6 +186,16 @@ def build_model_assets(layout: Layout) -> list[AssetsDefinition]:
                 "atft_rows": coverage.rows,
                 "missing_val_dates": str(coverage.missing_val_dates[:10]),
                 "nan_predictions": coverage.nan_predictions,
+            },
+        )
+        health = prediction_health(predictions, config.evaluation.max_constant_share)
+        yield AssetCheckResult(
+            check_name=HEALTH_CHECK,
+            passed=health.passed,
+            metadata={
+                "failing_models": MetadataValue.json(health.failing),
+                "max_constant_share": health.max_constant_share,
+                "health": MetadataValue.json(health.table.to_dicts()),
             },
         )
 

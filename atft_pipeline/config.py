@@ -92,13 +92,23 @@ class EvaluationSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     cost_bp: float = Field(default=10.0, ge=0, description="one-way cost per unit turnover")
-    # Overrides of atft_pipeline.evaluation.baselines.LightGBMConfig (unknown keys are errors).
+    # Overrides of atft_pipeline.evaluation.baselines.LightGBMConfig / RidgeConfig (unknown
+    # keys are errors).
     lightgbm: dict[str, Any] = Field(default_factory=dict)
+    ridge: dict[str, Any] = Field(default_factory=dict)
+    # The validation-predictions check fails a model whose predictions are all equal on more
+    # than this share of its scored dates (atft_pipeline.evaluation.health).
+    max_constant_share: float = Field(default=0.05, ge=0, lt=1)
 
     def lightgbm_config(self):
         from atft_pipeline.evaluation.baselines import LightGBMConfig
 
         return LightGBMConfig(**self.lightgbm)
+
+    def ridge_config(self):
+        from atft_pipeline.evaluation.baselines import RidgeConfig
+
+        return RidgeConfig(**self.ridge)
 
 
 class PipelineConfig(BaseModel):
@@ -116,6 +126,7 @@ class PipelineConfig(BaseModel):
             self.model.build(n_features=1)
             self.training.build()
             self.evaluation.lightgbm_config()
+            self.evaluation.ridge_config()
         except (ValidationError, TypeError) as exc:
             raise ConfigError(f"invalid model/training configuration: {exc}") from exc
 

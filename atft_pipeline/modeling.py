@@ -146,6 +146,17 @@ def fit_lightgbm(
     return pl.concat([baseline.predict(part["val"], "val"), baseline.predict(part["test"], "test")])
 
 
+def fit_ridge(dataset: pl.DataFrame, splits: SplitConfig, config: PipelineConfig) -> pl.DataFrame:
+    """Fit one ridge per horizon (penalty chosen on val RankIC); predict val + test."""
+    from atft_pipeline.evaluation.baselines import ridge_predictions
+
+    universe = dataset.filter("universe")
+    part = {name: universe.filter(splits.split_expr() == name) for name in ("train", "val", "test")}
+    return ridge_predictions(
+        part["train"], part["val"], part["test"], feature_columns(dataset), config.evaluation.ridge_config()
+    )
+
+
 def rule_predictions(dataset: pl.DataFrame, splits: SplitConfig) -> pl.DataFrame:
     from atft_pipeline.evaluation.baselines import momentum_reversal_rule
 

@@ -1,16 +1,17 @@
-"""Run one benchmark: ``python -m bench {features,graph,training,demo}`` (see BENCHMARKS.md)."""
+"""Run one benchmark: ``python -m bench {features,graph,training,demo,honest_eval}`` (see BENCHMARKS.md)."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import demo, features, graph, training
+from bench import demo, features, graph, honest_eval, training
 
 BENCHMARKS = {
     "features": features.main,
     "graph": graph.main,
     "training": training.main,
     "demo": demo.main,
+    "honest_eval": honest_eval.main,
 }
 
 

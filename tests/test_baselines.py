@@ -95,12 +95,19 @@ def test_lightgbm_predictions_follow_the_contract(model, windows) -> None:
     assert set(pred["model"].unique()) == {"lightgbm"} and set(pred["horizon"].unique()) == {1}
     assert pred["prediction"].null_count() == 0
     assert pred["q50"].to_list() == pred["prediction"].to_list()
-    for low, high in zip(metrics.QUANTILE_COLUMNS, metrics.QUANTILE_COLUMNS[1:]):
-        assert (pred[low] < pred[high]).all()
+    # a ranking (normal-score) model predicts a score: no return quantiles
+    assert all(pred[q].null_count() == pred.height for q in metrics.QUANTILE_COLUMNS if q != "q50")
     # targets carried over, nulls stay null
     assert pred["target"].null_count() == test["target_1d"].null_count() > 0
-    # val-residual intervals are roughly calibrated out of sample
-    known = pred.drop_nulls("target")
+    # a raw-return model's val-residual intervals are ordered and roughly calibrated out of sample
+    train, _, _ = windows
+    raw = baselines.train_lightgbm(
+        train, val, FEATURES, "target_1d", CONFIG.model_copy(update={"target_transform": "raw"})
+    ).predict(test, split="test")
+    assert raw["q50"].to_list() == raw["prediction"].to_list()
+    for low, high in zip(metrics.QUANTILE_COLUMNS, metrics.QUANTILE_COLUMNS[1:]):
+        assert (raw[low] < raw[high]).all()
+    known = raw.drop_nulls("target")
     inside = ((known["target"] >= known["q05"]) & (known["target"] <= known["q95"])).mean()
     assert inside == pytest.approx(0.9, abs=0.06)
     with pytest.raises(ValueError, match="split="):

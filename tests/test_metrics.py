@@ -74,10 +74,12 @@ def messy() -> pl.DataFrame:
 
 
 def _scipy_daily(frame: pl.DataFrame, fn) -> dict[dt.date, float]:
+    """Per-date scipy correlations; a date with all-equal predictions scores 0."""
     out = {}
     for (day,), part in frame.drop_nulls(["prediction", "target"]).group_by("date"):
-        if part.height >= 3 and part["prediction"].n_unique() > 1 and part["target"].n_unique() > 1:
-            out[day] = fn(part["prediction"].to_numpy(), part["target"].to_numpy())[0]
+        if part.height >= 3 and part["target"].n_unique() > 1:
+            constant = part["prediction"].n_unique() == 1
+            out[day] = 0.0 if constant else fn(part["prediction"].to_numpy(), part["target"].to_numpy())[0]
     return out
 
 
@@ -86,16 +88,18 @@ def test_daily_ic_equals_scipy_per_date(messy: pl.DataFrame, method: str, fn) ->
     expected = _scipy_daily(messy, fn)
     got = metrics.daily_ic(messy, method=method)
     assert set(got["date"].to_list()) == set(expected)
-    assert len(expected) == 10  # the 2-stock date and the constant-prediction date are skipped
-    for day, ic in got.iter_rows():
+    assert len(expected) == 11  # the 2-stock date is skipped, the constant date scores 0
+    for day, ic, constant in got.iter_rows():
         assert ic == pytest.approx(expected[day], abs=1e-12)
+        assert constant == (day == _dates(12)[5])
 
 
 def test_ic_summary_means_and_icir_by_hand(messy: pl.DataFrame) -> None:
     ic = np.array(list(_scipy_daily(messy, stats.pearsonr).values()))
     rank_ic = np.array(list(_scipy_daily(messy, stats.spearmanr).values()))
     summary = metrics.ic_summary(messy)
-    assert summary["n_dates"] == 10
+    assert summary["n_dates"] == 11 and summary["constant_dates"] == 1
+    assert summary["n_split_dates"] == 11 and summary["coverage"] == 1.0
     assert summary["ic"] == pytest.approx(ic.mean(), abs=1e-12)
     assert summary["rank_ic"] == pytest.approx(rank_ic.mean(), abs=1e-12)
     assert summary["icir"] == pytest.approx(ic.mean() / ic.std(ddof=1), abs=1e-10)
@@ -202,10 +206,13 @@ def test_jpx_score_equals_the_published_formula() -> None:
     assert metrics.jpx_competition_score(frame) == pytest.approx(expected, rel=1e-10)
 
 
-def test_jpx_score_small_universe_uses_half_per_leg() -> None:
-    frame = _panel(30, 41, signal=0.1, seed=3)  # 41 stocks: 20 per leg
-    expected = _kaggle_spread_return_sharpe(_to_kaggle(frame), portfolio_size=None)
-    assert metrics.jpx_competition_score(frame) == pytest.approx(expected, rel=1e-10)
+def test_jpx_score_needs_400_stocks_and_the_scaled_variant_uses_a_tenth_per_leg() -> None:
+    frame = _panel(30, 399, signal=0.1, seed=3)  # below the competition's 400 names
+    assert metrics.jpx_competition_score(frame) is None
+    expected = _kaggle_spread_return_sharpe(_to_kaggle(frame), portfolio_size=39)
+    assert metrics.jpx_scaled_score(frame) == pytest.approx(expected, rel=1e-10)
+    large = _panel(25, 2500, signal=0.1, seed=2)  # a tenth would be 250: capped at 200
+    assert metrics.jpx_scaled_score(large) == pytest.approx(metrics.jpx_competition_score(large), rel=1e-12)
 
 
 def test_hit_rate_and_top_decile_precision_by_hand() -> None:
@@ -286,12 +293,13 @@ def test_evaluate_matches_the_single_series_functions() -> None:
             empyrical.sharpe_ratio(net, risk_free=0, annualization=252 / h), rel=1e-10
         )
         assert row["sharpe_net"] < row["sharpe_gross"]
-        assert row["jpx_score"] == pytest.approx(metrics.jpx_competition_score(part), rel=1e-12)
+        assert row["jpx_score"] is None  # 50 stocks: not the competition's metric
+        assert row["jpx_scaled_score"] == pytest.approx(metrics.jpx_scaled_score(part), rel=1e-12)
         assert row["hit_rate"] == pytest.approx(metrics.hit_rate(part), rel=1e-12)
         assert row["top_decile_precision"] == pytest.approx(
             metrics.top_decile_precision(part), rel=1e-12
         )
-        assert row["n_rows"] == part.height and row["n_dates"] == 40
+        assert row["n_rows"] == part.height and row["n_dates"] == 40 and row["coverage"] == 1.0
     no_cost = metrics.evaluate(frame, cost_bp=0.0)
     assert no_cost["sharpe_net"].to_list() == pytest.approx(no_cost["sharpe_gross"].to_list())
 
@@ -335,8 +343,10 @@ def test_metrics_are_invariant_to_row_order() -> None:
     )
     shuffled = frame.sample(fraction=1.0, shuffle=True, seed=3)
     a, b = metrics.evaluate(frame), metrics.evaluate(shuffled)
+    assert a["jpx_score"].to_list() == b["jpx_score"].to_list() == [None, None]  # 40 stocks
     for column in metrics.METRIC_COLUMNS:
-        assert a[column].to_list() == pytest.approx(b[column].to_list(), rel=1e-9), column
+        if column != "jpx_score":
+            assert a[column].to_list() == pytest.approx(b[column].to_list(), rel=1e-9), column
     assert not math.isnan(a["sharpe_gross"][0])
 
 

@@ -47,7 +47,7 @@ def test_the_whole_graph_materializes_and_reports(tmp_path):
     assert len(layout.catalog.feature_columns(list(layout.families))) >= 300
 
     predictions = store.read("validation_predictions")
-    assert set(predictions["model"].unique()) == {"atft_gat_fan", "lightgbm", "rule", "oracle"}
+    assert set(predictions["model"].unique()) == {"atft_gat_fan", "lightgbm", "ridge", "rule", "oracle"}
     atft = predictions.filter(pl.col("model") == "atft_gat_fan")
     assert atft["prediction"].is_nan().sum() == 0 and atft["prediction"].null_count() == 0
     splits = config.splits.resolve([dt.date.fromisoformat(k) for k in store.partitions("ml_dataset")])
@@ -56,7 +56,7 @@ def test_the_whole_graph_materializes_and_reports(tmp_path):
     assert set(atft["horizon"].unique()) == {1, 5, 10, 20}
 
     report = store.read("evaluation_report")
-    assert {"atft_gat_fan", "lightgbm", "rule", "oracle"} <= set(report["model"].unique())
+    assert {"atft_gat_fan", "lightgbm", "ridge", "rule", "oracle"} <= set(report["model"].unique())
     assert list((tmp_path / "reports").glob("*/report.md"))
 
     latest = store.read(LATEST_ASSET, "2021-12-30")

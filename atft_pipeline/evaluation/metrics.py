@@ -14,6 +14,16 @@ pass. The scalar functions (``ic_summary``, ``jpx_competition_score``, ``hit_rat
 ``top_decile_precision``) take a single series. Every function refuses a frame that mixes
 several values of a key it was not told to group by (that would pool models within a date).
 
+**Nothing flatters a model.** A date on which a model's predictions are all equal carries no
+ranking: its IC and RankIC are 0 and its books hold nothing (spread 0), and the date is counted
+(``constant_dates``) — it is never dropped, so a collapsed model scores ≈ 0 rather than its
+number on the few dates where it happened to vary. Each series reports its ``coverage``: the
+dates it was scored on over the dates of its split and horizon with a measurable target (at
+least ``MIN_IC_STOCKS`` known, not all equal, over every model's rows). Every mean over dates
+comes with its standard error (``*_se``): Newey–West with Bartlett weights and h − 1 lags, since
+the h-day targets of consecutive dates overlap by h − 1 days (at h = 1 this is the plain
+std / √n with ddof 0).
+
 Ranking ties (equal predictions on a date) are broken by ``code`` so portfolios are
 deterministic. Values are reproducible up to the summation order of Polars' parallel
 aggregations (differences of order 1e-15 relative).
@@ -38,9 +48,16 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
 REQUIRED_COLUMNS: tuple[str, ...] = ("date", "code", "horizon", "prediction", "target")
 MIN_IC_STOCKS = 3  # a correlation over fewer stocks is noise, not a measurement
 JPX_WEIGHT_TOP, JPX_WEIGHT_BOTTOM = 2.0, 1.0  # the competition's linspace(2, 1, size) weights
+JPX_HORIZON = 1  # the competition scored next-day (close-to-close) returns only
+# The scaled JPX variant: each leg holds this share of the date's stocks (200 of the ~2,000 the
+# competition ranked), capped at the competition's 200.
+JPX_SCALED_LEG_SHARE = 0.1
+COVERAGE_COLUMNS: tuple[str, ...] = ("n_dates", "n_split_dates", "coverage", "constant_dates")
 METRIC_COLUMNS: tuple[str, ...] = (
-    "ic", "rank_ic", "icir", "rank_icir", "sharpe_gross", "sharpe_net", "jpx_score",
-    "hit_rate", "top_decile_precision", "n_dates", "n_rows",
+    *COVERAGE_COLUMNS,
+    "ic", "ic_se", "rank_ic", "rank_ic_se", "icir", "rank_icir",
+    "long_short", "long_short_se", "sharpe_gross", "sharpe_net",
+    "jpx_score", "jpx_scaled_score", "hit_rate", "top_decile_precision", "n_rows",
 )
 
 _RELATIVE_NOISE = 1e-12  # a std below this fraction of |mean| is floating-point noise
@@ -129,6 +146,36 @@ def _ratio(col: str) -> pl.Expr:
     return pl.when(std > _RELATIVE_NOISE * mean.abs()).then(mean / std)
 
 
+NW_LAG = "_nw_lag"  # per-row column holding the series' Newey–West lag (horizon − 1)
+
+
+def _newey_west_se(col: str, max_lag: int) -> pl.Expr:
+    """Standard error of the mean of ``col`` (rows in date order), Newey–West / Bartlett.
+
+    var(mean) = (γ0 + 2 Σ_{l=1..L} (1 − l/(L+1)) γl) / n with γl = Σ_t d_t d_{t−l} / n,
+    d = x − mean, and L the series' ``NW_LAG`` column (≤ ``max_lag``); null below 2 values.
+    """
+    x = pl.col(col)
+    d = x - x.mean()
+    n = x.count()
+    lag = pl.col(NW_LAG).first()
+    variance = (d * d).sum() / n
+    for l in range(1, max_lag + 1):
+        weight = pl.when(lag >= l).then(1.0 - l / (lag + 1)).otherwise(0.0)
+        variance = variance + 2.0 * weight * (d * d.shift(l)).sum() / n
+    return pl.when(n >= 2).then((variance.clip(lower_bound=0.0) / n).sqrt())
+
+
+def _lag_expr(frame: pl.DataFrame, by: Sequence[str]) -> tuple[pl.Expr, int]:
+    """The Newey–West lag of each series (horizon − 1) and the largest one in ``frame``."""
+    if "horizon" not in frame.columns or frame.height == 0:
+        return pl.lit(0, dtype=pl.Int64), 0
+    max_lag = max(int(frame["horizon"].max()) - 1, 0)
+    if "horizon" in by:
+        return (pl.col("horizon").cast(pl.Int64) - 1).clip(lower_bound=0), max_lag
+    return pl.lit(max_lag, dtype=pl.Int64), max_lag
+
+
 # --------------------------------------------------------------------------- IC / RankIC
 
 
@@ -137,18 +184,22 @@ def daily_ic(
     method: Literal["pearson", "spearman"] = "pearson",
     by: Sequence[str] = (),
 ) -> pl.DataFrame:
-    """``by…, date, ic``: per date Pearson (IC) or Spearman (RankIC, average ranks for ties).
+    """``by…, date, ic, constant_prediction``: per date Pearson (IC) or Spearman (RankIC,
+    average ranks for ties).
 
-    Dates with fewer than 3 valid rows, or a constant prediction or target, have no defined
-    correlation and are skipped (not scored 0).
+    A date with at least 3 valid rows and a non-constant target is scored; if the model's
+    predictions are all equal that date its IC is 0 (``constant_prediction`` true). Dates with
+    fewer rows or a constant target have no measurable correlation and are left out.
     """
     return _daily_correlations(frame, by).select(
-        *by, "date", pl.col("ic" if method == "pearson" else "rank_ic").alias("ic")
+        *by, "date", pl.col("ic" if method == "pearson" else "rank_ic").alias("ic"),
+        pl.col("_constant").alias("constant_prediction"),
     ).collect()
 
 
 def _daily_correlations(frame: pl.DataFrame, by: Sequence[str]) -> pl.LazyFrame:
     group = [*by, "date"]
+    constant = pl.col("_pred_values") == 1
     return (
         _valid(frame, by)
         .group_by(group)
@@ -159,45 +210,94 @@ def _daily_correlations(frame: pl.DataFrame, by: Sequence[str]) -> pl.LazyFrame:
             pl.corr("prediction", "target", method="pearson").alias("ic"),
             pl.corr("prediction", "target", method="spearman").alias("rank_ic"),
         )
-        .filter(
-            (pl.col("_n") >= MIN_IC_STOCKS)
-            & (pl.col("_pred_values") > 1)
-            & (pl.col("_target_values") > 1)
+        .filter((pl.col("_n") >= MIN_IC_STOCKS) & (pl.col("_target_values") > 1))
+        .select(
+            *group,
+            pl.when(constant).then(0.0).otherwise(pl.col("ic")).alias("ic"),
+            pl.when(constant).then(0.0).otherwise(pl.col("rank_ic")).alias("rank_ic"),
+            constant.alias("_constant"),
         )
-        .select(*group, "ic", "rank_ic")
         .sort(group)
     )
 
 
+def _split_dates(frame: pl.DataFrame, by: Sequence[str]) -> pl.LazyFrame:
+    """``split keys…, n_split_dates``: dates with a measurable target in each split/horizon.
+
+    A date counts when at least ``MIN_IC_STOCKS`` distinct codes have a known target and the
+    targets are not all equal, over the rows of every model (so a model that skips a date
+    loses coverage).
+    """
+    keys = [k for k in by if k != "model"]
+    group = [*keys, "date"]
+    known = frame.lazy().filter(pl.col("target").cast(pl.Float64).is_finite())
+    stocks = pl.col("code").n_unique() if "code" in frame.columns else pl.len()
+    dates = (
+        known.group_by(group)
+        .agg(stocks.alias("_n"), pl.col("target").n_unique().alias("_values"))
+        .filter((pl.col("_n") >= MIN_IC_STOCKS) & (pl.col("_values") > 1))
+    )
+    return _aggregate(dates, keys, [pl.len().cast(pl.Int64).alias("n_split_dates")])
+
+
 def _ic_stats(frame: pl.DataFrame, by: Sequence[str]) -> pl.LazyFrame:
-    """``by…, ic, rank_ic, icir, rank_icir, n_dates`` (means over dates; IR = mean / std)."""
-    return _aggregate(
-        _daily_correlations(frame, by),
+    """``by…, n_dates, constant_dates, ic, ic_se, rank_ic, rank_ic_se, icir, rank_icir``
+    (means over the scored dates; IR = mean / std; SE Newey–West)."""
+    lag, max_lag = _lag_expr(frame, by)
+    stats = _aggregate(
+        _daily_correlations(frame, by).with_columns(lag.alias(NW_LAG)),
         by,
         [
+            pl.len().cast(pl.Int64).alias("n_dates"),
+            pl.col("_constant").sum().cast(pl.Int64).alias("constant_dates"),
             pl.col("ic").mean(),
+            _newey_west_se("ic", max_lag).alias("ic_se"),
             pl.col("rank_ic").mean(),
+            _newey_west_se("rank_ic", max_lag).alias("rank_ic_se"),
             _ratio("ic").alias("icir"),
             _ratio("rank_ic").alias("rank_icir"),
-            pl.len().cast(pl.Int64).alias("n_dates"),
         ],
+    )
+    return stats
+
+
+def _with_coverage(table: pl.LazyFrame, frame: pl.DataFrame, by: Sequence[str]) -> pl.LazyFrame:
+    """Attach ``n_split_dates`` and ``coverage`` (scored / split dates) to a per-series table
+    holding ``n_dates`` and ``constant_dates``; missing counts become 0."""
+    split_keys = [k for k in by if k != "model"]
+    split_dates = _split_dates(frame, by)
+    joined = (
+        table.join(split_dates, on=split_keys, how="left")
+        if split_keys
+        else table.join(split_dates, how="cross")
+    )
+    return joined.with_columns(
+        pl.col(c).fill_null(0) for c in ("n_dates", "constant_dates", "n_split_dates")
+    ).with_columns(
+        pl.when(pl.col("n_split_dates") > 0)
+        .then(pl.col("n_dates") / pl.col("n_split_dates"))
+        .alias("coverage")
     )
 
 
 def ic_summary(frame: pl.DataFrame) -> dict[str, float | int | None]:
-    """``ic, rank_ic, icir, rank_icir, n_dates`` of one prediction series.
+    """``n_dates, constant_dates, ic, ic_se, rank_ic, rank_ic_se, icir, rank_icir,
+    n_split_dates, coverage`` of one prediction series.
 
-    IC / RankIC are means over dates of the daily correlations; ICIR = mean / std (ddof=1)
-    over dates (not annualized). Undefined values (no dates, one date) are None.
+    IC / RankIC are means over the scored dates of the daily correlations (a constant-prediction
+    date scores 0); ``*_se`` their Newey–West standard errors with horizon − 1 lags;
+    ICIR = mean / std (ddof=1) over dates (not annualized). Undefined values (no dates, one
+    date) are None.
     """
-    return _ic_stats(frame, ()).collect().row(0, named=True)
+    return _with_coverage(_ic_stats(frame, ()), frame, ()).collect().row(0, named=True)
 
 
 # --------------------------------------------------------------------------- portfolios
 
 
 def _ranked(frame: pl.DataFrame, by: Sequence[str]) -> pl.LazyFrame:
-    """Valid rows with ``_pos`` (0 = lowest prediction of the date) and ``_n`` (stocks that date)."""
+    """Valid rows with ``_pos`` (0 = lowest prediction of the date), ``_n`` (stocks that date)
+    and ``_constant`` (the date's predictions are all equal: no ranking, no book)."""
     group = [*by, "date"]
     return (
         _valid(frame, by, extra=("code",))
@@ -205,6 +305,7 @@ def _ranked(frame: pl.DataFrame, by: Sequence[str]) -> pl.LazyFrame:
         .with_columns(
             pl.int_range(pl.len(), dtype=pl.Int64).over(group).alias("_pos"),
             pl.len().cast(pl.Int64).over(group).alias("_n"),
+            (pl.col("prediction").first() == pl.col("prediction").last()).over(group).alias("_constant"),
         )
     )
 
@@ -227,7 +328,8 @@ def long_short_returns(
     Each date (with ≥ 2 valid stocks) the book is long the ``floor(n·quantile)`` (≥ 1) highest
     predictions and short as many of the lowest, equal weight, +1 / −1 gross per side.
     ``long`` / ``short`` are the mean targets of the two legs and ``spread = long − short``:
-    the book's return over the target's horizon.
+    the book's return over the target's horizon. On a date whose predictions are all equal
+    there is no ranking: the book is empty, ``long`` / ``short`` are null and ``spread`` is 0.
 
     ``turnover`` = Σ |w_t − w_prev| over names (the traded notional; a cost in bp per unit
     one-way trade multiplies it), against the book ``lag`` rebalance dates earlier; the first
@@ -245,11 +347,12 @@ def _book(ranked: pl.LazyFrame, by: Sequence[str], quantile: float, lag: int | p
     group = [*by, "date"]
     lag_expr = lag if isinstance(lag, pl.Expr) else pl.lit(lag)
     size = _leg_size(quantile)
+    books = ranked.filter(pl.col("_n") >= 2)
     legs = (
-        ranked
-        .filter(pl.col("_n") >= 2)
-        .with_columns(
-            pl.when(pl.col("_pos") >= pl.col("_n") - size)
+        books.with_columns(
+            pl.when(pl.col("_constant"))
+            .then(0.0)
+            .when(pl.col("_pos") >= pl.col("_n") - size)
             .then(1.0 / size)
             .when(pl.col("_pos") < size)
             .then(-1.0 / size)
@@ -262,16 +365,17 @@ def _book(ranked: pl.LazyFrame, by: Sequence[str], quantile: float, lag: int | p
         pl.col("target").filter(pl.col("_w") > 0).mean().alias("long"),
         pl.col("target").filter(pl.col("_w") < 0).mean().alias("short"),
     )
-    # Number the rebalance dates of each series so "the book lag dates earlier" is a join.
+    # Number the rebalance dates of each series (empty books included) so "the book lag dates
+    # earlier" is a join.
     dates = (
-        legs.select(group)
-        .unique()
+        books.group_by(group)
+        .agg(pl.col("_constant").first())
         .with_columns(_over(pl.col("date").rank("dense"), by).cast(pl.Int64).alias("_i"))
     )
     previous = (
-        legs.join(dates, on=group)
+        legs.join(dates.select(*group, "_i"), on=group)
         .with_columns((pl.col("_i") + lag_expr).alias("_i"))
-        .join(dates.rename({"date": "_date"}), on=[*by, "_i"])
+        .join(dates.select(*by, pl.col("date").alias("_date"), "_i"), on=[*by, "_i"])
         .select(*by, pl.col("_date").alias("date"), "code", pl.col("_w").alias("_w_prev"))
     )
     turnover = (
@@ -286,8 +390,15 @@ def _book(ranked: pl.LazyFrame, by: Sequence[str], quantile: float, lag: int | p
         )
     )
     return (
-        returns.join(turnover, on=group, how="left")
-        .select(*group, "long", "short", (pl.col("long") - pl.col("short")).alias("spread"), "turnover")
+        dates.join(returns, on=group, how="left")
+        .join(turnover, on=group, how="left")
+        .select(
+            *group,
+            "long",
+            "short",
+            pl.when(pl.col("_constant")).then(0.0).otherwise(pl.col("long") - pl.col("short")).alias("spread"),
+            pl.col("turnover").fill_null(0.0),
+        )
         .sort(group)
     )
 
@@ -316,7 +427,11 @@ def _jpx_weight(index: pl.Expr, size: pl.Expr) -> pl.Expr:
 
 
 def daily_jpx_spread(
-    frame: pl.DataFrame, top: int = 200, bottom: int = 200, by: Sequence[str] = ()
+    frame: pl.DataFrame,
+    top: int = 200,
+    bottom: int = 200,
+    by: Sequence[str] = (),
+    leg_share: float | None = None,
 ) -> pl.DataFrame:
     """``by…, date, spread``: the JPX competition's daily weighted top-minus-bottom return.
 
@@ -324,39 +439,76 @@ def daily_jpx_spread(
     the best down, the bottom ``bottom`` likewise from the worst up, and
     spread = Σ w·r_top / Σ w − Σ w·r_bottom / Σ w. The competition's published
     ``calc_spread_return_sharpe`` divides by mean(w) instead of Σ w, i.e. multiplies both legs
-    by the leg size: the same score whenever the size is constant (≥ 400 stocks every date),
-    and a return in return units here. A date with fewer than ``top + bottom`` stocks uses
-    ``n // 2`` per leg (the competition assumed ~2,000 stocks and would fail there).
+    by the leg size: the same score (the size is constant), and a return in return units here.
+    A date with fewer than ``top + bottom`` stocks has no competition spread (null): the
+    competition never ranked fewer than 400 names.
+
+    ``leg_share`` gives the scaled variant instead: each leg holds
+    ``min(top, floor(n · leg_share))`` (≥ 1) names, so every date with ≥ 2 stocks has a spread.
+    A date whose predictions are all equal holds nothing: spread 0.
     """
-    return _jpx_spread(_ranked(frame, by), by, top, bottom).collect()
+    return _jpx_spread(_ranked(frame, by), by, top, bottom, leg_share).collect()
 
 
-def _jpx_spread(ranked: pl.LazyFrame, by: Sequence[str], top: int, bottom: int) -> pl.LazyFrame:
+def _jpx_spread(
+    ranked: pl.LazyFrame, by: Sequence[str], top: int, bottom: int, leg_share: float | None
+) -> pl.LazyFrame:
     if top < 1 or bottom < 1:
         raise ValueError(f"top and bottom must be >= 1, got {top}, {bottom}")
     group = [*by, "date"]
-    half = pl.col("_n") // 2
-    top_size = pl.min_horizontal(pl.lit(top, dtype=pl.Int64), half)
-    bottom_size = pl.min_horizontal(pl.lit(bottom, dtype=pl.Int64), half)
+    if leg_share is None:
+        top_size, bottom_size = pl.lit(top, dtype=pl.Int64), pl.lit(bottom, dtype=pl.Int64)
+        enough = pl.col("_n") >= top + bottom
+    else:
+        scaled = (pl.col("_n") * leg_share + _EPS).floor().cast(pl.Int64).clip(lower_bound=1)
+        top_size = pl.min_horizontal(pl.lit(top, dtype=pl.Int64), scaled)
+        bottom_size = pl.min_horizontal(pl.lit(bottom, dtype=pl.Int64), scaled)
+        enough = pl.lit(True)
     from_best = pl.col("_n") - 1 - pl.col("_pos")
     from_worst = pl.col("_pos")
     w_top = pl.when(from_best < top_size).then(_jpx_weight(from_best, top_size))
     w_bottom = pl.when(from_worst < bottom_size).then(_jpx_weight(from_worst, bottom_size))
+    spread = (w_top * pl.col("target")).sum() / w_top.sum() - (
+        w_bottom * pl.col("target")
+    ).sum() / w_bottom.sum()
     return (
         ranked.filter(pl.col("_n") >= 2)
         .group_by(group)
         .agg(
-            ((w_top * pl.col("target")).sum() / w_top.sum()
-             - (w_bottom * pl.col("target")).sum() / w_bottom.sum()).alias("spread")
+            pl.when(~enough.first())
+            .then(None)
+            .when(pl.col("_constant").first())
+            .then(0.0)
+            .otherwise(spread)
+            .alias("spread")
         )
         .sort(group)
     )
 
 
+def _jpx_score(spread: str) -> pl.Expr:
+    """mean / std of the daily spreads; null if any date had no spread (too few stocks)."""
+    return pl.when(pl.col(spread).null_count() == 0).then(_ratio(spread))
+
+
 def jpx_competition_score(frame: pl.DataFrame, top: int = 200, bottom: int = 200) -> float | None:
-    """mean / std (ddof=1) of ``daily_jpx_spread`` — not annualized (the competition's score)."""
+    """mean / std (ddof=1) of ``daily_jpx_spread`` — not annualized (the competition's score).
+
+    None unless every date has at least ``top + bottom`` stocks. The competition scored
+    next-day returns only: ``evaluate`` reports it at h = 1 alone.
+    """
     daily = daily_jpx_spread(frame, top, bottom)
-    return daily.select(_ratio("spread")).item()
+    return daily.select(_jpx_score("spread")).item() if daily.height else None
+
+
+def jpx_scaled_score(
+    frame: pl.DataFrame, leg_share: float = JPX_SCALED_LEG_SHARE, top: int = 200, bottom: int = 200
+) -> float | None:
+    """The scaled JPX variant: legs of ``min(200, floor(n · leg_share))`` names, any horizon
+    (h-day spreads of consecutive dates overlap), mean / std not annualized. Not the
+    competition's metric."""
+    daily = daily_jpx_spread(frame, top, bottom, leg_share=leg_share)
+    return daily.select(_ratio("spread")).item() if daily.height else None
 
 
 # --------------------------------------------------------------------------- hit rates
@@ -425,17 +577,23 @@ def evaluate(
     jpx_bottom: int = 200,
 ) -> pl.DataFrame:
     """One row per (model, split, horizon) — whichever of those keys the frame has — with
-    ``ic, rank_ic, icir, rank_icir, sharpe_gross, sharpe_net, jpx_score, hit_rate,
-    top_decile_precision, n_dates, n_rows``.
+    ``METRIC_COLUMNS``.
 
-    Sharpe is that of ``long_short_returns`` with ``lag=horizon`` annualized by √(252/h):
-    h-day returns are h-day holding-period returns, so a year holds 252/h of them (at h = 1
-    this is the daily Sharpe × √252). Net = spread − cost_bp/1e4 · turnover. ``n_dates`` counts
-    the dates with a defined IC, ``n_rows`` the rows with both prediction and target; a series
-    without any (e.g. ``live``) keeps its row with nulls and zero counts.
+    Coverage first: ``n_dates`` scored, ``n_split_dates`` in the split/horizon, ``coverage``
+    (their ratio) and ``constant_dates`` (scored 0). ``long_short`` is the mean spread of
+    ``long_short_returns`` (lag=horizon) and ``long_short_se`` its Newey–West SE; Sharpe is
+    mean / std of the same spreads annualized by √(252/h) (h-day holding-period returns, so a
+    year holds 252/h of them; at h = 1 the daily Sharpe × √252) — a point estimate whose
+    significance is ``long_short / long_short_se``, not Sharpe × √years (the h-day spreads of
+    consecutive dates overlap). Net = spread − cost_bp/1e4 · turnover. ``jpx_score`` is the
+    competition's metric (h = 1, 200/200, every date ≥ 400 stocks; null otherwise);
+    ``jpx_scaled_score`` the scaled variant (``jpx_scaled_score()``) at every horizon.
+    ``n_rows`` counts the rows with both prediction and target; a series without any (e.g.
+    ``live``) keeps its row with nulls and zero counts.
     """
     validate_predictions(frame)
     keys = [k for k in SERIES_KEYS if k in frame.columns]
+    lag, max_lag = _lag_expr(frame, keys)
     series = frame.lazy().group_by(keys).agg(
         (pl.col("prediction").is_not_null() & pl.col("target").is_not_null())
         .sum()
@@ -443,19 +601,42 @@ def evaluate(
         .alias("n_rows")
     )
     ranked = _ranked(frame, keys).collect().lazy()  # sorted once, shared by every portfolio metric
-    book = _book(ranked, keys, quantile, lag=pl.col("horizon"))
-    periods = pl.lit(TRADING_DAYS_PER_YEAR, dtype=pl.Float64) / pl.col("horizon")
+    book = _book(ranked, keys, quantile, lag=pl.col("horizon") if "horizon" in keys else 1)
+    periods = (
+        pl.lit(TRADING_DAYS_PER_YEAR, dtype=pl.Float64) / pl.col("horizon")
+        if "horizon" in keys
+        else pl.lit(float(TRADING_DAYS_PER_YEAR))
+    )
     sharpes = (
-        book.with_columns(net_returns(pl.col("spread"), pl.col("turnover"), cost_bp).alias("net"))
+        book.with_columns(
+            net_returns(pl.col("spread"), pl.col("turnover"), cost_bp).alias("net"), lag.alias(NW_LAG)
+        )
         .group_by(keys)
-        .agg(_ratio("spread").alias("sharpe_gross"), _ratio("net").alias("sharpe_net"))
+        .agg(
+            pl.col("spread").mean().alias("long_short"),
+            _newey_west_se("spread", max_lag).alias("long_short_se"),
+            _ratio("spread").alias("sharpe_gross"),
+            _ratio("net").alias("sharpe_net"),
+        )
         .with_columns(
             (pl.col("sharpe_gross") * periods.sqrt()),
             (pl.col("sharpe_net") * periods.sqrt()),
         )
     )
-    jpx = _jpx_spread(ranked, keys, jpx_top, jpx_bottom).group_by(keys).agg(
-        _ratio("spread").alias("jpx_score")
+    competition = pl.col("horizon") == JPX_HORIZON if "horizon" in keys else pl.lit(True)
+    jpx = (
+        _jpx_spread(ranked, keys, jpx_top, jpx_bottom, None)
+        .group_by(keys)
+        .agg(_jpx_score("spread").alias("jpx_score"))
+        .join(
+            _jpx_spread(ranked, keys, jpx_top, jpx_bottom, JPX_SCALED_LEG_SHARE)
+            .group_by(keys)
+            .agg(_ratio("spread").alias("jpx_scaled_score")),
+            on=keys,
+            how="full",
+            coalesce=True,
+        )
+        .with_columns(pl.when(competition).then(pl.col("jpx_score")).alias("jpx_score"))
     )
     table = series
     for part in (
@@ -465,10 +646,23 @@ def evaluate(
         _hit_rate_stats(frame, keys),
         _top_decile_stats(ranked, keys, quantile),
     ):
-        table = table.join(part, on=keys, how="left")
-    return (
-        table.with_columns(pl.col("n_dates").fill_null(0))
-        .select(*keys, *METRIC_COLUMNS)
-        .sort(keys)
-        .collect()
+        table = table.join(part, on=keys, how="left") if keys else pl.concat([table, part], how="horizontal")
+    return _with_coverage(table, frame, keys).select(*keys, *METRIC_COLUMNS).sort(keys).collect()
+
+
+def coverage(frame: pl.DataFrame) -> pl.DataFrame:
+    """One row per (model, split, horizon) with ``COVERAGE_COLUMNS``: dates scored, dates in
+    the split with a measurable target, their ratio, and dates with all-equal predictions."""
+    validate_predictions(frame)
+    keys = [k for k in SERIES_KEYS if k in frame.columns]
+    series = frame.lazy().select(keys).unique()
+    counts = _aggregate(
+        _daily_correlations(frame, keys),
+        keys,
+        [
+            pl.len().cast(pl.Int64).alias("n_dates"),
+            pl.col("_constant").sum().cast(pl.Int64).alias("constant_dates"),
+        ],
     )
+    table = series.join(counts, on=keys, how="left") if keys else counts
+    return _with_coverage(table, frame, keys).select(*keys, *COVERAGE_COLUMNS).sort(keys).collect()

@@ -1,4 +1,11 @@
-"""The evaluation report: one metrics table comparing every model, markdown and PNG plots.
+"""The evaluation report: health first, then one metrics table comparing every model,
+markdown and PNG plots.
+
+The report opens with what decides whether the numbers can be trusted: per model, split and
+horizon the dates scored over the dates of the split (coverage), the dates on which the model's
+predictions were all equal (scored 0) and whether that passes the health check, the number of
+stocks per date, and — when given — the codes left out of the universe and the targets that
+exit at a last traded close. Every metric then carries its standard error.
 
 The table is exactly ``metrics.evaluate`` plus, when the sandbox reports the oracle's RankIC or
 the predictions hold an ``oracle`` model, each row's fraction of that RankIC; the plots show the book's cumulative return, the daily RankIC and the
@@ -23,9 +30,10 @@ from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 
 from atft_pipeline.evaluation import metrics
+from atft_pipeline.evaluation.health import MAX_CONSTANT_SHARE, prediction_health
 
 ORACLE_MODEL = "oracle"
-MODEL_ORDER = ("atft_gat_fan", "lightgbm", "rule", ORACLE_MODEL)
+MODEL_ORDER = ("atft_gat_fan", "lightgbm", "ridge", "rule", ORACLE_MODEL)
 SPLIT_ORDER = ("val", "test", "live")
 ROLLING_IC_WINDOW = 20
 REPORT_FILE = "report.md"
@@ -35,13 +43,25 @@ PLOT_FILES = {
     "daily_rank_ic": "daily_rank_ic.png",
     "decile_returns": "decile_returns.png",
 }
-_HEADERS = {
-    "model": "model", "horizon": "h", "ic": "IC", "rank_ic": "RankIC", "icir": "ICIR",
-    "rank_icir": "RankICIR", "sharpe_gross": "Sharpe gross", "sharpe_net": "Sharpe net",
-    "jpx_score": "JPX score", "hit_rate": "hit rate", "top_decile_precision": "top-decile prec.",
-    "n_dates": "dates", "n_rows": "rows", ORACLE_FRACTION: "RankIC / oracle",
-}
-_TWO_DECIMALS = {"icir", "rank_icir", "sharpe_gross", "sharpe_net", "jpx_score", ORACLE_FRACTION}
+# Metric columns of the markdown table; "value ± se" where the metric has a standard error.
+_TABLE_COLUMNS: tuple[tuple[str, str, str | None], ...] = (
+    ("coverage", "coverage", None),
+    ("constant_dates", "const. dates", None),
+    ("ic", "IC ± SE", "ic_se"),
+    ("rank_ic", "RankIC ± SE", "rank_ic_se"),
+    ("rank_icir", "RankICIR", None),
+    ("long_short", "long-short ± SE", "long_short_se"),
+    ("sharpe_gross", "Sharpe gross", None),
+    ("sharpe_net", "Sharpe net", None),
+    ("jpx_score", "JPX score (1d)", None),
+    ("jpx_scaled_score", "JPX scaled", None),
+    ("hit_rate", "hit rate", None),
+    ("top_decile_precision", "top-decile prec.", None),
+    ("n_rows", "rows", None),
+    (ORACLE_FRACTION, "RankIC / oracle", None),
+)
+_TWO_DECIMALS = {"icir", "rank_icir", "sharpe_gross", "sharpe_net", "jpx_score", "jpx_scaled_score",
+                 "coverage", ORACLE_FRACTION}
 
 
 @dataclass(frozen=True)
@@ -201,14 +221,103 @@ def _cell(column: str, value: object) -> str:
     return str(value)
 
 
-def _markdown_table(rows: pl.DataFrame, columns: Sequence[str]) -> list[str]:
+def _markdown_table(rows: pl.DataFrame) -> list[str]:
+    columns = [c for c in _TABLE_COLUMNS if c[0] in rows.columns]
     lines = [
-        "| " + " | ".join(_HEADERS[c] for c in columns) + " |",
-        "|" + "|".join("---" if c == "model" else "---:" for c in columns) + "|",
+        "| model | h | " + " | ".join(header for _, header, _ in columns) + " |",
+        "|---|---:|" + "|".join("---:" for _ in columns) + "|",
     ]
-    for row in rows.select(columns).iter_rows(named=True):
-        lines.append("| " + " | ".join(_cell(c, row[c]) for c in columns) + " |")
+    for row in rows.iter_rows(named=True):
+        cells = []
+        for column, _, se in columns:
+            cell = _cell(column, row[column])
+            if se is not None and row[column] is not None and row[se] is not None:
+                cell += f" ± {row[se]:.4f}"
+            cells.append(cell)
+        lines.append(f"| {row['model']} | {row['horizon']} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _health_lines(predictions: pl.DataFrame, models: Sequence[str]) -> list[str]:
+    """Coverage and constant-prediction dates per model / split / horizon, and stocks per date."""
+    health = prediction_health(predictions)
+    table = health.table.sort(
+        pl.col("split").replace_strict({s: i for i, s in enumerate(SPLIT_ORDER)}, default=len(SPLIT_ORDER)),
+        pl.col("model").replace_strict({m: i for i, m in enumerate(models)}),
+        "horizon",
+    )
+    lines = [
+        "## Health",
+        "",
+        "Dates scored / dates of the split with a measurable target (coverage), and dates on "
+        "which the model's predictions were all equal — scored 0, never dropped. A model fails "
+        f"when that share exceeds {MAX_CONSTANT_SHARE:.0%} of its scored dates.",
+        "",
+        "| split | model | h | dates scored | coverage | constant dates | status |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for row in table.iter_rows(named=True):
+        share = row["constant_share"]
+        constant = f"{row['constant_dates']} ({share:.1%})" if share is not None else "—"
+        coverage = f"{row['coverage']:.1%}" if row["coverage"] is not None else "—"
+        status = "ok" if row["healthy"] else "**FAILS**"
+        lines.append(
+            f"| {row['split']} | {row['model']} | {row['horizon']} | "
+            f"{row['n_dates']} / {row['n_split_dates']} | {coverage} | {constant} | {status} |"
+        )
+    lines.append("")
+    if health.failing:
+        lines += [
+            "**Failing the constant-prediction check: "
+            + ", ".join(f"`{m}`" for m in health.failing)
+            + ".** Their metrics below count every constant date as 0; compare with care.",
+            "",
+        ]
+    stocks = (
+        predictions.filter(pl.col("target").is_not_null())
+        .group_by("split", "date")
+        .agg(pl.col("code").n_unique().alias("n"))
+        .group_by("split")
+        .agg(
+            pl.len().alias("dates"),
+            pl.col("n").min().alias("min"),
+            pl.col("n").median().alias("median"),
+            pl.col("n").max().alias("max"),
+            pl.col("n").sort_by("date").first().alias("first"),
+            pl.col("n").sort_by("date").last().alias("last"),
+        )
+    )
+    lines += ["Stocks with a known target per date (universe size over time):", ""]
+    for split in _ordered(stocks["split"].to_list(), SPLIT_ORDER):
+        r = stocks.filter(pl.col("split") == split).row(0, named=True)
+        lines.append(
+            f"- `{split}`: {r['dates']} dates; first {r['first']}, last {r['last']}, "
+            f"min {r['min']}, median {r['median']:.0f}, max {r['max']}."
+        )
+    lines.append("")
+    return lines
+
+
+def _data_lines(
+    universe_exclusions: Mapping[str, Mapping[str, int]] | None,
+    last_traded_exits: Mapping[str, int] | None,
+) -> list[str]:
+    lines = []
+    if universe_exclusions is not None:
+        lines.append(
+            "- Left out of the universe (not a common stock as of the date): "
+            + "; ".join(
+                f"{reason.replace('_', ' ')}: {c['codes']} codes, {c['rows']:,} rows"
+                for reason, c in universe_exclusions.items()
+            )
+            + "."
+        )
+    if last_traded_exits is not None:
+        lines.append(
+            "- Targets exiting at the last traded close (stock stopped trading inside the "
+            "horizon): " + ", ".join(f"{k} {v:,}" for k, v in last_traded_exits.items()) + " rows."
+        )
+    return [*lines, ""] if lines else []
 
 
 def _markdown(
@@ -220,6 +329,7 @@ def _markdown(
     cost_bp: float,
     plot_label: str,
     plots: Mapping[str, Path],
+    data_notes: Sequence[str],
 ) -> str:
     first, last = predictions["date"].min(), predictions["date"].max()
     coverage = predictions.group_by("model").agg(
@@ -233,18 +343,19 @@ def _markdown(
         + "; horizons: " + ", ".join(f"{h}d" for h in sorted(predictions["horizon"].unique().to_list()))
         + ".",
         "",
+        *_health_lines(predictions, models),
+        *data_notes,
     ]
     missing = coverage.filter(pl.col("missing") > 0)
     for model, rows, n_missing in missing.select("model", "rows", "missing").iter_rows():
         lines.append(f"- `{model}`: {n_missing:,} of {rows:,} rows have no prediction (left out of its metrics).")
     if missing.height:
         lines.append("")
-    columns = [c for c in _HEADERS if c in table.columns]
     for split in _ordered(table["split"].unique().to_list(), SPLIT_ORDER):
         rows = table.filter(pl.col("split") == split).sort(
             pl.col("model").replace_strict({m: i for i, m in enumerate(models)}), "horizon"
         )
-        lines += [f"## Metrics — split `{split}`", "", *_markdown_table(rows, columns), ""]
+        lines += [f"## Metrics — split `{split}`", "", *_markdown_table(rows), ""]
     if oracle_rank_ic is not None:
         lines += [
             "## Oracle",
@@ -266,16 +377,23 @@ def _markdown(
     lines += [f"![{name}]({path.name})" for name, path in plots.items()]
     lines += [
         "",
-        "## Definitions",
+        "## Definitions (docs/evaluation.md)",
         "",
         "- IC / RankIC: Pearson / Spearman of prediction and target within each date, averaged "
-        "over dates; ICIR = mean / std (ddof=1) of the daily values.",
-        "- Sharpe: each date long the top decile and short the bottom decile by prediction, equal "
-        "weight; mean / std of the book's return × √(252 / h) (h-day holding returns, h-day "
-        f"staggered books). Net subtracts {cost_bp:g} bp per unit of one-way traded notional.",
-        "- JPX score: the Tokyo Stock Exchange Prediction competition metric — top / bottom 200 "
-        "by prediction (n // 2 on smaller universes), weights 2 → 1, mean / std of the daily "
-        "weighted spread, not annualized.",
+        "over the scored dates; a date whose predictions are all equal scores 0. ± SE: "
+        "Newey–West standard error of that mean with h − 1 lags (Bartlett weights; consecutive "
+        "h-day targets overlap). RankICIR = mean / std (ddof=1) of the daily values.",
+        "- Coverage: dates scored / dates of the split and horizon with ≥ 3 known, "
+        "not all equal targets.",
+        "- Long-short: each date long the top decile and short the bottom decile by prediction, "
+        "equal weight; the mean h-day spread ± its Newey–West SE. Sharpe: mean / std of the "
+        "same spreads × √(252 / h), a point estimate (its significance is the mean / SE, not "
+        f"Sharpe × √years). Net subtracts {cost_bp:g} bp per unit of one-way traded notional. "
+        "A constant-prediction date holds no book (spread 0).",
+        "- JPX score (1d): the Tokyo Stock Exchange Prediction competition metric — next-day "
+        "returns, top / bottom 200 by prediction with weights 2 → 1, mean / std of the daily "
+        "weighted spread, not annualized; empty unless every date has ≥ 400 stocks. JPX scaled: "
+        "not the competition's metric — legs of min(200, n / 10) names at every horizon.",
         "- Hit rate: share of (date, stock) with sign(prediction) = sign(target), zeros excluded; "
         "top-decile precision: share of the long leg whose target beats the date's median.",
         "",
@@ -289,8 +407,14 @@ def build_report(
     title: str,
     oracle_rank_ic: Mapping[int, float] | None = None,
     cost_bp: float = 10.0,
+    universe_exclusions: Mapping[str, Mapping[str, int]] | None = None,
+    last_traded_exits: Mapping[str, int] | None = None,
 ) -> ReportResult:
     """Evaluate every (model, split, horizon) of ``predictions`` and write the report.
+
+    ``universe_exclusions`` (``dataset.assemble.universe_exclusions``) and
+    ``last_traded_exits`` (``dataset.targets.last_traded_counts``) are shown in the health
+    section when given.
 
     Raises ValueError, naming the model / column, for empty predictions, NaN/inf values, or a
     model without a single prediction: such a set must never produce a report.
@@ -316,7 +440,8 @@ def build_report(
             out_dir / PLOT_FILES["decile_returns"],
         ),
     }
-    markdown = _markdown(title, predictions, table, models, oracle_rank_ic, cost_bp, label, plots)
+    notes = _data_lines(universe_exclusions, last_traded_exits)
+    markdown = _markdown(title, predictions, table, models, oracle_rank_ic, cost_bp, label, plots, notes)
     path = out_dir / REPORT_FILE
     _write_atomic(path, markdown.encode("utf-8"))
     return ReportResult(markdown=markdown, table=table, plots=plots, path=path)
