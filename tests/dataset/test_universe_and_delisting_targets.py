@@ -58,7 +58,8 @@ def test_bar_only_codes_never_enter_the_dataset_and_are_counted(market, days):
 
 
 def test_product_category_decides_when_present_else_segment_and_sector(market, days):
-    master = market.tables[MASTER]
+    # The sandbox master carries ProdCat (2026 spec); the fallback is for history without it.
+    master = market.tables[MASTER].drop("ProdCat", strict=False)
     codes = sorted(master["Code"].unique().to_list())
     reit, fund, pro_market = codes[:3]
     dates = days[-5:]
