@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 
 from assets.instance import relax_sqlite_durability
+from tests.helpers import REPO_ROOT
 
 # Dagster's SQLite test instances commit once per event; tests need no fsync per commit.
 relax_sqlite_durability()
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 REALDATA = REPO_ROOT.parent / "shared" / "realdata" / "tse_2013_2018"
 
 

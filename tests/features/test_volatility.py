@@ -12,8 +12,13 @@ import pytest
 from scipy import stats
 
 from atft_pipeline.features import volatility
-from feature_oracles import BARS, assert_contract, perturb_after, run, sandbox_tables, sessions_of
-from test_features_price import (
+from tests.helpers import (
+    BARS,
+    assert_contract,
+    perturb_after,
+    run,
+    sandbox_tables,
+    sessions_of,
     assert_matches,
     assert_warmup,
     column_on,

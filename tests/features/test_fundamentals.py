@@ -6,98 +6,41 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import warnings
 from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 import polars as pl
 import pytest
-from feature_oracles import real_tables, sandbox_tables, sessions_of
 from scipy import stats
 
 from atft_pipeline import calendar
 from atft_pipeline.dataset.raw_frames import raw_frames_from_tables
 from atft_pipeline.features import margin_daily, margin_weekly, statements
 from atft_pipeline.features.registry import compute_family
-from atft_pipeline.jquants.endpoints import ENDPOINTS
+from tests.helpers import (
+    BARS,
+    FINS,
+    assert_contract,
+    assert_no_source_values,
+    bars_rows,
+    close_enough,
+    real_tables,
+    run,
+    sandbox_tables,
+    sessions_of,
+    table,
+    value,
+)
 
 D = dt.date
-BARS = "equities/bars/daily"
-FINS = "fins/summary"
 WEEKLY = "markets/margin-interest"
 ALERT = "markets/margin-alert"
 FAMILIES = (statements.FAMILY, margin_weekly.FAMILY, margin_daily.FAMILY)
 
 
-def table(path: str, rows: list[dict]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=ENDPOINTS[path].schema())
-
-
-def run(family, tables: dict[str, pl.DataFrame], days: list[dt.date], dates=None) -> pl.DataFrame:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # polars: as-of sortedness with `by`
-        return compute_family(family, raw_frames_from_tables(tables), dates or days, days)
-
-
-def value(frame: pl.DataFrame, day: dt.date, code: str, column: str):
-    return frame.filter((pl.col("date") == day) & (pl.col("code") == code))[column].item()
-
-
-def close_enough(got, want, rel=2e-6) -> bool:
-    if want is None or (isinstance(want, float) and not math.isfinite(want)):
-        return got is None
-    return got is not None and math.isclose(got, want, rel_tol=rel, abs_tol=1e-6)
-
-
-def assert_contract(frame: pl.DataFrame, family) -> None:
-    assert frame.columns == ["date", "code", *family.columns]
-    for spec in family.features:
-        assert frame.schema[spec.name] == spec.dtype
-        col = frame[spec.name]
-        if spec.dtype.is_float():
-            assert not (col.is_nan() | col.is_infinite()).any(), spec.name
-
-
-# Without its source a family's quantities are null; flags and counts are 0, "sessions
-# since the last alert" is "at least the cap" once a stock has that much history, and the
-# rank of equal (zero) short positions is the average rank.
-NO_SOURCE_VALUE = {
-    "mrgd_days_since_alert": float(margin_daily.SINCE_ALERT_CAP),
-    "shrt_pos_sum_rank": 0.5,
-}
-
-
-def assert_no_source_values(frame: pl.DataFrame, family) -> None:
-    for spec in family.features:
-        column = frame[spec.name].drop_nulls()
-        assert (column == NO_SOURCE_VALUE.get(spec.name, 0.0)).all(), spec.name
-
-
 # --------------------------------------------------------------------------------------
 # Hand-built bars: one or more codes, a price path and optional split (AdjFactor) days.
-
-
-def bars_rows(code: str, days: list[dt.date], splits: dict[dt.date, float] | None = None, seed=0):
-    rng = np.random.default_rng(seed)
-    rows, price = [], 1000.0
-    for day in days:
-        factor = (splits or {}).get(day, 1.0)
-        price = price * factor * math.exp(rng.normal(0.0, 0.02))
-        volume = float(rng.integers(1_000, 9_000)) / factor
-        rows.append(
-            {
-                "Date": day,
-                "Code": code,
-                "C": price,
-                "AdjC": price,
-                "AdjFactor": factor,
-                "Vo": volume,
-                "AdjVo": volume,
-                "Va": price * volume,
-            }
-        )
-    return rows
 
 
 # --------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 from scipy.stats import spearmanr
-from test_panel import RETURN_COLUMN, feature_columns, make_dataset, make_stats
+from tests.helpers import RETURN_COLUMN, feature_columns, make_dataset, make_stats
 
 from atft_pipeline.dataset.splits import DateWindow, SplitConfig
 from atft_pipeline.evaluation.metrics import PREDICTION_COLUMNS, QUANTILE_COLUMNS

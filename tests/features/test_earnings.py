@@ -15,7 +15,7 @@ import pytest
 from atft_pipeline import calendar
 from atft_pipeline.features import earnings
 from atft_pipeline.jquants.endpoints import ENDPOINTS
-from feature_oracles import (
+from tests.helpers import (
     BARS,
     FINS,
     TOPIX,

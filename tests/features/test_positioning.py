@@ -10,16 +10,19 @@ import math
 import numpy as np
 import polars as pl
 import pytest
-from feature_oracles import real_tables, sandbox_tables, sessions_of
 from scipy import stats
-from test_features_fundamentals import (
+
+from tests.helpers import (
     BARS,
     assert_contract,
     assert_no_source_values,
     bars_rows,
     close_enough,
     perturb_after,
+    real_tables,
     run,
+    sandbox_tables,
+    sessions_of,
     table,
     value,
 )

@@ -10,8 +10,13 @@ import pytest
 import ta
 
 from atft_pipeline.features import technical
-from feature_oracles import BARS, assert_contract, perturb_after, run, sandbox_tables, sessions_of
-from test_features_price import (
+from tests.helpers import (
+    BARS,
+    assert_contract,
+    perturb_after,
+    run,
+    sandbox_tables,
+    sessions_of,
     assert_matches,
     assert_warmup,
     column_on,

@@ -17,7 +17,7 @@ from atft_pipeline.features.graph_builder import (
     build_correlation_graph,
     correlation_graph,
 )
-from feature_oracles import (
+from tests.helpers import (
     BARS,
     MASTER,
     Panel,

@@ -14,7 +14,7 @@ from scipy import stats
 
 from atft_pipeline.features import sector
 from atft_pipeline.jquants.reference import SECTOR33
-from feature_oracles import (
+from tests.helpers import (
     BARS,
     MASTER,
     Panel,

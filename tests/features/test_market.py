@@ -14,7 +14,7 @@ from scipy import stats
 from atft_pipeline.dataset.raw_frames import raw_frames_from_tables
 from atft_pipeline.features import market
 from atft_pipeline.features.catalog import FeatureInputs
-from feature_oracles import (
+from tests.helpers import (
     BARS,
     TOPIX,
     Panel,
