@@ -52,6 +52,16 @@ PERTURBED_AT = (200, -60)
 # History beyond a family's lookback may move a value by rounding only, except where the
 # family keeps state that forgets its start gradually.
 LOOKBACK_RTOL = {"technical": 1e-4}  # EMA seeds (spans <= 50) have decayed below 1e-4
+# Families whose declared lookback does not yet cover every column; each fails the lookback
+# test (strictly: fixing the family makes the test pass and the mark must go).
+LOOKBACK_GAPS = {
+    "earnings": "earn_days_since_revision is uncapped: a revision older than the 320-session "
+    "lookback is outside a lookback-long history, so the value is null there and its age in "
+    "the backfill",
+    "margin_daily": "mrgd_days_since_alert reaches its 120 cap after 120 of the stock's own bar "
+    "rows, so a stock with a day missing from the feed needs more than the 120-session "
+    "lookback to report the cap (null instead of 120)",
+}
 # Families whose every column comes from a source slower than the bars: without that source
 # their quantities are null and their flags and counts are 0 (``NO_SOURCE_VALUE``).
 SLOW_SOURCE_FAMILIES = (
@@ -70,6 +80,19 @@ def _families() -> list[FeatureFamily]:
 
 def each_family(test):
     return pytest.mark.parametrize("family", _families(), ids=lambda f: f.name)(test)
+
+
+def _with_lookback_gaps() -> list:
+    return [
+        pytest.param(
+            family,
+            id=family.name,
+            marks=[pytest.mark.xfail(reason=LOOKBACK_GAPS[family.name], strict=True)]
+            if family.name in LOOKBACK_GAPS
+            else [],
+        )
+        for family in _families()
+    ]
 
 
 @lru_cache(maxsize=None)
@@ -127,7 +150,7 @@ def test_nightly_run_equals_backfill(family, at):
     assert nightly.equals(backfill(family.name).filter(pl.col("date") == t))
 
 
-@each_family
+@pytest.mark.parametrize("family", _with_lookback_gaps())
 def test_lookback_sessions_of_history_are_enough(family):
     """With only ``lookback`` sessions of raw partitions before the first emitted date, the
     last 20 dates equal the backfill's (same nulls, values to rounding)."""

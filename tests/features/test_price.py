@@ -1,10 +1,8 @@
 """Price family against a plain-numpy recomputation from the bars table (every column), the
-warm-up contract, halts and gaps, leakage, and real data.
+warm-up contract, halts and gaps, and real data.
 
-Also holds the per-stock helpers the technical and volatility tests share: a stock's traded
-bars as numpy arrays straight from the endpoint table, trailing windows, and a comparison
-that checks the null pattern as well as the values.
-"""
+The contract every family shares (columns, leakage, lookback, empty sources) is in
+``test_family_contract.py``."""
 
 from __future__ import annotations
 
@@ -24,7 +22,6 @@ from tests.helpers import (
     assert_warmup,
     column_on,
     lag,
-    perturb_after,
     real_slice,
     run,
     sandbox_tables,
@@ -128,13 +125,6 @@ def case():
     return tables, days, run(FAMILY, tables, days, days)
 
 
-def test_contract(case):
-    tables, days, out = case
-    assert_contract(out, FAMILY, tables, days)
-    assert len(FAMILY.columns) == 39
-    assert FAMILY.lookback >= max(spec.lookback for spec in FAMILY.features)
-
-
 def test_every_column_matches_numpy(case):
     tables, days, out = case
     bars = tables[BARS]
@@ -178,26 +168,6 @@ def test_limit_and_listing_columns(case):
     early = ages.filter(pl.col("date") < days[price.AGE_CAP])["age_days"]
     assert early.null_count() == early.len() > 0
     assert (ages.filter(pl.col("date") >= days[price.AGE_CAP])["age_days"] == price.AGE_CAP).all()
-
-
-def test_no_leakage(case):
-    tables, days, base = case
-    for t in (days[150], days[300]):
-        moved = run(FAMILY, perturb_after(tables, t), days, days)
-        assert base.filter(pl.col("date") <= t).equals(moved.filter(pl.col("date") <= t)), t
-        assert not base.filter(pl.col("date") > t).equals(moved.filter(pl.col("date") > t))
-
-
-def test_emits_only_requested_dates_and_needs_only_its_lookback(case):
-    """With history cut to the family's lookback (+20 days), the last 20 days are the same."""
-    tables, days, base = case
-    start, tail = days[-(FAMILY.lookback + 20)], days[-20:]
-    short = {BARS: tables[BARS].filter(pl.col("Date") >= start)}
-    part = run(FAMILY, short, tail, [d for d in days if d >= start])
-    full = base.filter(pl.col("date").is_in(tail))
-    assert part.select("date", "code").equals(full.select("date", "code"))
-    for name in FAMILY.columns:
-        assert_matches(part[name].to_numpy(), full[name].to_numpy(), name)
 
 
 def test_missing_column_is_a_clear_error(case):

@@ -1,5 +1,8 @@
 """Technical family against the ``ta`` package (0.11) after warm-up, numpy for the columns ta
-lacks, warm-up nulls, leakage, the lookback, and real data."""
+lacks, warm-up nulls and real data.
+
+The contract every family shares (columns, leakage, lookback, empty sources) is in
+``test_family_contract.py``."""
 
 from __future__ import annotations
 
@@ -13,7 +16,6 @@ from atft_pipeline.features import technical
 from tests.helpers import (
     BARS,
     assert_contract,
-    perturb_after,
     run,
     sandbox_tables,
     sessions_of,
@@ -113,13 +115,6 @@ def case():
     return tables, days, run(FAMILY, tables, days, days)
 
 
-def test_contract(case):
-    tables, days, out = case
-    assert_contract(out, FAMILY, tables, days)
-    assert len(FAMILY.columns) == 43
-    assert FAMILY.lookback >= max(LOOKBACK.values())
-
-
 def test_matches_ta_after_warm_up(case):
     tables, _, out = case
     bars = tables[BARS]
@@ -165,27 +160,6 @@ def test_obv_expression_matches_ta(case):
 def test_nulls_before_warm_up(case):
     tables, _, out = case
     assert_warmup(out, FAMILY, tables[BARS])
-
-
-def test_no_leakage(case):
-    tables, days, base = case
-    for t in (days[150], days[300]):
-        moved = run(FAMILY, perturb_after(tables, t), days, days)
-        assert base.filter(pl.col("date") <= t).equals(moved.filter(pl.col("date") <= t)), t
-        assert not base.filter(pl.col("date") > t).equals(moved.filter(pl.col("date") > t))
-
-
-def test_lookback_is_enough(case):
-    """History cut to the family's lookback (+20 days): windowed columns are the same and the
-    exponential averages have converged (EMA spans <= 50 forget their seed)."""
-    tables, days, base = case
-    start, tail = days[-(FAMILY.lookback + 20)], days[-20:]
-    short = {BARS: tables[BARS].filter(pl.col("Date") >= start)}
-    part = run(FAMILY, short, tail, [d for d in days if d >= start])
-    full = base.filter(pl.col("date").is_in(tail))
-    assert part.select("date", "code").equals(full.select("date", "code"))
-    for name in FAMILY.columns:
-        assert_matches(part[name].to_numpy(), full[name].to_numpy(), name, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.realdata
