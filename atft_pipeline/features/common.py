@@ -39,6 +39,19 @@ BAR_COLUMNS = (
 )
 
 
+# J-Quants field -> panel column, for the fields ``bars`` only renames.
+_BAR_NAMES = {
+    "Date": "date",
+    "Code": "code",
+    "AdjO": "open",
+    "AdjH": "high",
+    "AdjL": "low",
+    "AdjC": "close",
+    "AdjVo": "volume",
+    "C": "raw_close",
+}
+
+
 def trading_value() -> pl.Expr:
     """Trading value in yen of a ``raw_daily_quotes`` row: ``Va``, or raw ``C × Vo`` where the
     feed has no ``Va`` (replays of feeds without trading value still get liquidity)."""
@@ -55,14 +68,7 @@ def bars(inputs: FeatureInputs, family: str) -> pl.LazyFrame:
     return (
         raw_source(inputs, family, "raw_daily_quotes", BAR_COLUMNS)
         .select(
-            pl.col("Date").alias("date"),
-            pl.col("Code").alias("code"),
-            pl.col("AdjO").alias("open"),
-            pl.col("AdjH").alias("high"),
-            pl.col("AdjL").alias("low"),
-            pl.col("AdjC").alias("close"),
-            pl.col("AdjVo").alias("volume"),
-            pl.col("C").alias("raw_close"),
+            *(pl.col(field).alias(name) for field, name in _BAR_NAMES.items()),
             trading_value().alias("turnover"),
             pl.col("AdjFactor").alias("adj_factor"),
             pl.col("UL").fill_null(False).alias("limit_up"),

@@ -394,113 +394,68 @@ def _state_features(states: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-FEATURES = (
-    FeatureSpec("stmt_sales_yoy", "YTD net sales vs the same period of the prior fiscal year", 400),
-    FeatureSpec(
-        "stmt_op_yoy", "YTD operating profit vs the same period of the prior fiscal year", 400
-    ),
-    FeatureSpec("stmt_np_yoy", "YTD net profit vs the same period of the prior fiscal year", 400),
-    FeatureSpec(
-        "stmt_eps_yoy", "YTD EPS (split-adjusted) vs the same period of the prior fiscal year", 400
-    ),
-    FeatureSpec(
-        "stmt_sales_q_yoy",
-        "Quarterly (de-cumulated) net sales vs the same quarter a year earlier",
-        400,
-    ),
-    FeatureSpec(
-        "stmt_op_q_yoy", "Quarterly operating profit vs the same quarter a year earlier", 400
-    ),
-    FeatureSpec("stmt_np_q_yoy", "Quarterly net profit vs the same quarter a year earlier", 400),
-    FeatureSpec("stmt_op_margin", "YTD operating profit / net sales", 400),
-    FeatureSpec("stmt_np_margin", "YTD net profit / net sales", 400),
-    FeatureSpec("stmt_op_margin_q", "Quarterly operating profit / quarterly net sales", 400),
-    FeatureSpec(
-        "stmt_op_margin_yoy_chg",
-        "YTD operating margin minus the prior-year same-period margin",
-        400,
-    ),
-    FeatureSpec("stmt_roe", "Annualized YTD net profit / equity (null when equity <= 0)", 400),
-    FeatureSpec("stmt_roa", "Annualized YTD net profit / total assets", 400),
-    FeatureSpec("stmt_equity_ratio", "Equity-to-asset ratio (EqAR, else Eq / TA)", 400),
-    FeatureSpec(
-        "stmt_sales_progress",
-        "YTD net sales / full-year sales forecast of the same fiscal year",
-        400,
-    ),
-    FeatureSpec(
-        "stmt_op_progress",
-        "YTD operating profit / full-year OP forecast of the same fiscal year",
-        400,
-    ),
-    FeatureSpec(
-        "stmt_np_progress", "YTD net profit / full-year NP forecast of the same fiscal year", 400
-    ),
-    FeatureSpec(
+# Sessions of history behind every statement column (they all share one lookback).
+LOOKBACK = 400
+# (column, description)
+_STATEMENT_FEATURES = (
+    ("stmt_sales_yoy", "YTD net sales vs the same period of the prior fiscal year"),
+    ("stmt_op_yoy", "YTD operating profit vs the same period of the prior fiscal year"),
+    ("stmt_np_yoy", "YTD net profit vs the same period of the prior fiscal year"),
+    ("stmt_eps_yoy", "YTD EPS (split-adjusted) vs the same period of the prior fiscal year"),
+    ("stmt_sales_q_yoy", "Quarterly (de-cumulated) net sales vs the same quarter a year earlier"),
+    ("stmt_op_q_yoy", "Quarterly operating profit vs the same quarter a year earlier"),
+    ("stmt_np_q_yoy", "Quarterly net profit vs the same quarter a year earlier"),
+    ("stmt_op_margin", "YTD operating profit / net sales"),
+    ("stmt_np_margin", "YTD net profit / net sales"),
+    ("stmt_op_margin_q", "Quarterly operating profit / quarterly net sales"),
+    ("stmt_op_margin_yoy_chg", "YTD operating margin minus the prior-year same-period margin"),
+    ("stmt_roe", "Annualized YTD net profit / equity (null when equity <= 0)"),
+    ("stmt_roa", "Annualized YTD net profit / total assets"),
+    ("stmt_equity_ratio", "Equity-to-asset ratio (EqAR, else Eq / TA)"),
+    ("stmt_sales_progress", "YTD net sales / full-year sales forecast of the same fiscal year"),
+    ("stmt_op_progress", "YTD operating profit / full-year OP forecast of the same fiscal year"),
+    ("stmt_np_progress", "YTD net profit / full-year NP forecast of the same fiscal year"),
+    (
         "stmt_fsales_rev",
         "Sales forecast change vs the previous disclosure for the fiscal year in progress",
-        400,
     ),
-    FeatureSpec(
+    (
         "stmt_fop_rev",
         "OP forecast change vs the previous disclosure for the fiscal year in progress",
-        400,
     ),
-    FeatureSpec(
+    (
         "stmt_fnp_rev",
         "NP forecast change vs the previous disclosure for the fiscal year in progress",
-        400,
     ),
-    FeatureSpec(
+    (
         "stmt_feps_rev",
         "EPS forecast change vs the previous disclosure for the fiscal year in progress",
-        400,
     ),
-    FeatureSpec(
+    (
         "stmt_fop_rev_fy",
         "OP forecast change since the first forecast of the fiscal year in progress",
-        400,
     ),
-    FeatureSpec(
-        "stmt_fop_growth",
-        "OP forecast of the year in progress vs the last full-year actual OP",
-        400,
-    ),
-    FeatureSpec("stmt_div_yield_fwd", "Forecast annual dividend per share / raw close at t", 400),
-    FeatureSpec("stmt_per_fwd", "Raw close / forecast EPS (null when forecast EPS <= 0)", 400),
-    FeatureSpec(
-        "stmt_per_ttm", "Raw close / trailing-twelve-month EPS (null when TTM EPS <= 0)", 400
-    ),
-    FeatureSpec(
-        "stmt_pbr", "Raw close / latest reported book value per share (null when <= 0)", 400
-    ),
-    FeatureSpec("stmt_earnings_yield_fwd", "Forecast EPS / raw close", 400),
-    FeatureSpec("stmt_earnings_yield_ttm", "Trailing-twelve-month EPS / raw close", 400),
-    FeatureSpec(
-        "stmt_sales_to_price", "Trailing-twelve-month net sales / market capitalization at t", 400
-    ),
-    FeatureSpec(
-        "stmt_days_since_disc", "Calendar days since the statement in force was disclosed", 400
-    ),
-    FeatureSpec(
+    ("stmt_fop_growth", "OP forecast of the year in progress vs the last full-year actual OP"),
+    ("stmt_div_yield_fwd", "Forecast annual dividend per share / raw close at t"),
+    ("stmt_per_fwd", "Raw close / forecast EPS (null when forecast EPS <= 0)"),
+    ("stmt_per_ttm", "Raw close / trailing-twelve-month EPS (null when TTM EPS <= 0)"),
+    ("stmt_pbr", "Raw close / latest reported book value per share (null when <= 0)"),
+    ("stmt_earnings_yield_fwd", "Forecast EPS / raw close"),
+    ("stmt_earnings_yield_ttm", "Trailing-twelve-month EPS / raw close"),
+    ("stmt_sales_to_price", "Trailing-twelve-month net sales / market capitalization at t"),
+    ("stmt_days_since_disc", "Calendar days since the statement in force was disclosed"),
+    (
         "stmt_days_since_forecast",
         "Calendar days since the latest guidance for the year in progress",
-        400,
     ),
-    FeatureSpec(
-        "stmt_accruals",
-        "(Net profit - operating cash flow) / total assets, latest period with CFO",
-        400,
-    ),
-    FeatureSpec(
+    ("stmt_accruals", "(Net profit - operating cash flow) / total assets, latest period with CFO"),
+    (
         "stmt_shares_chg_yoy",
         "Change of shares outstanding net of treasury (split-adjusted) vs a year earlier",
-        400,
     ),
-    FeatureSpec(
-        "stmt_fiscal_quarter", "Fiscal quarter of the statement in force (1-3, 4 = full year)", 400
-    ),
+    ("stmt_fiscal_quarter", "Fiscal quarter of the statement in force (1-3, 4 = full year)"),
 )
+FEATURES = tuple(FeatureSpec(name, desc, LOOKBACK) for name, desc in _STATEMENT_FEATURES)
 
 
 def compute(inputs: FeatureInputs) -> pl.LazyFrame:
@@ -530,7 +485,7 @@ def compute(inputs: FeatureInputs) -> pl.LazyFrame:
 FAMILY = FeatureFamily(
     name="statements",
     sources=("raw_daily_quotes", "raw_statements"),
-    lookback=400,
+    lookback=LOOKBACK,
     features=FEATURES,
     compute=compute,
     description=(
