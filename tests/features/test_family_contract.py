@@ -133,12 +133,17 @@ def test_emits_only_requested_dates(family):
     assert run(family, tables, [], days).is_empty()
 
 
+def market_at(at: int):
+    """The contract market, its sessions and the session at position ``at``."""
+    tables = contract_tables()
+    days = sessions_of(tables)
+    return tables, days, days[at]
+
+
 @each_family
 @pytest.mark.parametrize("at", PERTURBED_AT)
 def test_nothing_published_after_t_changes_a_row_dated_t_or_earlier(family, at):
-    tables = contract_tables()
-    days = sessions_of(tables)
-    t = days[at]
+    tables, days, t = market_at(at)
     base = backfill(family.name)
     moved = run(family, perturb_after(tables, t), days, days)
     changed = changed_columns(base.filter(pl.col("date") <= t), moved.filter(pl.col("date") <= t))
@@ -151,9 +156,7 @@ def test_nothing_published_after_t_changes_a_row_dated_t_or_earlier(family, at):
 @pytest.mark.parametrize("at", PERTURBED_AT)
 def test_nightly_run_equals_backfill(family, at):
     """A run on t that reads only what was published by t gives the backfill's rows for t."""
-    tables = contract_tables()
-    days = sessions_of(tables)
-    t = days[at]
+    tables, days, t = market_at(at)
     nightly = run(family, until(tables, t), [t], days[: days.index(t) + 1])
     changed = changed_columns(backfill(family.name).filter(pl.col("date") == t), nightly)
     assert not changed, f"the nightly run on {t} differs from the backfill in {changed}"
