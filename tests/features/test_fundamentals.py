@@ -500,6 +500,7 @@ def statement_case():
     )
 
 
+@pytest.mark.slow
 def test_statements_match_brute_force_on_every_day(statement_case):
     days, bars, docs, _, out = statement_case
     assert_contract(out, statements.FAMILY)
@@ -716,6 +717,7 @@ def last_zscore(series, n, end):
     return float(stats.zscore(np.array(series[end - n : end]), ddof=1)[-1])
 
 
+@pytest.mark.slow
 def test_weekly_margin_matches_brute_force(weekly_case):
     days, bars, weekly, out = weekly_case
     assert_contract(out, margin_weekly.FAMILY)

@@ -221,6 +221,7 @@ def expected_features(tables, panel: Panel, days, t: int) -> dict[str, dict[str,
     return out
 
 
+@pytest.mark.slow
 def test_family_matches_brute_force(case):
     tables, days, out, panel = case
     checked = 0

@@ -206,6 +206,7 @@ def expected_short(days, tables) -> dict[tuple, dict]:
     return out
 
 
+@pytest.mark.slow
 def test_short_selling_matches_brute_force(short_case):
     days, tables, out = short_case
     assert_contract(out, short_selling.FAMILY)
@@ -392,6 +393,7 @@ def expected_flow(days, tables) -> dict[tuple, dict]:
     return out
 
 
+@pytest.mark.slow
 def test_flow_matches_brute_force(flow_case):
     days, tables, out = flow_case
     assert_contract(out, flow.FAMILY)

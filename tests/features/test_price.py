@@ -125,6 +125,7 @@ def case():
     return tables, days, run(FAMILY, tables, days, days)
 
 
+@pytest.mark.slow
 def test_every_column_matches_numpy(case):
     tables, days, out = case
     bars = tables[BARS]

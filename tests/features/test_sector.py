@@ -198,6 +198,7 @@ def expected_row(tables, panel: Panel, days, t: int, code: str) -> dict[str, flo
     return want
 
 
+@pytest.mark.slow
 def test_values_match_per_date_brute_force(case):
     tables, days, out, panel, info = case
     checked = 0

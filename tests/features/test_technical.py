@@ -115,6 +115,7 @@ def case():
     return tables, days, run(FAMILY, tables, days, days)
 
 
+@pytest.mark.slow
 def test_matches_ta_after_warm_up(case):
     tables, _, out = case
     bars = tables[BARS]

@@ -961,6 +961,7 @@ async def test_real_replay_through_the_client(realdata_dir: Path) -> None:
         assert server.stats.count("equities/bars/daily", status=200) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_date_index_answers_a_day_without_scanning(realdata_dir: Path) -> None:
     from atft_pipeline.sandbox.replay import read_replay
