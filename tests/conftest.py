@@ -1,15 +1,22 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Each pytest-xdist worker gets an equal share of the cores for OpenMP (torch, LightGBM): a
+# full-size pool per worker makes the pools' spinning threads fight over the same cores, which
+# made model tests several times slower. Set before any test module imports torch.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 import pytest
 
 from assets.instance import relax_sqlite_durability
+from tests.helpers import REPO_ROOT
 
 # Dagster's SQLite test instances commit once per event; tests need no fsync per commit.
 relax_sqlite_durability()
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 REALDATA = REPO_ROOT.parent / "shared" / "realdata" / "tse_2013_2018"
 
 

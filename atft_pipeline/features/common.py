@@ -7,9 +7,10 @@ Everything is computed per code in date order with window expressions
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import polars as pl
+import polars.selectors as cs
 
 from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs
 
@@ -31,24 +32,44 @@ def safe_div(num: pl.Expr, den: pl.Expr) -> pl.Expr:
     return pl.when(den.abs() > EPS).then(num / den).otherwise(None)
 
 
-def bars(inputs: FeatureInputs) -> pl.LazyFrame:
+# What ``bars`` reads from ``raw_daily_quotes``.
+BAR_COLUMNS = (
+    *("Date", "Code", "AdjO", "AdjH", "AdjL", "AdjC", "AdjVo"),
+    *("C", "Vo", "Va", "AdjFactor", "UL", "LL"),
+)
+
+
+# J-Quants field -> panel column, for the fields ``bars`` only renames.
+_BAR_NAMES = {
+    "Date": "date",
+    "Code": "code",
+    "AdjO": "open",
+    "AdjH": "high",
+    "AdjL": "low",
+    "AdjC": "close",
+    "AdjVo": "volume",
+    "C": "raw_close",
+}
+
+
+def trading_value() -> pl.Expr:
+    """Trading value in yen of a ``raw_daily_quotes`` row: ``Va``, or raw ``C × Vo`` where the
+    feed has no ``Va`` (replays of feeds without trading value still get liquidity)."""
+    return pl.coalesce(pl.col("Va"), pl.col("C") * pl.col("Vo"))
+
+
+def bars(inputs: FeatureInputs, family: str) -> pl.LazyFrame:
     """Daily bars as a (code, date)-sorted panel with lower-case names and adjusted prices.
 
     Columns: date, code, open/high/low/close/volume (split-adjusted), raw_close, turnover
-    (yen, ``Va``), adj_factor, limit_up/limit_down flags, traded (False on halt days).
+    (yen, ``trading_value``), adj_factor, limit_up/limit_down flags, traded (False on halt
+    days).
     """
     return (
-        inputs.raw["raw_daily_quotes"]
+        raw_source(inputs, family, "raw_daily_quotes", BAR_COLUMNS)
         .select(
-            pl.col("Date").alias("date"),
-            pl.col("Code").alias("code"),
-            pl.col("AdjO").alias("open"),
-            pl.col("AdjH").alias("high"),
-            pl.col("AdjL").alias("low"),
-            pl.col("AdjC").alias("close"),
-            pl.col("AdjVo").alias("volume"),
-            pl.col("C").alias("raw_close"),
-            pl.col("Va").alias("turnover"),
+            *(pl.col(field).alias(name) for field, name in _BAR_NAMES.items()),
+            trading_value().alias("turnover"),
             pl.col("AdjFactor").alias("adj_factor"),
             pl.col("UL").fill_null(False).alias("limit_up"),
             pl.col("LL").fill_null(False).alias("limit_down"),
@@ -107,6 +128,13 @@ def emit(frame: pl.LazyFrame, family: FeatureFamily, dates: Sequence[dt.date]) -
     )
 
 
+def session_span(frame: pl.LazyFrame, column: str) -> pl.LazyFrame:
+    """Every session number from ``frame``'s first to its last in ``column`` (gaps filled, so
+    rolling windows span sessions); no rows when ``frame`` is empty."""
+    first, last = pl.col(column).min().fill_null(0), pl.col(column).max().fill_null(-1)
+    return frame.select(pl.int_range(first, last + 1).alias(column))
+
+
 def add_sessions(
     frame: pl.LazyFrame, date_col: str, n: int, calendar: Sequence[dt.date], alias: str
 ) -> pl.LazyFrame:
@@ -123,3 +151,87 @@ def add_sessions(
         .join(shifted, on="_i", how="left")
         .drop("_i", "_session")
     )
+
+
+class FeatureInputError(ValueError):
+    """A raw source a family reads is missing or lacks a column it needs."""
+
+
+def raw_source(
+    inputs: FeatureInputs, family: str, asset: str, columns: Iterable[str]
+) -> pl.LazyFrame:
+    """``inputs.raw[asset]`` restricted to ``columns``, with a clear error when absent."""
+    if asset not in inputs.raw:
+        raise FeatureInputError(
+            f"feature family {family!r} needs raw asset {asset!r}; inputs hold {sorted(inputs.raw)}"
+        )
+    frame = inputs.raw[asset]
+    wanted = list(columns)
+    missing = [c for c in wanted if c not in frame.collect_schema().names()]
+    if missing:
+        raise FeatureInputError(
+            f"feature family {family!r}: raw asset {asset!r} lacks column(s) {missing}"
+        )
+    return frame.select(wanted)
+
+
+def universe(
+    inputs: FeatureInputs, family: str, fields: Mapping[str, str] | None = None
+) -> pl.LazyFrame:
+    """The rows to emit (``date, code`` of ``raw_daily_quotes``) plus raw bar ``fields``
+    (J-Quants name -> column name), in the source's order.
+
+    Window expressions here order by date themselves (``over(order_by=...)``), so the panel
+    never pays for a code-major sort of every bar.
+    """
+    fields = dict(fields or {})
+    return raw_source(inputs, family, "raw_daily_quotes", ["Date", "Code", *fields]).select(
+        pl.col("Date").alias("date"),
+        pl.col("Code").alias("code"),
+        *[pl.col(field).alias(name) for field, name in fields.items()],
+    )
+
+
+def split_panel(
+    inputs: FeatureInputs, family: str, fields: Mapping[str, str] | None = None
+) -> pl.LazyFrame:
+    """``universe`` plus ``log_split``: the cumulative ``log(AdjFactor)`` of the code up to
+    and including ``date``.
+
+    A 1:2 split (AdjFactor 0.5 on the ex-date) lowers the level by log 2, so a per-share
+    figure known at d is ``x × exp(L(t) − L(d))`` in the units of t, and a share count
+    ``n × exp(L(d) − L(t))``. Missing or non-positive factors count as 1 (no corporate action).
+    """
+    panel = universe(inputs, family, {"AdjFactor": "_adj_factor", **(fields or {})})
+    factor = pl.col("_adj_factor")
+    step = pl.when(factor > 0).then(factor.log()).otherwise(0.0)
+    return panel.with_columns(by_code(step.cum_sum()).alias("log_split")).drop("_adj_factor")
+
+
+def asof_bar(frame: pl.LazyFrame, date_col: str, bar_frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Attach to each row of ``frame`` the ``bar_frame`` row (``date, code, ...``) of its code
+    on the last bar date on or before ``date_col`` (null before the code's first bar)."""
+    right = bar_frame.rename({"date": "_bar_date"})
+    return (
+        frame.sort(date_col, maintain_order=True)
+        .join_asof(
+            right.sort("_bar_date"),
+            left_on=date_col,
+            right_on="_bar_date",
+            by="code",
+            check_sortedness=False,
+        )
+        .drop("_bar_date")
+    )
+
+
+def log_split_at(frame: pl.LazyFrame, date_col: str, levels: pl.LazyFrame) -> pl.LazyFrame:
+    """Add ``log_split`` = the code's split level on ``date_col`` (0 before its first bar, the
+    level every cumulative sum starts from)."""
+    return asof_bar(frame, date_col, levels).with_columns(pl.col("log_split").fill_null(0.0))
+
+
+def narrow(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Float64 columns as Float32 (the catalog's feature dtype) before a frame is joined onto
+    the daily panel: the join copies every column into every row, and Float32 halves that."""
+    return frame.with_columns(cs.float().cast(pl.Float32))

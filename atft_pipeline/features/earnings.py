@@ -36,7 +36,7 @@ from atft_pipeline import calendar as xtks
 from atft_pipeline.features import common
 from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
 from atft_pipeline.features.market import SESSION, session_index, stock_panel, topix_returns
-from atft_pipeline.features.statements import raw_source
+from atft_pipeline.features.common import raw_source
 
 FAMILY_NAME = "earnings"
 STATEMENT_COLUMNS = ("Code", "DiscDate", "DiscTime", "DocType", "CurPerType", "CurPerEn")

@@ -28,7 +28,7 @@ import polars as pl
 from atft_pipeline.features import common
 from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
 from atft_pipeline.features.short_selling import listed_info_asof
-from atft_pipeline.features.statements import raw_source, universe
+from atft_pipeline.features.common import raw_source, universe
 
 MARKET_RESTRUCTURING = dt.date(2022, 4, 4)
 Z_WEEKS = 52

@@ -23,7 +23,7 @@ import polars as pl
 from atft_pipeline.features import common
 from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
 from atft_pipeline.features.margin_weekly import volume_panel
-from atft_pipeline.features.statements import log_split_at, raw_source
+from atft_pipeline.features.common import log_split_at, raw_source
 
 ALERT_WINDOW = 20
 SINCE_ALERT_CAP = 120  # sessions: "no alert in the last 120 sessions" is reported as 120

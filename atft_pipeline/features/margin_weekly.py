@@ -6,7 +6,7 @@ before t. Week-over-week statistics are computed on the weekly rows themselves (
 earlier weeks, which were published earlier) and then joined by publication date.
 
 Balances are share counts not adjusted for corporate actions, so they are carried in the
-split-consistent base units of ``statements.split_panel`` (``shares × exp(L(Date))``) and
+split-consistent base units of ``common.split_panel`` (``shares × exp(L(Date))``) and
 compared with the 20-session average raw volume in the same units — "days of volume" held
 long or short, which is scale-free and unaffected by splits before or after t.
 
@@ -20,7 +20,7 @@ import polars as pl
 
 from atft_pipeline.features import common
 from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
-from atft_pipeline.features.statements import asof_bar, narrow, raw_source, split_panel
+from atft_pipeline.features.common import asof_bar, narrow, raw_source, split_panel
 from atft_pipeline.jquants.sources import WEEKLY_MARGIN_PUBLICATION_LAG
 
 ADV_WINDOW = 20

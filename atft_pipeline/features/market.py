@@ -30,7 +30,7 @@ import polars as pl
 
 from atft_pipeline.features import common
 from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
-from atft_pipeline.features.statements import raw_source
+from atft_pipeline.features.common import raw_source
 
 TRADING_DAYS_PER_YEAR = 252
 ANNUALIZE = math.sqrt(TRADING_DAYS_PER_YEAR)
@@ -108,7 +108,7 @@ def stock_panel(inputs: FeatureInputs, family: str) -> pl.LazyFrame:
             pl.col("Code").alias("code"),
             _positive("AdjC").alias("close"),
             pl.col("AdjVo").fill_nan(None).alias("volume"),
-            pl.coalesce(pl.col("Va"), pl.col("C") * pl.col("Vo")).fill_nan(None).alias("turnover"),
+            common.trading_value().fill_nan(None).alias("turnover"),
             pl.lit(True).alias("listed"),
         )
         .join(sessions, on="date", how="inner")
@@ -382,9 +382,7 @@ def _breadth_features(panel: pl.LazyFrame) -> pl.LazyFrame:
     )
     # Sessions without any listed stock would shorten the rolling window; the breadth series is
     # put on the full session range first so the 5/20-session means span sessions.
-    all_sessions = daily.select(
-        pl.int_range(pl.col(SESSION).min(), pl.col(SESSION).max() + 1).alias(SESSION)
-    )
+    all_sessions = common.session_span(daily, SESSION)
     return (
         all_sessions.join(daily, on=SESSION, how="left")
         .sort(SESSION)

@@ -27,7 +27,7 @@ import polars as pl
 from atft_pipeline.features import common
 from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
 from atft_pipeline.features.margin_weekly import rolling_zscore
-from atft_pipeline.features.statements import raw_source, universe
+from atft_pipeline.features.common import raw_source, universe
 
 MIN_DAYS_TO_EXPIRY = 5
 PUT_MONEYNESS, CALL_MONEYNESS = 0.95, 1.05

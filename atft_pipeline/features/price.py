@@ -27,7 +27,6 @@ raw yen values).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Sequence
 
@@ -36,15 +35,8 @@ import polars as pl
 from atft_pipeline.features import common
 from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
 from atft_pipeline.features.market import SESSION, session_index
-from atft_pipeline.features.statements import raw_source
 
-QUOTES = "raw_daily_quotes"
-SOURCES = (QUOTES,)
-# What ``common.bars`` reads, plus raw volume for the trading-value fallback.
-QUOTE_COLUMNS = (
-    *("Date", "Code", "AdjO", "AdjH", "AdjL", "AdjC", "AdjVo"),
-    *("C", "Vo", "Va", "AdjFactor", "UL", "LL"),
-)
+SOURCES = ("raw_daily_quotes",)
 
 RETURN_HORIZONS = (1, 2, 3, 5, 10, 20, 60, 120, 250)
 AGE_CAP = 250  # trading days; the family's lookback covers it, so a capped age is exact
@@ -57,14 +49,11 @@ def bar_series(inputs: FeatureInputs, family: str) -> pl.LazyFrame:
     ``series``: an id shared by the rows of one price series (a stock's traded bars; its
     halted rows form a series of their own, which ``emit_series`` masks);
     ``bar``: the row's position in its series (0 = first bar in the window).
-    ``turnover`` is ``Va``, or raw ``C × Vo`` where the feed has no ``Va`` (as in the market
-    family), so replays of feeds without trading value still get liquidity features.
+    ``turnover`` falls back to raw ``C × Vo`` where the feed has no ``Va`` (as in the market
+    family).
     """
-    quotes = raw_source(inputs, family, QUOTES, QUOTE_COLUMNS).with_columns(
-        pl.coalesce(pl.col("Va"), pl.col("C") * pl.col("Vo")).alias("Va")
-    )
     return (
-        common.bars(dataclasses.replace(inputs, raw={QUOTES: quotes}))
+        common.bars(inputs, family)
         .sort("code", "traded", "date")
         .with_columns(series=pl.struct("code", "traded").rle_id())
         .with_columns(bar=per_series(pl.int_range(pl.len(), dtype=pl.Int32)))

@@ -28,7 +28,7 @@ from atft_pipeline.features.market import (
     min_obs,
     stock_panel,
 )
-from atft_pipeline.features.statements import raw_source
+from atft_pipeline.features.common import raw_source
 from atft_pipeline.jquants.reference import SECTOR33_OTHER
 
 # TSE segments before and after the April 2022 reorganisation, grouped into the three tiers
@@ -185,8 +185,7 @@ def _sector_level(members: pl.LazyFrame) -> pl.LazyFrame:
     market_turnover = members.group_by(SESSION).agg(
         pl.col("turnover").sum().alias("_mkt_turnover")
     )
-    session_range = pl.int_range(pl.col(SESSION).min(), pl.col(SESSION).max() + 1)
-    grid = members.select(session_range.alias(SESSION)).join(
+    grid = common.session_span(members, SESSION).join(
         with_sector.select("sector33").unique(), how="cross"
     )
     share = pl.col("_turnover_share")

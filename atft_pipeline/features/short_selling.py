@@ -25,7 +25,7 @@ import polars as pl
 from atft_pipeline.features import common
 from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
 from atft_pipeline.features.margin_weekly import cs_rank, rolling_zscore
-from atft_pipeline.features.statements import asof_bar, raw_source, universe
+from atft_pipeline.features.common import asof_bar, raw_source, universe
 
 REPORT_THRESHOLD = 0.005  # positions below 0.5% of shares outstanding are not reported
 POSITION_MAX_AGE_DAYS = 365

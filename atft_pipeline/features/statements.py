@@ -35,10 +35,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import polars as pl
-import polars.selectors as cs
 
 from atft_pipeline.features import common
 from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
+from atft_pipeline.features.common import log_split_at, narrow, raw_source, split_panel
 
 _FS_PERIODS = ("1Q", "2Q", "3Q", "FY")
 _PREVIOUS_PERIOD = {"2Q": "1Q", "3Q": "2Q", "FY": "3Q"}
@@ -66,90 +66,6 @@ _RESULT_COLUMNS = (
     "cfo",
     "shares_b",
 )
-
-
-class FeatureInputError(ValueError):
-    """A raw source a family reads is missing or lacks a column it needs."""
-
-
-def raw_source(
-    inputs: FeatureInputs, family: str, asset: str, columns: Iterable[str]
-) -> pl.LazyFrame:
-    """``inputs.raw[asset]`` restricted to ``columns``, with a clear error when absent."""
-    if asset not in inputs.raw:
-        raise FeatureInputError(
-            f"feature family {family!r} needs raw asset {asset!r}; inputs hold {sorted(inputs.raw)}"
-        )
-    frame = inputs.raw[asset]
-    wanted = list(columns)
-    missing = [c for c in wanted if c not in frame.collect_schema().names()]
-    if missing:
-        raise FeatureInputError(
-            f"feature family {family!r}: raw asset {asset!r} lacks column(s) {missing}"
-        )
-    return frame.select(wanted)
-
-
-def universe(
-    inputs: FeatureInputs, family: str, fields: Mapping[str, str] | None = None
-) -> pl.LazyFrame:
-    """The rows to emit (``date, code`` of ``raw_daily_quotes``) plus raw bar ``fields``
-    (J-Quants name -> column name), in the source's order.
-
-    Window expressions here order by date themselves (``over(order_by=...)``), so the panel
-    never pays for a code-major sort of every bar.
-    """
-    fields = dict(fields or {})
-    return raw_source(inputs, family, "raw_daily_quotes", ["Date", "Code", *fields]).select(
-        pl.col("Date").alias("date"),
-        pl.col("Code").alias("code"),
-        *[pl.col(field).alias(name) for field, name in fields.items()],
-    )
-
-
-def split_panel(
-    inputs: FeatureInputs, family: str, fields: Mapping[str, str] | None = None
-) -> pl.LazyFrame:
-    """``universe`` plus ``log_split``: the cumulative ``log(AdjFactor)`` of the code up to
-    and including ``date``.
-
-    A 1:2 split (AdjFactor 0.5 on the ex-date) lowers the level by log 2, so a per-share
-    figure known at d is ``x × exp(L(t) − L(d))`` in the units of t, and a share count
-    ``n × exp(L(d) − L(t))``. Missing or non-positive factors count as 1 (no corporate action).
-    """
-    panel = universe(inputs, family, {"AdjFactor": "_adj_factor", **(fields or {})})
-    factor = pl.col("_adj_factor")
-    step = pl.when(factor > 0).then(factor.log()).otherwise(0.0)
-    return panel.with_columns(common.by_code(step.cum_sum()).alias("log_split")).drop("_adj_factor")
-
-
-def asof_bar(frame: pl.LazyFrame, date_col: str, bar_frame: pl.LazyFrame) -> pl.LazyFrame:
-    """Attach to each row of ``frame`` the ``bar_frame`` row (``date, code, ...``) of its code
-    on the last bar date on or before ``date_col`` (null before the code's first bar)."""
-    right = bar_frame.rename({"date": "_bar_date"})
-    return (
-        frame.sort(date_col, maintain_order=True)
-        .join_asof(
-            right.sort("_bar_date"),
-            left_on=date_col,
-            right_on="_bar_date",
-            by="code",
-            check_sortedness=False,
-        )
-        .drop("_bar_date")
-    )
-
-
-def log_split_at(frame: pl.LazyFrame, date_col: str, levels: pl.LazyFrame) -> pl.LazyFrame:
-    """Add ``log_split`` = the code's split level on ``date_col`` (0 before its first bar, the
-    level every cumulative sum starts from)."""
-    return asof_bar(frame, date_col, levels).with_columns(pl.col("log_split").fill_null(0.0))
-
-
-def narrow(frame: pl.LazyFrame) -> pl.LazyFrame:
-    """Float64 columns as Float32 (the catalog's feature dtype) before a frame is joined onto
-    the daily panel: the join copies every column into every row, and Float32 halves that."""
-    return frame.with_columns(cs.float().cast(pl.Float32))
 
 
 def growth(current: pl.Expr, prior: pl.Expr) -> pl.Expr:
@@ -478,113 +394,68 @@ def _state_features(states: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-FEATURES = (
-    FeatureSpec("stmt_sales_yoy", "YTD net sales vs the same period of the prior fiscal year", 400),
-    FeatureSpec(
-        "stmt_op_yoy", "YTD operating profit vs the same period of the prior fiscal year", 400
-    ),
-    FeatureSpec("stmt_np_yoy", "YTD net profit vs the same period of the prior fiscal year", 400),
-    FeatureSpec(
-        "stmt_eps_yoy", "YTD EPS (split-adjusted) vs the same period of the prior fiscal year", 400
-    ),
-    FeatureSpec(
-        "stmt_sales_q_yoy",
-        "Quarterly (de-cumulated) net sales vs the same quarter a year earlier",
-        400,
-    ),
-    FeatureSpec(
-        "stmt_op_q_yoy", "Quarterly operating profit vs the same quarter a year earlier", 400
-    ),
-    FeatureSpec("stmt_np_q_yoy", "Quarterly net profit vs the same quarter a year earlier", 400),
-    FeatureSpec("stmt_op_margin", "YTD operating profit / net sales", 400),
-    FeatureSpec("stmt_np_margin", "YTD net profit / net sales", 400),
-    FeatureSpec("stmt_op_margin_q", "Quarterly operating profit / quarterly net sales", 400),
-    FeatureSpec(
-        "stmt_op_margin_yoy_chg",
-        "YTD operating margin minus the prior-year same-period margin",
-        400,
-    ),
-    FeatureSpec("stmt_roe", "Annualized YTD net profit / equity (null when equity <= 0)", 400),
-    FeatureSpec("stmt_roa", "Annualized YTD net profit / total assets", 400),
-    FeatureSpec("stmt_equity_ratio", "Equity-to-asset ratio (EqAR, else Eq / TA)", 400),
-    FeatureSpec(
-        "stmt_sales_progress",
-        "YTD net sales / full-year sales forecast of the same fiscal year",
-        400,
-    ),
-    FeatureSpec(
-        "stmt_op_progress",
-        "YTD operating profit / full-year OP forecast of the same fiscal year",
-        400,
-    ),
-    FeatureSpec(
-        "stmt_np_progress", "YTD net profit / full-year NP forecast of the same fiscal year", 400
-    ),
-    FeatureSpec(
+# Sessions of history behind every statement column (they all share one lookback).
+LOOKBACK = 400
+# (column, description)
+_STATEMENT_FEATURES = (
+    ("stmt_sales_yoy", "YTD net sales vs the same period of the prior fiscal year"),
+    ("stmt_op_yoy", "YTD operating profit vs the same period of the prior fiscal year"),
+    ("stmt_np_yoy", "YTD net profit vs the same period of the prior fiscal year"),
+    ("stmt_eps_yoy", "YTD EPS (split-adjusted) vs the same period of the prior fiscal year"),
+    ("stmt_sales_q_yoy", "Quarterly (de-cumulated) net sales vs the same quarter a year earlier"),
+    ("stmt_op_q_yoy", "Quarterly operating profit vs the same quarter a year earlier"),
+    ("stmt_np_q_yoy", "Quarterly net profit vs the same quarter a year earlier"),
+    ("stmt_op_margin", "YTD operating profit / net sales"),
+    ("stmt_np_margin", "YTD net profit / net sales"),
+    ("stmt_op_margin_q", "Quarterly operating profit / quarterly net sales"),
+    ("stmt_op_margin_yoy_chg", "YTD operating margin minus the prior-year same-period margin"),
+    ("stmt_roe", "Annualized YTD net profit / equity (null when equity <= 0)"),
+    ("stmt_roa", "Annualized YTD net profit / total assets"),
+    ("stmt_equity_ratio", "Equity-to-asset ratio (EqAR, else Eq / TA)"),
+    ("stmt_sales_progress", "YTD net sales / full-year sales forecast of the same fiscal year"),
+    ("stmt_op_progress", "YTD operating profit / full-year OP forecast of the same fiscal year"),
+    ("stmt_np_progress", "YTD net profit / full-year NP forecast of the same fiscal year"),
+    (
         "stmt_fsales_rev",
         "Sales forecast change vs the previous disclosure for the fiscal year in progress",
-        400,
     ),
-    FeatureSpec(
+    (
         "stmt_fop_rev",
         "OP forecast change vs the previous disclosure for the fiscal year in progress",
-        400,
     ),
-    FeatureSpec(
+    (
         "stmt_fnp_rev",
         "NP forecast change vs the previous disclosure for the fiscal year in progress",
-        400,
     ),
-    FeatureSpec(
+    (
         "stmt_feps_rev",
         "EPS forecast change vs the previous disclosure for the fiscal year in progress",
-        400,
     ),
-    FeatureSpec(
+    (
         "stmt_fop_rev_fy",
         "OP forecast change since the first forecast of the fiscal year in progress",
-        400,
     ),
-    FeatureSpec(
-        "stmt_fop_growth",
-        "OP forecast of the year in progress vs the last full-year actual OP",
-        400,
-    ),
-    FeatureSpec("stmt_div_yield_fwd", "Forecast annual dividend per share / raw close at t", 400),
-    FeatureSpec("stmt_per_fwd", "Raw close / forecast EPS (null when forecast EPS <= 0)", 400),
-    FeatureSpec(
-        "stmt_per_ttm", "Raw close / trailing-twelve-month EPS (null when TTM EPS <= 0)", 400
-    ),
-    FeatureSpec(
-        "stmt_pbr", "Raw close / latest reported book value per share (null when <= 0)", 400
-    ),
-    FeatureSpec("stmt_earnings_yield_fwd", "Forecast EPS / raw close", 400),
-    FeatureSpec("stmt_earnings_yield_ttm", "Trailing-twelve-month EPS / raw close", 400),
-    FeatureSpec(
-        "stmt_sales_to_price", "Trailing-twelve-month net sales / market capitalization at t", 400
-    ),
-    FeatureSpec(
-        "stmt_days_since_disc", "Calendar days since the statement in force was disclosed", 400
-    ),
-    FeatureSpec(
+    ("stmt_fop_growth", "OP forecast of the year in progress vs the last full-year actual OP"),
+    ("stmt_div_yield_fwd", "Forecast annual dividend per share / raw close at t"),
+    ("stmt_per_fwd", "Raw close / forecast EPS (null when forecast EPS <= 0)"),
+    ("stmt_per_ttm", "Raw close / trailing-twelve-month EPS (null when TTM EPS <= 0)"),
+    ("stmt_pbr", "Raw close / latest reported book value per share (null when <= 0)"),
+    ("stmt_earnings_yield_fwd", "Forecast EPS / raw close"),
+    ("stmt_earnings_yield_ttm", "Trailing-twelve-month EPS / raw close"),
+    ("stmt_sales_to_price", "Trailing-twelve-month net sales / market capitalization at t"),
+    ("stmt_days_since_disc", "Calendar days since the statement in force was disclosed"),
+    (
         "stmt_days_since_forecast",
         "Calendar days since the latest guidance for the year in progress",
-        400,
     ),
-    FeatureSpec(
-        "stmt_accruals",
-        "(Net profit - operating cash flow) / total assets, latest period with CFO",
-        400,
-    ),
-    FeatureSpec(
+    ("stmt_accruals", "(Net profit - operating cash flow) / total assets, latest period with CFO"),
+    (
         "stmt_shares_chg_yoy",
         "Change of shares outstanding net of treasury (split-adjusted) vs a year earlier",
-        400,
     ),
-    FeatureSpec(
-        "stmt_fiscal_quarter", "Fiscal quarter of the statement in force (1-3, 4 = full year)", 400
-    ),
+    ("stmt_fiscal_quarter", "Fiscal quarter of the statement in force (1-3, 4 = full year)"),
 )
+FEATURES = tuple(FeatureSpec(name, desc, LOOKBACK) for name, desc in _STATEMENT_FEATURES)
 
 
 def compute(inputs: FeatureInputs) -> pl.LazyFrame:
@@ -614,7 +485,7 @@ def compute(inputs: FeatureInputs) -> pl.LazyFrame:
 FAMILY = FeatureFamily(
     name="statements",
     sources=("raw_daily_quotes", "raw_statements"),
-    lookback=400,
+    lookback=LOOKBACK,
     features=FEATURES,
     compute=compute,
     description=(

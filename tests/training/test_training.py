@@ -1,6 +1,6 @@
 """Training loop, checkpoints/resume, OOM back-off, predictions contract and trackers.
 
-Everything runs on CPU on a small synthetic ``ml_dataset`` (``test_panel.make_dataset``) with a
+Everything runs on CPU on a small synthetic ``ml_dataset`` (``tests.helpers.make_dataset``) with a
 planted signal, so a few epochs must reach a clearly positive validation RankIC.
 """
 
@@ -17,7 +17,6 @@ import pytest
 import torch
 from pydantic import ValidationError
 from scipy.stats import spearmanr
-from test_panel import RETURN_COLUMN, feature_columns, make_dataset, make_stats
 
 from atft_pipeline.dataset.splits import DateWindow, SplitConfig
 from atft_pipeline.evaluation.metrics import PREDICTION_COLUMNS, QUANTILE_COLUMNS
@@ -39,6 +38,10 @@ from atft_pipeline.training import (
 )
 from atft_pipeline.training.loop import WarmupCosine, seed_everything
 from atft_pipeline.training.tracking import flatten_params
+from tests.helpers import RETURN_COLUMN, feature_columns, make_dataset, make_stats
+
+# Every test here trains a model for a few epochs.
+pytestmark = pytest.mark.slow
 
 WINDOW = 5
 

@@ -9,94 +9,20 @@ import polars as pl
 import pytest
 import torch
 
-from atft_pipeline import calendar
-from atft_pipeline.dataset.normalization import (
-    apply_normalization,
-    compute_normalization_stats,
-    stats_hash,
-)
-from atft_pipeline.features.catalog import HORIZONS, META_COLUMNS, TARGET_COLUMNS
+from atft_pipeline.dataset.normalization import apply_normalization, stats_hash
+from atft_pipeline.features.catalog import HORIZONS, TARGET_COLUMNS
 from atft_pipeline.features.graph_builder import GraphConfig, correlation_graph
-from atft_pipeline.jquants.reference import MARKET_SEGMENTS, SECTOR33
 from atft_pipeline.model.config import N_SECTORS, N_SEGMENTS
 from atft_pipeline.training.panel import OTHER_SECTOR_ID, UNKNOWN_SEGMENT_ID, Panel, PanelError
-
-SECTOR_CODES = sorted(SECTOR33)
-SEGMENT_CODES = sorted(MARKET_SEGMENTS)
-
-RETURN_COLUMN = "logret_1d"
-SIGNAL_COLUMN = "signal"
-N_CLUSTERS = 4
-
-
-def make_dataset(
-    n_stocks: int = 24, n_dates: int = 120, n_noise: int = 3, seed: int = 0
-) -> pl.DataFrame:
-    """A small ``ml_dataset``-shaped frame with a planted signal and a correlation structure.
-
-    * ``signal`` (feature) predicts every target: target_h = 0.02·signal + noise·√h, so a model
-      that reads the window's last step can reach a high RankIC;
-    * ``logret_1d`` (the raw return behind the graphs) has a cluster factor: stocks i and j
-      with i ≡ j (mod 4) are correlated at ρ ≈ 0.9, other pairs ≈ 0;
-    * ``scaled`` is noise at a large scale and offset (normalization must bring it to O(1));
-      noise features have ~10 % nulls;
-    * stock 1 lists 30 dates late (no rows before), stock 2 is outside the universe on its
-      first 10 dates, stock 3 has sector "9999" and stock 4 an unknown market code;
-    * targets are null where they would run past the data (the last 1 + h dates).
-    """
-    rng = np.random.default_rng(seed)
-    start = dt.date(2020, 1, 6)
-    days = calendar.trading_days(start, start + dt.timedelta(days=2 * n_dates + 30))[:n_dates]
-    codes = [f"{1301 + i:04d}0" for i in range(n_stocks)]
-    d, n = len(days), n_stocks
-    signal = rng.standard_normal((d, n))
-    factors = rng.standard_normal((d, N_CLUSTERS))
-    cluster = np.arange(n) % N_CLUSTERS
-    logret = 0.01 * (factors[:, cluster] + 0.35 * rng.standard_normal((d, n)))
-    columns: dict[str, np.ndarray] = {
-        SIGNAL_COLUMN: signal,
-        RETURN_COLUMN: logret,
-        "scaled": 1_000.0 + 250.0 * rng.standard_normal((d, n)),
-    }
-    for k in range(n_noise):
-        noise = rng.standard_normal((d, n))
-        noise[rng.random((d, n)) < 0.1] = np.nan
-        columns[f"noise_{k}"] = noise
-    targets = {}
-    for h, name in zip(HORIZONS, TARGET_COLUMNS, strict=True):
-        value = 0.02 * signal + 0.01 * np.sqrt(h) * rng.standard_normal((d, n))
-        value[d - 1 - h :] = np.nan  # not known yet at the end of the data
-        targets[name] = value
-    day_idx, code_idx = np.meshgrid(np.arange(d), np.arange(n), indexing="ij")
-    sectors = np.array(SECTOR_CODES)[np.arange(n) % len(SECTOR_CODES)].astype(object)
-    sectors[3] = "9999"
-    segments = np.array(SEGMENT_CODES)[np.arange(n) % len(SEGMENT_CODES)].astype(object)
-    segments[4] = "0199"
-    universe = np.ones((d, n), dtype=bool)
-    universe[:10, 2] = False
-    frame = pl.DataFrame(
-        {
-            "date": pl.Series(np.array(days, dtype="datetime64[D]")[day_idx.ravel()]).cast(pl.Date),
-            "code": np.array(codes)[code_idx.ravel()],
-            "sector33": sectors[code_idx.ravel()],
-            "market_segment": segments[code_idx.ravel()],
-            "universe": universe.ravel(),
-            **{k: v.ravel().astype(np.float32) for k, v in columns.items()},
-            **{k: v.ravel().astype(np.float32) for k, v in targets.items()},
-        }
-    ).with_columns(pl.col([*columns, *targets]).fill_nan(None))
-    late = (pl.col("code") == codes[1]) & (pl.col("date") < days[30])
-    return frame.filter(~late)
-
-
-def feature_columns(frame: pl.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c not in META_COLUMNS and c not in TARGET_COLUMNS]
-
-
-def make_stats(frame: pl.DataFrame, train_end: dt.date | None = None) -> pl.DataFrame:
-    rows = frame.lazy() if train_end is None else frame.lazy().filter(pl.col("date") <= train_end)
-    return compute_normalization_stats(rows, feature_columns(frame))
-
+from tests.helpers import (
+    N_CLUSTERS,
+    RETURN_COLUMN,
+    SECTOR_CODES,
+    SEGMENT_CODES,
+    feature_columns,
+    make_dataset,
+    make_stats,
+)
 
 GRAPH = GraphConfig(window=20, k=4, threshold=0.3, min_obs=14)
 

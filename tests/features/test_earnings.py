@@ -1,6 +1,9 @@
 """Earnings family: a hand-built disclosure history (intraday / after-close / holiday releases,
 the 15:30 close from 2024-11-05, a correction, forecast revisions, a missing time) checked
-date by date against a plain-Python oracle; plus the sandbox market for contract and leakage."""
+date by date against a plain-Python oracle, with leakage and a nightly run on that history.
+
+The contract every family shares (columns, leakage, lookback, empty sources) is in
+``test_family_contract.py``."""
 
 from __future__ import annotations
 
@@ -15,15 +18,13 @@ import pytest
 from atft_pipeline import calendar
 from atft_pipeline.features import earnings
 from atft_pipeline.jquants.endpoints import ENDPOINTS
-from feature_oracles import (
+from tests.helpers import (
     BARS,
     FINS,
     TOPIX,
     assert_contract,
     perturb_after,
     run,
-    sandbox_tables,
-    sessions_of,
     until,
 )
 
@@ -249,20 +250,6 @@ def test_nightly_run_equals_backfill(hand_built, t):
     tables, base = hand_built
     nightly = run(FAMILY, until(tables, t), [t], [d for d in DAYS if d <= t])
     assert nightly.equals(base.filter(pl.col("date") == t))
-
-
-def test_sandbox_contract_and_leakage():
-    tables = sandbox_tables()
-    days = sessions_of(tables)
-    base = run(FAMILY, tables, days, days)
-    assert_contract(base, FAMILY, tables, days)
-    # every code reports quarterly: by the end each has a recent report and a plausible count
-    last = base.filter(pl.col("date") == days[-1])
-    assert last["earn_days_since_report"].max() < 100
-    assert last["earn_report_count_250d"].is_between(3, 5).all()
-    for t in (days[150], days[330]):
-        moved = run(FAMILY, perturb_after(tables, t), days, days)
-        assert base.filter(pl.col("date") <= t).equals(moved.filter(pl.col("date") <= t)), t
 
 
 def test_missing_column_is_a_clear_error():

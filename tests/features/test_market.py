@@ -1,5 +1,8 @@
 """Market family: TOPIX regime, breadth and per-stock exposure against numpy/scipy brute force,
-warm-up nulls, the session grid (days missing from the feed), leakage and real data."""
+warm-up nulls, the session grid (days missing from the feed) and real data.
+
+The contract every family shares (columns, leakage, lookback, empty sources) is in
+``test_family_contract.py``."""
 
 from __future__ import annotations
 
@@ -14,18 +17,16 @@ from scipy import stats
 from atft_pipeline.dataset.raw_frames import raw_frames_from_tables
 from atft_pipeline.features import market
 from atft_pipeline.features.catalog import FeatureInputs
-from feature_oracles import (
+from tests.helpers import (
     BARS,
     TOPIX,
     Panel,
     assert_contract,
-    perturb_after,
     real_tables,
     regression,
     run,
     sandbox_tables,
     sessions_of,
-    until,
     window,
 )
 
@@ -60,12 +61,6 @@ def assert_series(got: np.ndarray, want: np.ndarray, name: str, rtol=2e-6, atol=
     )
     ok = ~np.isnan(want)
     np.testing.assert_allclose(got[ok], want[ok], rtol=rtol, atol=atol, err_msg=name)
-
-
-def test_contract(case):
-    tables, days, out, _ = case
-    assert_contract(out, FAMILY, tables, days)
-    assert len(FAMILY.columns) == 40
 
 
 def test_topix_columns_match_numpy(case):
@@ -198,29 +193,6 @@ def test_missing_feed_day_is_a_gap_not_a_shorter_window(case):
     assert after_gap["mkt_excess_ret_1d"].item() is None
     y = window(panel.ret1[:, panel.code(code)], 130, 60)
     assert np.isnan(y).sum() == 3
-
-
-def test_nightly_run_equals_backfill(case):
-    """A window that ends at t (the nightly update) gives the backfill's rows for t."""
-    tables, days, base = case[0], case[1], case[2]
-    for t in (days[150], days[-1]):
-        nightly = run(FAMILY, until(tables, t), [t], [d for d in days if d <= t])
-        assert nightly.equals(base.filter(pl.col("date") == t)), t
-
-
-def test_no_leakage(case):
-    tables, days, base, _ = case
-    for t in (days[120], days[280]):
-        moved = run(FAMILY, perturb_after(tables, t), days, days)
-        assert base.filter(pl.col("date") <= t).equals(moved.filter(pl.col("date") <= t)), t
-        assert not base.filter(pl.col("date") > t).equals(moved.filter(pl.col("date") > t))
-
-
-def test_emits_only_requested_dates(case):
-    tables, days, base, _ = case
-    tail = days[-20:]
-    part = run(FAMILY, tables, tail, days)
-    assert part.equals(base.filter(pl.col("date").is_in(tail)))
 
 
 def test_missing_column_is_a_clear_error(case):

@@ -1,6 +1,9 @@
 """Sector family: point-in-time membership (a code that changes sector, a code whose master
 row appears late), sector means / leave-one-out relative returns / ranks / z-scores against a
-per-date brute force, sector vol and turnover, leakage and real data."""
+per-date brute force, sector vol and turnover, and real data.
+
+The contract every family shares (columns, leakage, lookback, empty sources) is in
+``test_family_contract.py``."""
 
 from __future__ import annotations
 
@@ -14,18 +17,16 @@ from scipy import stats
 
 from atft_pipeline.features import sector
 from atft_pipeline.jquants.reference import SECTOR33
-from feature_oracles import (
+from tests.helpers import (
     BARS,
     MASTER,
     Panel,
     asof_master,
     assert_contract,
-    perturb_after,
     real_tables,
     run,
     sandbox_tables,
     sessions_of,
-    until,
 )
 
 FAMILY = sector.FAMILY
@@ -197,12 +198,7 @@ def expected_row(tables, panel: Panel, days, t: int, code: str) -> dict[str, flo
     return want
 
 
-def test_contract(case):
-    tables, days, out, _, _ = case
-    assert_contract(out, FAMILY, tables, days)
-    assert len(FAMILY.columns) == 35
-
-
+@pytest.mark.slow
 def test_values_match_per_date_brute_force(case):
     tables, days, out, panel, info = case
     checked = 0
@@ -272,22 +268,6 @@ def test_segment_tiers_follow_the_2022_reorganisation(case):
     # sandbox codes move from 1st Section (0101) to Prime (0111): one tier throughout
     prime = out.filter(pl.col("sec_seg_prime").is_not_null())
     assert (prime["sec_seg_prime"] + prime["sec_seg_standard"] + prime["sec_seg_growth"] == 1).all()
-
-
-def test_nightly_run_equals_backfill(case):
-    """A window that ends at t (the nightly update) gives the backfill's rows for t."""
-    tables, days, base = case[0], case[1], case[2]
-    for t in (days[150], days[-1]):
-        nightly = run(FAMILY, until(tables, t), [t], [d for d in days if d <= t])
-        assert nightly.equals(base.filter(pl.col("date") == t)), t
-
-
-def test_no_leakage(case):
-    tables, days, base, _, _ = case
-    for t in (days[90], days[300]):
-        moved = run(FAMILY, perturb_after(tables, t), days, days)
-        assert base.filter(pl.col("date") <= t).equals(moved.filter(pl.col("date") <= t)), t
-        assert not base.filter(pl.col("date") > t).equals(moved.filter(pl.col("date") > t))
 
 
 @pytest.mark.realdata

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import yaml
 from dagster._core.instance.config import dagster_instance_config
 
 from assets.instance import ensure_dagster_home
 from atft_pipeline.settings import Settings
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_compose_has_every_service_and_binds_uis_to_loopback():

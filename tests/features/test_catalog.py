@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import polars as pl
 import pytest
 
@@ -11,8 +9,8 @@ from atft_pipeline.features.catalog import CatalogError, FeatureCatalog, Feature
 from atft_pipeline.features.docs import catalog_markdown
 from atft_pipeline.features.registry import default_catalog, enabled_families, entitled_families
 from atft_pipeline.jquants.endpoints import Plan
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_every_family_on_gives_at_least_300_feature_columns():

@@ -1,5 +1,8 @@
 """Volatility family against numpy/scipy brute force (every column), the drawdown algorithm on
-arbitrary windows, warm-up nulls, leakage, the lookback, and real data."""
+arbitrary windows, warm-up nulls and real data.
+
+The contract every family shares (columns, leakage, lookback, empty sources) is in
+``test_family_contract.py``."""
 
 from __future__ import annotations
 
@@ -12,8 +15,12 @@ import pytest
 from scipy import stats
 
 from atft_pipeline.features import volatility
-from feature_oracles import BARS, assert_contract, perturb_after, run, sandbox_tables, sessions_of
-from test_features_price import (
+from tests.helpers import (
+    BARS,
+    assert_contract,
+    run,
+    sandbox_tables,
+    sessions_of,
     assert_matches,
     assert_warmup,
     column_on,
@@ -92,13 +99,6 @@ def case():
     return tables, days, run(FAMILY, tables, days, days)
 
 
-def test_contract(case):
-    tables, days, out = case
-    assert_contract(out, FAMILY, tables, days)
-    assert len(FAMILY.columns) == 20
-    assert FAMILY.lookback >= max(spec.lookback for spec in FAMILY.features)
-
-
 def test_every_column_matches_numpy_and_scipy(case):
     tables, _, out = case
     bars = tables[BARS]
@@ -126,25 +126,6 @@ def test_max_drawdown_on_any_window(windows):
 def test_nulls_before_warm_up(case):
     tables, _, out = case
     assert_warmup(out, FAMILY, tables[BARS])
-
-
-def test_no_leakage(case):
-    tables, days, base = case
-    for t in (days[150], days[300]):
-        moved = run(FAMILY, perturb_after(tables, t), days, days)
-        assert base.filter(pl.col("date") <= t).equals(moved.filter(pl.col("date") <= t)), t
-        assert not base.filter(pl.col("date") > t).equals(moved.filter(pl.col("date") > t))
-
-
-def test_needs_only_its_lookback(case):
-    tables, days, base = case
-    start, tail = days[-(FAMILY.lookback + 20)], days[-20:]
-    short = {BARS: tables[BARS].filter(pl.col("Date") >= start)}
-    part = run(FAMILY, short, tail, [d for d in days if d >= start])
-    full = base.filter(pl.col("date").is_in(tail))
-    assert part.select("date", "code").equals(full.select("date", "code"))
-    for name in FAMILY.columns:
-        assert_matches(part[name].to_numpy(), full[name].to_numpy(), name)
 
 
 @pytest.mark.realdata

@@ -117,6 +117,7 @@ def test_lightgbm_predictions_follow_the_contract(model, windows) -> None:
     ].unique().to_list() == ["live"]
 
 
+@pytest.mark.slow
 def test_lightgbm_is_deterministic(model, windows) -> None:
     train, val, test = windows
     # the default thread count; L2 stopping keeps Polars' thread pool out of the boosting loop

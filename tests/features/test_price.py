@@ -1,15 +1,12 @@
 """Price family against a plain-numpy recomputation from the bars table (every column), the
-warm-up contract, halts and gaps, leakage, and real data.
+warm-up contract, halts and gaps, and real data.
 
-Also holds the per-stock helpers the technical and volatility tests share: a stock's traded
-bars as numpy arrays straight from the endpoint table, trailing windows, and a comparison
-that checks the null pattern as well as the values.
-"""
+The contract every family shares (columns, leakage, lookback, empty sources) is in
+``test_family_contract.py``."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from functools import partial
 
 import numpy as np
@@ -17,111 +14,23 @@ import polars as pl
 import pytest
 
 from atft_pipeline.features import price
-from atft_pipeline.features.catalog import FeatureFamily
 from atft_pipeline.features.registry import FeatureFamilyError
-from feature_oracles import BARS, assert_contract, perturb_after, run, sandbox_tables, sessions_of
+from tests.helpers import (
+    BARS,
+    assert_contract,
+    assert_matches,
+    assert_warmup,
+    column_on,
+    lag,
+    real_slice,
+    run,
+    sandbox_tables,
+    sessions_of,
+    traded_bars,
+    trailing,
+)
 
 FAMILY = price.FAMILY
-
-
-# ---------------------------------------------------------------------------------------
-# Shared helpers (also imported by test_features_technical / test_features_volatility)
-# ---------------------------------------------------------------------------------------
-
-
-def traded_bars(bars: pl.DataFrame, code: str) -> dict[str, np.ndarray]:
-    """The code's bars with prices, in date order, as float arrays (trading value: Va, else
-    raw C × Vo)."""
-    rows = bars.filter((pl.col("Code") == code) & pl.col("AdjC").is_not_null()).sort("Date")
-    turnover = rows.select(pl.coalesce("Va", pl.col("C") * pl.col("Vo")))
-    return {
-        "date": np.array(rows["Date"].to_list(), dtype=object),
-        "open": rows["AdjO"].to_numpy().astype(float),
-        "high": rows["AdjH"].to_numpy().astype(float),
-        "low": rows["AdjL"].to_numpy().astype(float),
-        "close": rows["AdjC"].to_numpy().astype(float),
-        "volume": rows["AdjVo"].to_numpy().astype(float),
-        "turnover": turnover.to_series().to_numpy().astype(float),
-        "raw_close": rows["C"].to_numpy().astype(float),
-    }
-
-
-def lag(x: np.ndarray, k: int) -> np.ndarray:
-    out = np.full_like(x, np.nan)
-    if k < len(x):
-        out[k:] = x[: len(x) - k]
-    return out
-
-
-def trailing(x: np.ndarray, window: int, fn: Callable[..., np.ndarray]) -> np.ndarray:
-    """``fn(blocks, axis=-1)`` over every full trailing window (a window holding NaN gives
-    NaN); ``fn`` is a numpy reduction such as ``np.mean``."""
-    out = np.full(len(x), np.nan)
-    if len(x) >= window:
-        blocks = np.lib.stride_tricks.sliding_window_view(x, window)
-        ok = np.isfinite(blocks).all(axis=1)
-        if ok.any():
-            out[window - 1 :][ok] = fn(blocks[ok], axis=-1)
-    return out
-
-
-def column_on(out: pl.DataFrame, code: str, column: str, dates) -> np.ndarray:
-    """``column`` of ``code`` on ``dates`` (NaN where null)."""
-    rows = out.filter(pl.col("code") == code).select("date", column)
-    got = dict(zip(rows["date"], rows[column], strict=True))
-    return np.array([np.nan if got[d] is None else got[d] for d in dates], dtype=float)
-
-
-def assert_matches(got, want, name: str, rtol: float = 1e-6, atol: float = 1e-9) -> None:
-    """Same null pattern and values to ``rtol`` (the family emits Float32: ~6e-8)."""
-    got, want = np.asarray(got, dtype=float), np.asarray(want, dtype=float)
-    differ = np.isnan(got) != np.isnan(want)
-    assert not differ.any(), (
-        f"{name}: null pattern differs at {np.flatnonzero(differ)[:5]} "
-        f"(got {got[differ][:3]}, want {want[differ][:3]})"
-    )
-    ok = ~np.isnan(want)
-    np.testing.assert_allclose(got[ok], want[ok], rtol=rtol, atol=atol, err_msg=name)
-
-
-def assert_warmup(out: pl.DataFrame, family: FeatureFamily, bars: pl.DataFrame, skip=()) -> None:
-    """Every price-series column is null before bar ``lookback`` of its stock's series, and
-    defined there for some stock (the lookback is exact, not just conservative)."""
-    positions = (
-        bars.filter(pl.col("AdjC").is_not_null())
-        .select(
-            pl.col("Date").alias("date"),
-            pl.col("Code").alias("code"),
-            pl.col("Date").rank("ordinal").over("Code").sub(1).alias("_bar"),
-        )
-    )
-    frame = out.join(positions, on=["date", "code"], how="inner")
-    for spec in family.features:
-        if spec.name in skip:
-            continue
-        early = frame.filter(pl.col("_bar") < spec.lookback)[spec.name]
-        assert early.null_count() == early.len(), f"{spec.name}: value before warm-up"
-        first = frame.filter(pl.col("_bar") == spec.lookback)[spec.name]
-        assert first.null_count() < first.len(), f"{spec.name}: null at bar {spec.lookback}"
-
-
-def real_slice(directory, n_codes: int = 40, n_days: int = 300):
-    """The last ``n_days`` of the real replay for ``n_codes`` codes: every code with a halted
-    row and every code traded on the sparse feed days, topped up with the most-traded codes.
-    Returns (tables, calendar)."""
-    from atft_pipeline.sandbox.replay import read_replay
-
-    tables = read_replay(directory)
-    calendar = sorted(
-        tables["markets/calendar"].filter(pl.col("HolDiv") == "1")["Date"].to_list()
-    )[-n_days:]
-    bars = tables[BARS].filter(pl.col("Date") >= calendar[0])
-    per_day = bars.group_by("Date").len()
-    sparse = per_day.filter(pl.col("len") < 0.1 * pl.col("len").max())["Date"]
-    special = bars.filter(pl.col("C").is_null() | pl.col("Date").is_in(sparse.implode()))["Code"]
-    ranked = bars.group_by("Code").len().sort(["len", "Code"], descending=[True, False])["Code"]
-    codes = list(dict.fromkeys([*sorted(special.unique()), *ranked]))[:n_codes]
-    return {BARS: bars.filter(pl.col("Code").is_in(codes))}, calendar
 
 
 # ---------------------------------------------------------------------------------------
@@ -216,13 +125,7 @@ def case():
     return tables, days, run(FAMILY, tables, days, days)
 
 
-def test_contract(case):
-    tables, days, out = case
-    assert_contract(out, FAMILY, tables, days)
-    assert len(FAMILY.columns) == 39
-    assert FAMILY.lookback >= max(spec.lookback for spec in FAMILY.features)
-
-
+@pytest.mark.slow
 def test_every_column_matches_numpy(case):
     tables, days, out = case
     bars = tables[BARS]
@@ -266,26 +169,6 @@ def test_limit_and_listing_columns(case):
     early = ages.filter(pl.col("date") < days[price.AGE_CAP])["age_days"]
     assert early.null_count() == early.len() > 0
     assert (ages.filter(pl.col("date") >= days[price.AGE_CAP])["age_days"] == price.AGE_CAP).all()
-
-
-def test_no_leakage(case):
-    tables, days, base = case
-    for t in (days[150], days[300]):
-        moved = run(FAMILY, perturb_after(tables, t), days, days)
-        assert base.filter(pl.col("date") <= t).equals(moved.filter(pl.col("date") <= t)), t
-        assert not base.filter(pl.col("date") > t).equals(moved.filter(pl.col("date") > t))
-
-
-def test_emits_only_requested_dates_and_needs_only_its_lookback(case):
-    """With history cut to the family's lookback (+20 days), the last 20 days are the same."""
-    tables, days, base = case
-    start, tail = days[-(FAMILY.lookback + 20)], days[-20:]
-    short = {BARS: tables[BARS].filter(pl.col("Date") >= start)}
-    part = run(FAMILY, short, tail, [d for d in days if d >= start])
-    full = base.filter(pl.col("date").is_in(tail))
-    assert part.select("date", "code").equals(full.select("date", "code"))
-    for name in FAMILY.columns:
-        assert_matches(part[name].to_numpy(), full[name].to_numpy(), name)
 
 
 def test_missing_column_is_a_clear_error(case):

@@ -6,6 +6,7 @@ import pytest
 
 from atft_pipeline import calendar
 from atft_pipeline.dataset.splits import MIN_GAP, DateWindow, SplitConfig, walk_forward
+from tests.helpers import REPO_ROOT
 
 DAYS = calendar.trading_days("2021-01-04", "2023-12-29")
 
@@ -62,11 +63,9 @@ def test_walk_forward_folds_slide_and_end_at_the_last_day():
 
 
 def test_shipped_configs_validate():
-    from pathlib import Path
-
     from atft_pipeline.config import load_config
 
-    for path in (Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"):
+    for path in (REPO_ROOT / "configs").glob("*.yaml"):
         config = load_config(path)
         config.check_builds()
         split = config.splits.resolve(DAYS)

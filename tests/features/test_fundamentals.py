@@ -1,103 +1,44 @@
 """Statements and margin feature families: values against brute-force recomputation on
-hand-built cases, point-in-time behaviour (restatements, publication lags, corrections),
-catalog contract and leakage."""
+hand-built cases and point-in-time behaviour (restatements, publication lags, corrections).
+
+The contract every family shares (columns, leakage, lookback, empty sources) is in
+``test_family_contract.py``."""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-import warnings
 from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 import polars as pl
 import pytest
-from feature_oracles import real_tables, sandbox_tables, sessions_of
 from scipy import stats
 
 from atft_pipeline import calendar
 from atft_pipeline.dataset.raw_frames import raw_frames_from_tables
 from atft_pipeline.features import margin_daily, margin_weekly, statements
 from atft_pipeline.features.registry import compute_family
-from atft_pipeline.jquants.endpoints import ENDPOINTS
+from tests.helpers import (
+    BARS,
+    FINS,
+    assert_contract,
+    bars_rows,
+    close_enough,
+    run,
+    table,
+    value,
+)
 
 D = dt.date
-BARS = "equities/bars/daily"
-FINS = "fins/summary"
 WEEKLY = "markets/margin-interest"
 ALERT = "markets/margin-alert"
 FAMILIES = (statements.FAMILY, margin_weekly.FAMILY, margin_daily.FAMILY)
 
 
-def table(path: str, rows: list[dict]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=ENDPOINTS[path].schema())
-
-
-def run(family, tables: dict[str, pl.DataFrame], days: list[dt.date], dates=None) -> pl.DataFrame:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # polars: as-of sortedness with `by`
-        return compute_family(family, raw_frames_from_tables(tables), dates or days, days)
-
-
-def value(frame: pl.DataFrame, day: dt.date, code: str, column: str):
-    return frame.filter((pl.col("date") == day) & (pl.col("code") == code))[column].item()
-
-
-def close_enough(got, want, rel=2e-6) -> bool:
-    if want is None or (isinstance(want, float) and not math.isfinite(want)):
-        return got is None
-    return got is not None and math.isclose(got, want, rel_tol=rel, abs_tol=1e-6)
-
-
-def assert_contract(frame: pl.DataFrame, family) -> None:
-    assert frame.columns == ["date", "code", *family.columns]
-    for spec in family.features:
-        assert frame.schema[spec.name] == spec.dtype
-        col = frame[spec.name]
-        if spec.dtype.is_float():
-            assert not (col.is_nan() | col.is_infinite()).any(), spec.name
-
-
-# Without its source a family's quantities are null; flags and counts are 0, "sessions
-# since the last alert" is "at least the cap" once a stock has that much history, and the
-# rank of equal (zero) short positions is the average rank.
-NO_SOURCE_VALUE = {
-    "mrgd_days_since_alert": float(margin_daily.SINCE_ALERT_CAP),
-    "shrt_pos_sum_rank": 0.5,
-}
-
-
-def assert_no_source_values(frame: pl.DataFrame, family) -> None:
-    for spec in family.features:
-        column = frame[spec.name].drop_nulls()
-        assert (column == NO_SOURCE_VALUE.get(spec.name, 0.0)).all(), spec.name
-
-
 # --------------------------------------------------------------------------------------
 # Hand-built bars: one or more codes, a price path and optional split (AdjFactor) days.
-
-
-def bars_rows(code: str, days: list[dt.date], splits: dict[dt.date, float] | None = None, seed=0):
-    rng = np.random.default_rng(seed)
-    rows, price = [], 1000.0
-    for day in days:
-        factor = (splits or {}).get(day, 1.0)
-        price = price * factor * math.exp(rng.normal(0.0, 0.02))
-        volume = float(rng.integers(1_000, 9_000)) / factor
-        rows.append(
-            {
-                "Date": day,
-                "Code": code,
-                "C": price,
-                "AdjC": price,
-                "AdjFactor": factor,
-                "Vo": volume,
-                "AdjVo": volume,
-                "Va": price * volume,
-            }
-        )
-    return rows
 
 
 # --------------------------------------------------------------------------------------
@@ -559,6 +500,7 @@ def statement_case():
     )
 
 
+@pytest.mark.slow
 def test_statements_match_brute_force_on_every_day(statement_case):
     days, bars, docs, _, out = statement_case
     assert_contract(out, statements.FAMILY)
@@ -775,6 +717,7 @@ def last_zscore(series, n, end):
     return float(stats.zscore(np.array(series[end - n : end]), ddof=1)[-1])
 
 
+@pytest.mark.slow
 def test_weekly_margin_matches_brute_force(weekly_case):
     days, bars, weekly, out = weekly_case
     assert_contract(out, margin_weekly.FAMILY)
@@ -947,126 +890,7 @@ def test_margin_alert_flags_history_and_quantities(alert_case):
 
 
 # --------------------------------------------------------------------------------------
-# leakage: every source perturbed after t leaves every feature at dates <= t bit-identical.
-
-
-def toy_sources(days: list[dt.date], codes: list[str], seed: int = 7) -> dict[str, pl.DataFrame]:
-    rng = np.random.default_rng(seed)
-    bars = table(
-        BARS,
-        [
-            r
-            for i, c in enumerate(codes)
-            for r in bars_rows(c, days, {days[150]: 0.5} if i == 1 else None, seed=i)
-        ],
-    )
-    fridays = [d for d in days if d.weekday() == 4]
-    weekly = table(
-        WEEKLY, [r for i, c in enumerate(codes) for r in weekly_rows(c, fridays, seed=i)]
-    )
-    docs = statement_docs()
-    fins = pl.concat([statement_table(c, docs) for c in codes])
-    alerts = []
-    for c in codes[:2]:
-        for j in range(1, len(days)):
-            if rng.random() < 0.3:
-                alerts.append(
-                    {
-                        "PubDate": days[j],
-                        "Code": c,
-                        "AppDate": days[j - 1],
-                        "PubReason.Restricted": bool(rng.random() < 0.3),
-                        "ShrtOut": float(rng.integers(100, 900)),
-                        "LongOut": float(rng.integers(100, 900)),
-                        "ShrtOutChg": 5.0,
-                        "LongOutChg": -5.0,
-                        "SLRatio": 50.0,
-                        "TSEMrgnRegCls": "003",
-                    }
-                )
-    return {BARS: bars, WEEKLY: weekly, FINS: fins, ALERT: table(ALERT, alerts)}
-
-
-PUBLISHED_AFTER = {
-    BARS: lambda t: pl.col("Date") > t,
-    FINS: lambda t: pl.col("DiscDate") > t,
-    # Published two sessions after the application date: unseen at t when Date > t - 2 sessions.
-    WEEKLY: lambda t: pl.col("Date") > calendar.shift_trading_days(t, -2),
-    ALERT: lambda t: pl.col("PubDate") > t,
-}
-
-
-# Sources where a later row with the same key is a legitimate event (restatement, correction).
-REPEATABLE = (FINS, ALERT)
-
-
-def perturb_after(
-    tables: dict[str, pl.DataFrame],
-    t: dt.date,
-    after=PUBLISHED_AFTER,
-    seed=11,
-    repeatable=REPEATABLE,
-):
-    """Change every value published after t: numbers scaled, flags flipped, splits added,
-    rows deleted, and (where the source allows it) late corrections appended."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for path, frame in tables.items():
-        hit = after[path](t)
-        factor = pl.Series(rng.uniform(0.2, 5.0, frame.height))
-        split = pl.Series(rng.random(frame.height) < 0.02)
-        changes = []
-        for column, dtype in frame.schema.items():
-            if column == "AdjFactor":  # a few splits after t, not a random walk of factors
-                changes.append(
-                    pl.when(hit & split).then(0.5).otherwise(pl.col(column)).alias(column)
-                )
-            elif dtype == pl.Float64:
-                changes.append(
-                    pl.when(hit)
-                    .then(pl.col(column) * factor)
-                    .otherwise(pl.col(column))
-                    .alias(column)
-                )
-            elif dtype == pl.Boolean:
-                changes.append(
-                    pl.when(hit)
-                    .then(~pl.col(column).fill_null(False))
-                    .otherwise(pl.col(column))
-                    .alias(column)
-                )
-        changed = frame.with_columns(changes)
-        draw = pl.Series(rng.random(frame.height))
-        kept = changed.filter(~hit | (draw > 0.2))
-        if path in repeatable:
-            repeated = changed.filter(hit & (draw > 0.8)).with_columns(
-                [pl.col(c) * 1.5 for c, dtype in frame.schema.items() if dtype == pl.Float64]
-            )
-            kept = pl.concat([kept, repeated])
-        out[path] = kept
-    return out
-
-
-@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
-def test_no_leakage_from_anything_published_after_t(family):
-    days = calendar.trading_days("2020-06-01", "2022-12-30")
-    tables = toy_sources(days, ["11110", "22220", "33330"])
-    base = run(family, tables, days)
-    assert_contract(base, family)
-    for t in (D(2021, 9, 14), D(2022, 5, 13), D(2022, 8, 4)):
-        moved = run(family, perturb_after(tables, t), days)
-        assert base.filter(pl.col("date") <= t).equals(moved.filter(pl.col("date") <= t)), t
-        assert not base.filter(pl.col("date") > t).equals(moved.filter(pl.col("date") > t))
-
-
-@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
-def test_empty_sources_give_null_quantities_not_errors(family):
-    days = calendar.trading_days("2022-01-04", "2022-03-31")
-    tables = {BARS: table(BARS, bars_rows("11110", days))}
-    out = run(family, tables, days)
-    assert_contract(out, family)
-    assert out.height == len(days)
-    assert_no_source_values(out, family)
+# a source without a column the family reads
 
 
 def test_missing_source_column_is_a_clear_error():
@@ -1075,42 +899,3 @@ def test_missing_source_column_is_a_clear_error():
     raw["raw_weekly_margin_interest"] = raw["raw_weekly_margin_interest"].drop("IssType")
     with pytest.raises(Exception, match="raw_weekly_margin_interest.*IssType"):
         compute_family(margin_weekly.FAMILY, raw, days, days)
-
-
-# --------------------------------------------------------------------------------------
-# the sandbox market (every source present) and the real replay (none of them present)
-
-
-@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
-def test_sandbox_market_contract_coverage_and_leakage(family):
-    tables = {path: frame for path, frame in sandbox_tables().items() if path in PUBLISHED_AFTER}
-    days = sessions_of(tables)
-    dates = days[250:]
-    out = run(family, tables, days, dates)
-    assert_contract(out, family)
-    universe = (
-        tables[BARS]
-        .filter(pl.col("Date").is_in(dates))
-        .select(pl.col("Date").alias("date"), pl.col("Code").alias("code"))
-        .sort("date", "code")
-    )
-    assert out.select("date", "code").equals(universe)
-    # Every column carries values on a market that has the source (an all-null column would
-    # be a silently broken feature).
-    empty = [c for c in family.columns if out[c].null_count() == out.height]
-    assert not empty
-    t = days[300]
-    moved = run(family, perturb_after(tables, t), days, dates)
-    assert out.filter(pl.col("date") <= t).equals(moved.filter(pl.col("date") <= t))
-
-
-@pytest.mark.realdata
-@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
-def test_real_replay_without_these_sources(realdata_dir, family):
-    """The real replay has bars but none of these sources: the family still honours its
-    contract on real bars (splits, halts), with quantities null and flags 0."""
-    tables = real_tables(realdata_dir, n_codes=100, n_days=300)
-    days = sessions_of(tables)
-    out = run(family, tables, days)
-    assert_contract(out, family)
-    assert_no_source_values(out, family)

@@ -1,6 +1,9 @@
 """Correlation-graph builder against a dense brute force (symmetric, no self loops, top-k by
 |ρ|, threshold, NaN-safe eligibility) and the graph family's node features against loops over
-an independently built adjacency, with leakage and real-data checks."""
+an independently built adjacency, and real data.
+
+The contract every family shares (columns, leakage, lookback, empty sources) is in
+``test_family_contract.py``."""
 
 from __future__ import annotations
 
@@ -17,18 +20,16 @@ from atft_pipeline.features.graph_builder import (
     build_correlation_graph,
     correlation_graph,
 )
-from feature_oracles import (
+from tests.helpers import (
     BARS,
     MASTER,
     Panel,
     asof_master,
     assert_contract,
-    perturb_after,
     real_tables,
     run,
     sandbox_tables,
     sessions_of,
-    until,
 )
 
 FAMILY = graph.FAMILY
@@ -220,12 +221,7 @@ def expected_features(tables, panel: Panel, days, t: int) -> dict[str, dict[str,
     return out
 
 
-def test_contract(case):
-    tables, days, out, _ = case
-    assert_contract(out, FAMILY, tables, days)
-    assert len(FAMILY.columns) == 15
-
-
+@pytest.mark.slow
 def test_family_matches_brute_force(case):
     tables, days, out, panel = case
     checked = 0
@@ -247,29 +243,6 @@ def test_family_matches_brute_force(case):
     # before 40 returns exist nobody is in the graph: nulls, not zeros
     early = out.filter(pl.col("date") < days[40])
     assert early["graph_degree"].null_count() == early.height
-
-
-def test_nightly_run_equals_backfill(case):
-    """A window that ends at t (the nightly update) gives the backfill's rows for t."""
-    tables, days, base = case[0], case[1], case[2]
-    for t in (days[150], days[-1]):
-        nightly = run(FAMILY, until(tables, t), [t], [d for d in days if d <= t])
-        assert nightly.equals(base.filter(pl.col("date") == t)), t
-
-
-def test_no_leakage(case):
-    tables, days, base, _ = case
-    for t in (days[100], days[300]):
-        moved = run(FAMILY, perturb_after(tables, t), days, days)
-        assert base.filter(pl.col("date") <= t).equals(moved.filter(pl.col("date") <= t)), t
-        assert not base.filter(pl.col("date") > t).equals(moved.filter(pl.col("date") > t))
-
-
-def test_emits_only_requested_dates(case):
-    tables, days, base, _ = case
-    part = run(FAMILY, tables, days[-5:], days)
-    assert part.equals(base.filter(pl.col("date").is_in(days[-5:])))
-    assert run(FAMILY, tables, [], days).is_empty()
 
 
 @pytest.mark.realdata

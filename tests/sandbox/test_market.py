@@ -660,6 +660,7 @@ def test_oracle_uses_no_information_after_t(market):
     assert not _rows(market.replay_oracle(changed), t).equals(_rows(market.oracle, t))
 
 
+@pytest.mark.slow
 def test_oracle_rankic_is_positive_and_stable_across_seeds(market):
     results = [market.oracle_rankic()] + [
         generate_market(MarketConfig(seed=s, **SMALL)).oracle_rankic() for s in (11, 12)

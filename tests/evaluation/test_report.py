@@ -50,6 +50,7 @@ def predictions() -> pl.DataFrame:
     return pl.concat(frames).select(metrics.PREDICTION_COLUMNS)
 
 
+@pytest.mark.slow
 def test_report_table_equals_evaluate_and_writes_files(
     predictions: pl.DataFrame, tmp_path: Path
 ) -> None:
@@ -103,6 +104,7 @@ def test_report_table_equals_evaluate_and_writes_files(
     assert f"{row['sharpe_net']:.2f}" in line
 
 
+@pytest.mark.slow
 def test_oracle_model_gives_the_fraction_without_reported_values(
     predictions: pl.DataFrame, tmp_path: Path
 ) -> None:

@@ -26,8 +26,8 @@ from atft_pipeline.sandbox.faults import FaultInjector, FaultSettings, parse_fau
 from atft_pipeline.sandbox.query import EndpointTable, plan_window
 from atft_pipeline.sandbox.ratelimit import SlidingWindowLimiter
 from atft_pipeline.sandbox.server import ServerSettings, create_app, serve_in_thread
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DAYS = trading_days("2024-01-04", "2024-01-12")  # 4, 5, 9, 10, 11, 12 January
 CODES = ["13010", "72030", "86970", "130A0"]
 NEW_LISTING = dt.date(2024, 1, 10)  # 130A0 trades from here on
@@ -961,6 +961,7 @@ async def test_real_replay_through_the_client(realdata_dir: Path) -> None:
         assert server.stats.count("equities/bars/daily", status=200) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_date_index_answers_a_day_without_scanning(realdata_dir: Path) -> None:
     from atft_pipeline.sandbox.replay import read_replay

@@ -410,6 +410,7 @@ def _backward(model, batch):
     return out
 
 
+@pytest.mark.slow
 def test_phases_really_switch_the_forward_path():
     torch.manual_seed(0)
     config = small_config()
@@ -452,6 +453,7 @@ def test_phases_really_switch_the_forward_path():
         model.set_phase("gnn")
 
 
+@pytest.mark.slow
 def test_dropout_only_in_training():
     torch.manual_seed(0)
     config = small_config(dropout=0.3)
@@ -513,6 +515,7 @@ def test_state_dict_round_trip():
     torch.testing.assert_close(clone(*batch).quantiles, model(*batch).quantiles)
 
 
+@pytest.mark.slow
 def test_model_learns_a_cross_sectional_signal():
     """A few optimiser steps on a target driven by one feature raise the per-date IC."""
     torch.manual_seed(0)
@@ -534,6 +537,7 @@ def test_model_learns_a_cross_sectional_signal():
     assert float(terms["ic"].detach()) > 0.9 > 0.1 > first["ic"]
 
 
+@pytest.mark.slow
 def test_runs_under_bf16_autocast():
     """Training on CUDA uses bf16 autocast; the CPU autocast exercises the same casts."""
     config = small_config()

@@ -1,6 +1,9 @@
 """Short-selling, investor-flow and index-option feature families: values against
-brute-force recomputation on hand-built cases, point-in-time behaviour (sector changes,
-corrections, publication lags), catalog contract and leakage."""
+brute-force recomputation on hand-built cases and point-in-time behaviour (sector changes,
+corrections, publication lags).
+
+The contract every family shares (columns, leakage, lookback, empty sources) is in
+``test_family_contract.py``."""
 
 from __future__ import annotations
 
@@ -10,15 +13,13 @@ import math
 import numpy as np
 import polars as pl
 import pytest
-from feature_oracles import real_tables, sandbox_tables, sessions_of
 from scipy import stats
-from test_features_fundamentals import (
+
+from tests.helpers import (
     BARS,
     assert_contract,
-    assert_no_source_values,
     bars_rows,
     close_enough,
-    perturb_after,
     run,
     table,
     value,
@@ -205,6 +206,7 @@ def expected_short(days, tables) -> dict[tuple, dict]:
     return out
 
 
+@pytest.mark.slow
 def test_short_selling_matches_brute_force(short_case):
     days, tables, out = short_case
     assert_contract(out, short_selling.FAMILY)
@@ -391,6 +393,7 @@ def expected_flow(days, tables) -> dict[tuple, dict]:
     return out
 
 
+@pytest.mark.slow
 def test_flow_matches_brute_force(flow_case):
     days, tables, out = flow_case
     assert_contract(out, flow.FAMILY)
@@ -620,126 +623,3 @@ def test_options_front_expiry_skips_expiries_within_five_business_days(option_ca
         np.busday_count(D(2022, 3, 4), D(2022, 4, 10))
     )
     assert np.busday_count(D(2022, 3, 4), D(2022, 3, 10)) == 4
-
-
-# --------------------------------------------------------------------------------------
-# leakage
-
-
-def toy_positioning_sources(days):
-    codes = ["11110", "22220", "33330"]
-    bars = table(BARS, [r for i, c in enumerate(codes) for r in bars_rows(c, days, seed=i)])
-    master = table(
-        MASTER,
-        master_rows(
-            {
-                "11110": [
-                    (days[0], {"S33": "3050", "Mkt": "0101"}),
-                    (D(2022, 4, 4), {"S33": "3650", "Mkt": "0111"}),
-                ],
-                "22220": [
-                    (days[0], {"S33": "3650", "Mkt": "0104"}),
-                    (D(2022, 4, 4), {"S33": "3650", "Mkt": "0113"}),
-                ],
-                "33330": [
-                    (days[0], {"S33": "0050", "Mkt": "0101"}),
-                    (D(2022, 1, 5), {"S33": "3050", "Mkt": "0101"}),
-                ],
-            }
-        ),
-    )
-    rng = np.random.default_rng(2)
-    reports = [
-        report(
-            days[int(rng.integers(0, len(days)))],
-            codes[int(rng.integers(0, 3))],
-            f"H{int(rng.integers(0, 4))}",
-            float(rng.choice([0.004, 0.0055, 0.007, 0.012])),
-        )
-        for _ in range(80)
-    ]
-    rng = np.random.default_rng(3)
-    topix = table(TOPIX, [{"Date": d, "C": 1900 * math.exp(0.01 * rng.normal())} for d in days])
-    return {
-        BARS: bars,
-        MASTER: master,
-        SHORT: table(SHORT, short_ratio_rows(days)),
-        REPORTS: table(REPORTS, reports),
-        INVESTORS: table(INVESTORS, investor_rows()),
-        OPTIONS: table(OPTIONS, option_rows([d for d in days if d >= D(2022, 1, 4)][:200])),
-        TOPIX: topix,
-    }
-
-
-PUBLISHED_AFTER = {
-    BARS: lambda t: pl.col("Date") > t,
-    MASTER: lambda t: pl.col("Date") > t,
-    SHORT: lambda t: pl.col("Date") > t,
-    REPORTS: lambda t: pl.col("DiscDate") > t,
-    INVESTORS: lambda t: pl.col("PubDate") > t,
-    # Options of day D are published the next session: day t's options are unseen at t.
-    OPTIONS: lambda t: pl.col("Date") >= t,
-    TOPIX: lambda t: pl.col("Date") > t,
-}
-
-
-@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
-def test_no_leakage_from_anything_published_after_t(family):
-    days = calendar.trading_days("2021-06-01", "2022-10-31")
-    tables = toy_positioning_sources(days)
-    base = run(family, tables, days)
-    assert_contract(base, family)
-    for t in (D(2022, 3, 31), D(2022, 4, 4), D(2022, 7, 8)):
-        moved = run(
-            family, perturb_after(tables, t, PUBLISHED_AFTER, repeatable=(REPORTS, INVESTORS)), days
-        )
-        assert base.filter(pl.col("date") <= t).equals(moved.filter(pl.col("date") <= t)), t
-        assert not base.filter(pl.col("date") > t).equals(moved.filter(pl.col("date") > t))
-
-
-@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
-def test_empty_sources_give_null_features_not_errors(family):
-    days = calendar.trading_days("2022-01-04", "2022-03-31")
-    out = run(family, {BARS: table(BARS, bars_rows("11110", days))}, days)
-    assert_contract(out, family)
-    assert out.height == len(days)
-    assert_no_source_values(out, family)
-
-
-# --------------------------------------------------------------------------------------
-# the sandbox market (every source present) and the real replay (none of them present)
-
-
-@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
-def test_sandbox_market_contract_coverage_and_leakage(family):
-    tables = {path: frame for path, frame in sandbox_tables().items() if path in PUBLISHED_AFTER}
-    days = sessions_of(tables)
-    dates = days[250:]
-    out = run(family, tables, days, dates)
-    assert_contract(out, family)
-    universe = (
-        tables[BARS]
-        .filter(pl.col("Date").is_in(dates))
-        .select(pl.col("Date").alias("date"), pl.col("Code").alias("code"))
-        .sort("date", "code")
-    )
-    assert out.select("date", "code").equals(universe)
-    empty = [c for c in family.columns if out[c].null_count() == out.height]
-    assert not empty
-    t = days[300]
-    moved = run(
-        family,
-        perturb_after(tables, t, PUBLISHED_AFTER, repeatable=(REPORTS, INVESTORS)),
-        days,
-        dates,
-    )
-    assert out.filter(pl.col("date") <= t).equals(moved.filter(pl.col("date") <= t))
-
-
-@pytest.mark.realdata
-@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
-def test_real_replay_without_these_sources(realdata_dir, family):
-    tables = real_tables(realdata_dir, n_codes=100, n_days=300)
-    out = run(family, tables, sessions_of(tables))
-    assert_contract(out, family)
-    assert_no_source_values(out, family)
