@@ -26,18 +26,26 @@ from sqlalchemy import create_engine, text
 
 from assets.definitions import build_definitions
 from assets.jobs import WEEKLY_RETRAIN_JOB
-from assets.layout import DATASET_ASSET, MODEL_ASSETS, STATS_ASSET, config_path, resolve_layout
+from assets.layout import (
+    CALENDAR_ASSET,
+    DATASET_ASSET,
+    MODEL_ASSETS,
+    STATS_ASSET,
+    TARGETS_ASSET,
+    config_path,
+    resolve_layout,
+)
 from assets.recovery import RECOVERY_SENSOR
 from assets.runner import materialize_range
 from assets.serve import Deployment, free_port, graphql
 from atft_pipeline import calendar
-from atft_pipeline.config import PipelineConfig, SplitSpec, dump_config
+from atft_pipeline.config import DatasetConfig, PipelineConfig, SplitSpec, dump_config
 from atft_pipeline.sandbox.market import MarketConfig, generate_market
 from atft_pipeline.sandbox.server import ServerSettings, create_app, serve_in_thread
 from atft_pipeline.settings import SANDBOX_API_KEY, Settings
 from atft_pipeline.storage import PartitionStore
 
-START, END = dt.date(2021, 1, 4), dt.date(2021, 6, 30)
+START, END = dt.date(2021, 1, 4), dt.date(2021, 5, 31)
 RAW = "raw_short_selling"
 FAMILY = "short_selling"
 LOCATION = {"repositoryLocationName": "atft_pipeline", "repositoryName": "__repository__"}
@@ -123,7 +131,8 @@ def test_backfill_sensor_recovery_and_retrain_through_the_deployment(
     market = generate_market(MarketConfig(seed=5, n_stocks=10, start=START, end=END))
     app = create_app(market.tables, settings=ServerSettings(), oracle=market.oracle)
     config = PipelineConfig(
-        splits=SplitSpec(warmup_days=30, val_fraction=0.2, test_fraction=0.2, max_train_days=40)
+        dataset=DatasetConfig(families=["price", FAMILY]),  # two families keep the build short
+        splits=SplitSpec(warmup_days=20, val_fraction=0.2, test_fraction=0.2, max_train_days=40),
     )
     with serve_in_thread(app) as server:
         for name, value in {
@@ -146,8 +155,7 @@ def test_backfill_sensor_recovery_and_retrain_through_the_deployment(
         with instance_for_test() as scratch:
             built = materialize_range(
                 build_definitions(settings, config=config), scratch,
-                [a for a in layout.pipeline_assets() if a not in (STATS_ASSET, *MODEL_ASSETS)
-                 and a != "latest_predictions"],
+                _dataset_assets(layout),
                 START, END, store, progress=lambda _: None,
             )
         assert built.success, [(s.asset, s.error) for s in built.stages if not s.success]
@@ -163,11 +171,16 @@ def test_backfill_sensor_recovery_and_retrain_through_the_deployment(
             assert "dagster_webserver_version" in deployment_info(deployment)
 
             # 1. backfill: 5 partitions of the raw source and its feature family
+            # Partitions per asset: exactly these five of each (a partitionNames backfill
+            # would extend to every feature partition whose 270-day lookback reads them).
+            window = {"range": {"start": days[0], "end": days[-1]}}
             launched = graphql(
                 deployment.url,
                 LAUNCH_BACKFILL,
-                {"params": {"partitionNames": days,
-                            "assetSelection": [{"path": [RAW]}, {"path": [family_asset]}]}},
+                {"params": {"partitionsByAssets": [
+                    {"assetKey": {"path": [RAW]}, "partitions": window},
+                    {"assetKey": {"path": [family_asset]}, "partitions": window},
+                ]}},
             )["launchPartitionBackfill"]
             assert launched["__typename"] == "LaunchBackfillSuccess", launched
             status = _poll(
@@ -234,6 +247,13 @@ def test_backfill_sensor_recovery_and_retrain_through_the_deployment(
             engine.dispose()
         assert groups and not any(_group_alive(g) for g in groups)
         assert not list((deployment.state_dir / "pids").iterdir())
+
+
+def _dataset_assets(layout) -> list[str]:
+    """The calendar, the raw sources of the enabled families, targets, families, dataset."""
+    sources = {s for n in layout.families for s in layout.catalog.family(n).sources}
+    raw = [a for a in layout.raw_assets if a in sources | {"raw_daily_quotes", "raw_listed_info"}]
+    return [CALENDAR_ASSET, *raw, *layout.feature_assets, TARGETS_ASSET, DATASET_ASSET]
 
 
 def deployment_info(deployment: Deployment) -> dict:
