@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 from dagster import instance_for_test
@@ -240,6 +241,25 @@ def test_backfill_sensor_recovery_and_retrain_through_the_deployment(
             assert (tmp_path / "models").exists() and checkpoint.endswith(".pt")
             assert store.path("evaluation_report").exists()
             assert list((tmp_path / "reports").glob("*/report.md"))
+            # MLflow: the training run ended, carries the checkpoint and the report, and
+            # its model is registered.
+            from mlflow.tracking import MlflowClient
+
+            mlflow = MlflowClient(settings.mlflow_uri)
+            mlflow_run = mlflow.get_run(store.read("atft_model")["mlflow_run_id"][0])
+            assert mlflow_run.info.status == "FINISHED"
+            assert mlflow_run.info.run_name.startswith("atft_gat_fan-")
+            assert mlflow_run.data.tags["dagster_run_id"] == run_id
+            logged = {a.path for a in mlflow.list_artifacts(mlflow_run.info.run_id)}
+            assert {"report.md", Path(checkpoint).name} <= logged, logged
+            assert [v.run_id for v in mlflow.search_model_versions("name='atft_gat_fan'")] == [
+                mlflow_run.info.run_id
+            ]
+            running = mlflow.search_runs(
+                [e.experiment_id for e in mlflow.search_experiments()],
+                "attributes.status = 'RUNNING'",
+            )
+            assert not running, [r.info.run_name for r in running]
             assert not deployment.exited(), deployment.exited()
         finally:
             groups = [p.pid for p in deployment.processes.values()]
