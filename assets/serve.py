@@ -143,7 +143,9 @@ class Deployment:
         ]
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise ServeError(f"cannot open the Dagster instance on Postgres:\n{done.stderr[-3000:]}")
+            raise ServeError(
+                f"cannot open the Dagster instance on Postgres:\n{done.stderr[-3000:]}"
+            )
 
     def _spawn(self, name: str, command: list[str], env: Mapping[str, str]) -> None:
         with self.log_path(name).open("ab") as log:
@@ -282,7 +284,9 @@ def _group_alive(pgid: int) -> bool:
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="atft serve", description=__doc__.splitlines()[0])
+    parser = parser or argparse.ArgumentParser(
+        prog="atft serve", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--host", default="127.0.0.1", help="bind address of every process")
     parser.add_argument("--port", type=int, default=3000, help="webserver port")
     parser.add_argument("--code-port", type=int, default=0, help="code server port (0: free)")

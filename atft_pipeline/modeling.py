@@ -89,7 +89,10 @@ def train_atft(
     run_dir.mkdir(parents=True, exist_ok=True)
     name = run_name(
         ATFT_MODEL,
-        {"model": model_config.model_dump(mode="json"), "training": training_config.model_dump(mode="json")},
+        {
+            "model": model_config.model_dump(mode="json"),
+            "training": training_config.model_dump(mode="json"),
+        },
         splits.train.start,
         splits.val.end,
     )
@@ -97,7 +100,9 @@ def train_atft(
     tracker = MultiTracker([mlflow, JsonTracker(run_dir / "metrics.jsonl")])
     with tracked_run(tracker):  # the run ends FINISHED, FAILED or KILLED, never left RUNNING
         tracker.log_params({**tags, "parameters": model_config.parameter_count()})
-        result = train(panel, splits, model_config, training_config, run_dir, tracker, resume=resume)
+        result = train(
+            panel, splits, model_config, training_config, run_dir, tracker, resume=resume
+        )
         example = scoring_rows(dataset, splits.val.end, model_config.window)
         register_model(tracking_uri, mlflow.run_id, result.best_checkpoint, stats,
                        config.training.graph_return_column, example)

@@ -32,7 +32,9 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]  # atft_pipeline/
 REQUIREMENTS = ("mlflow", "torch", "torch-geometric", "polars", "pyarrow", "pandas", "numpy")
 
 
-def score_last_date(model, stats: pl.DataFrame, return_column: str, rows: pl.DataFrame) -> pl.DataFrame:
+def score_last_date(
+    model, stats: pl.DataFrame, return_column: str, rows: pl.DataFrame
+) -> pl.DataFrame:
     """Predictions of ``model`` for every stock of the last date in ``rows``."""
     from atft_pipeline.training.panel import Panel, graph_config
     from atft_pipeline.training.predict import predict

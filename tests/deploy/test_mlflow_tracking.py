@@ -30,7 +30,10 @@ MODEL_OVERRIDES = dict(hidden=16, attn_heads=2, gat_heads=(2, 2), fan_top_k=1, g
 TRAINING_OVERRIDES = dict(
     device="cpu",
     dates_per_batch=8,
-    phases=[{"name": "baseline", "epochs": 1, "lr": 3e-3}, {"name": "gat", "epochs": 1, "lr": 3e-3}],
+    phases=[
+        {"name": "baseline", "epochs": 1, "lr": 3e-3},
+        {"name": "gat", "epochs": 1, "lr": 3e-3},
+    ],
 )
 
 
@@ -133,7 +136,8 @@ def test_training_run_is_named_finished_and_its_registered_model_scores_a_partit
     last = splits.test.end
     rows = scoring_rows(dataset, last, window=trained_window(trained))
     request = tmp_path / "rows.json"
-    request.write_text(json.dumps({"dataframe_split": to_wire(rows).to_dict(orient="split")}, default=str))
+    payload = {"dataframe_split": to_wire(rows).to_dict(orient="split")}
+    request.write_text(json.dumps(payload, default=str))
     scored = tmp_path / "scored.json"
     done = subprocess.run(
         [str(Path(sys.executable).with_name("mlflow")), "models", "predict",

@@ -78,7 +78,9 @@ mutation($params: ExecutionParams!) {
   }
 }"""
 RUN_STATUS = """
-query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } ... on Error { message } } }
+query($id: ID!) {
+  runOrError(runId: $id) { __typename ... on Run { status } ... on Error { message } }
+}
 """
 
 
@@ -288,7 +290,8 @@ def _final(result: dict, final: set[str]) -> str | None:
 
 
 def _recovery_runs(engine, since_id: int, expected: int):
-    finished = [e for e in _materializations(engine, since_id) if _runs(engine).get(e[2]) == "SUCCESS"]
+    runs = _runs(engine)
+    finished = [e for e in _materializations(engine, since_id) if runs.get(e[2]) == "SUCCESS"]
     return finished if len(finished) >= expected else None
 
 

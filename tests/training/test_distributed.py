@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 from test_panel import RETURN_COLUMN, make_dataset, make_stats
 
-from atft_pipeline.config import ModelSection, PipelineConfig, SplitSpec, TrainingSection, dump_config
+from atft_pipeline.config import (
+    ModelSection,
+    PipelineConfig,
+    SplitSpec,
+    TrainingSection,
+    dump_config,
+)
 from atft_pipeline.storage import PartitionStore
 from atft_pipeline.training.distributed import DATASET_ASSET, STATS_ASSET, DataParallel
 
@@ -21,11 +27,16 @@ from atft_pipeline.training.distributed import DATASET_ASSET, STATS_ASSET, DataP
 TOLERANCE = {"rank_ic": 0.02, "ic": 0.02}  # measured: |Δ| ≤ 0.005 (RankIC), ≤ 0.0021 (IC)
 CONFIG = PipelineConfig(
     splits=SplitSpec(val_fraction=0.2, test_fraction=0.1),
-    model=ModelSection(overrides=dict(hidden=16, attn_heads=2, gat_heads=(2, 2), fan_top_k=1, graph_k=4)),
+    model=ModelSection(
+        overrides=dict(hidden=16, attn_heads=2, gat_heads=(2, 2), fan_top_k=1, graph_k=4)
+    ),
     training=TrainingSection(
         overrides=dict(
             seed=7, dates_per_batch=8, early_stopping_patience=5,
-            phases=[{"name": "baseline", "epochs": 3, "lr": 3e-3}, {"name": "gat", "epochs": 1, "lr": 1e-3}],
+            phases=[
+                {"name": "baseline", "epochs": 3, "lr": 3e-3},
+                {"name": "gat", "epochs": 1, "lr": 1e-3},
+            ],
         ),
         graph_return_column=RETURN_COLUMN,
     ),
