@@ -10,7 +10,11 @@ the deployment starts from stored data; then, through the deployment:
    those partitions of exactly that asset, restoring the same bytes;
 3. ``weekly_retrain`` (stats, ATFT-GAT-FAN, LightGBM, predictions, report).
 
-Runs, events and materializations are checked in the Postgres tables themselves.
+Runs, events and materializations are checked in the Postgres tables themselves, the MLflow
+run in its store. The sensor keeps its shipped 300-s interval: it ticks once when the daemon
+starts, so the recovery waits for the next one (with the data build, most of the test's wall
+time). weekly_retrain runs after the recovery, so that the events between the deletion and
+the recovery's end are the recovery's alone.
 """
 
 from __future__ import annotations
