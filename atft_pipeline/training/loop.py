@@ -53,7 +53,6 @@ from atft_pipeline.training.checkpoint import (
     save_checkpoint,
 )
 from atft_pipeline.training.config import PhaseConfig, TrainingConfig
-from atft_pipeline.training.distributed import DataParallel
 from atft_pipeline.training.device import (
     autocast,
     deterministic,
@@ -61,6 +60,7 @@ from atft_pipeline.training.device import (
     release_memory,
     resolve_device,
 )
+from atft_pipeline.training.distributed import DataParallel
 from atft_pipeline.training.panel import Batch, Panel, graph_config
 from atft_pipeline.training.predict import check_model_fits_panel, predict
 from atft_pipeline.training.tracking import Tracker
