@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -25,16 +26,15 @@ def _admin_connection():
     return connection
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A new, empty database on the local PostgreSQL server; dropped at the end."""
+@contextmanager
+def _fresh_database(prefix: str) -> Iterator[str]:
     import psycopg2
 
     try:
         admin = _admin_connection()
     except psycopg2.OperationalError as error:
         pytest.fail(f"the deployment tests need PostgreSQL on 127.0.0.1:5432 (trust auth): {error}")
-    name = f"atft_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with admin.cursor() as cursor:
         cursor.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -43,3 +43,17 @@ def postgres_url() -> Iterator[str]:
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A new, empty database for Dagster on the local PostgreSQL server; dropped afterwards."""
+    with _fresh_database("atft_test") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def mlflow_postgres_url() -> Iterator[str]:
+    """Another one for an MLflow backend store (as in docker-compose.yml)."""
+    with _fresh_database("atft_test_mlflow") as url:
+        yield url

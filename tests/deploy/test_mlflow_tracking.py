@@ -1,6 +1,7 @@
-"""MLflow against a tracking server (``mlflow server`` on a free loopback port, as in the
-deployment): every run ends, runs have readable names, the checkpoint is an artifact and the
-registered model scores a dataset partition through ``mlflow models predict``."""
+"""MLflow against a tracking server as the deployment runs it (``mlflow server`` on a free
+loopback port, backend store in a fresh PostgreSQL database, proxied artifacts): every run
+ends, runs have readable names, the checkpoint is an artifact and the registered model
+scores a dataset partition through ``mlflow models predict``."""
 
 from __future__ import annotations
 
@@ -38,14 +39,14 @@ TRAINING_OVERRIDES = dict(
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory) -> Iterator[str]:
+def mlflow_server(tmp_path_factory, mlflow_postgres_url) -> Iterator[str]:
     root = tmp_path_factory.mktemp("mlflow")
     port = free_port()
     mlflow = str(Path(sys.executable).with_name("mlflow"))
     with (root / "server.log").open("wb") as log:
         server = subprocess.Popen(
             [mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+             "--backend-store-uri", mlflow_postgres_url,
              "--artifacts-destination", str(root / "artifacts")],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
