@@ -6,8 +6,9 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY atft_pipeline ./atft_pipeline
 COPY resources ./resources
 COPY assets ./assets
-COPY workspace.yaml ./
-RUN pip install -c constraints.txt . \
-    && mkdir -p $DAGSTER_HOME /data
-COPY deploy/dagster.yaml $DAGSTER_HOME/dagster.yaml
-COPY deploy/workspace.docker.yaml /app/workspace.docker.yaml
+COPY configs ./configs
+COPY deploy ./deploy
+# Editable: the code location, `atft serve` and the deploy files resolve from /app.
+RUN pip install -c constraints.txt -e . \
+    && mkdir -p $DAGSTER_HOME /data \
+    && cp deploy/dagster.yaml $DAGSTER_HOME/dagster.yaml

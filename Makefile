@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast install lint bench clean
+.PHONY: demo test test-fast install lint bench clean serve
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -27,6 +27,10 @@ test: $(STAMP)
 # real-data slices); under a minute on two cores.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not realdata"
+
+# Code server, webserver and daemon on the Postgres at ATFT_POSTGRES_URL (README "Deploying").
+serve: $(STAMP)
+	$(BIN)/python -m assets.serve
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=3000)
     ui.add_argument("--host", default="127.0.0.1")
     ui.set_defaults(handler=cmd_ui)
+
+    from assets.serve import build_parser as build_serve_parser  # `atft serve` (README "Deploying")
+
+    build_serve_parser(sub.add_parser("serve", help="code server, webserver and daemon on Postgres"))
     return parser
 
 

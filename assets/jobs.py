@@ -19,6 +19,7 @@ from dagster import (
 )
 
 from assets.features import TARGET_REACH
+from assets.k8s import TRAINING_RUN_TAGS
 from assets.layout import (
     DATASET_ASSET,
     LATEST_ASSET,
@@ -57,6 +58,7 @@ def build_jobs(layout: Layout):
             selection=AssetSelection.assets(STATS_ASSET, *MODEL_ASSETS),
             description="Refit normalization stats, ATFT-GAT-FAN and LightGBM on the stored "
             "dataset; predict validation/test and rebuild the evaluation report.",
+            tags=TRAINING_RUN_TAGS,  # a GPU pod under K8sRunLauncher (assets/k8s.py)
         ),
         define_asset_job(
             TARGETS_REFRESH_JOB,

@@ -80,19 +80,32 @@ def train_atft(
 ) -> TrainedModel:
     """Train on the train window, select on validation; MLflow + JSON tracking, resumable."""
     from atft_pipeline.training import JsonTracker, MlflowTracker, MultiTracker, train
+    from atft_pipeline.training.mlflow_model import register_model, scoring_rows
+    from atft_pipeline.training.tracking import run_name, tracked_run
 
     model_config = config.model.build(len(feature_columns(dataset)))
     training_config = config.training.build()
     panel = _panel(dataset, stats, config, model_config)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tracker = MultiTracker(
-        [
-            MlflowTracker(tracking_uri, experiment="atft_gat_fan", run_name=run_dir.name),
-            JsonTracker(run_dir / "metrics.jsonl"),
-        ]
+    name = run_name(
+        ATFT_MODEL,
+        {
+            "model": model_config.model_dump(mode="json"),
+            "training": training_config.model_dump(mode="json"),
+        },
+        splits.train.start,
+        splits.val.end,
     )
-    tracker.log_params({**tags, "parameters": model_config.parameter_count()})
-    result = train(panel, splits, model_config, training_config, run_dir, tracker, resume=resume)
+    mlflow = MlflowTracker(tracking_uri, experiment="atft_gat_fan", run_name=name, tags=tags)
+    tracker = MultiTracker([mlflow, JsonTracker(run_dir / "metrics.jsonl")])
+    with tracked_run(tracker):  # the run ends FINISHED, FAILED or KILLED, never left RUNNING
+        tracker.log_params({**tags, "parameters": model_config.parameter_count()})
+        result = train(
+            panel, splits, model_config, training_config, run_dir, tracker, resume=resume
+        )
+        example = scoring_rows(dataset, splits.val.end, model_config.window)
+        register_model(tracking_uri, mlflow.run_id, result.best_checkpoint, stats,
+                       config.training.graph_return_column, example)
     return TrainedModel(
         checkpoint=result.best_checkpoint,
         run_id=result.run_id,

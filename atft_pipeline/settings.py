@@ -9,6 +9,8 @@ The only environment variables the project reads (DESIGN §9):
 | ``JQUANTS_PLAN`` | ``free`` / ``light`` / ``standard`` / ``premium`` | ``premium`` in sandbox mode, else ``free`` |
 | ``ATFT_HOME`` | data, Dagster home, MLflow | ``.atft`` |
 | ``ATFT_START_DATE`` | first trading-day partition | the sandbox market's first day |
+| ``ATFT_POSTGRES_URL`` | Dagster's Postgres storage for ``atft serve`` / docker compose (a bare ``postgresql://`` gets the psycopg2 driver) | unset |
+| ``MLFLOW_TRACKING_URI`` | MLflow tracking server or store | ``sqlite:///<ATFT_HOME>/mlflow.db`` |
 """
 
 from __future__ import annotations
@@ -24,10 +26,19 @@ from atft_pipeline.jquants.endpoints import Plan
 
 PUBLIC_BASE_URL = "https://api.jquants.com/v2"
 SANDBOX_API_KEY = "sandbox"
+POSTGRES_DRIVER_SCHEME = "postgresql+psycopg2://"
 SANDBOX_START = dt.date(2021, 1, 4)
 SANDBOX_END = dt.date(2023, 12, 29)
 
-_ENV_VARS = ("JQUANTS_API_KEY", "JQUANTS_BASE_URL", "JQUANTS_PLAN", "ATFT_HOME", "ATFT_START_DATE")
+_ENV_VARS = (
+    "JQUANTS_API_KEY",
+    "JQUANTS_BASE_URL",
+    "JQUANTS_PLAN",
+    "ATFT_HOME",
+    "ATFT_START_DATE",
+    "ATFT_POSTGRES_URL",
+    "MLFLOW_TRACKING_URI",
+)
 
 
 class Settings(BaseModel):
@@ -40,11 +51,24 @@ class Settings(BaseModel):
     plan: Plan | None = None
     home: Path = Path(".atft")
     start_date: dt.date | None = None
+    postgres_url: SecretStr | None = None  # carries a password: never printed
+    mlflow_tracking_uri: str | None = None
 
     @field_validator("base_url")
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
+
+    @field_validator("postgres_url", mode="before")
+    @classmethod
+    def _psycopg2_driver(cls, value):
+        # SQLAlchemy 2 maps a bare postgresql:// to psycopg 3, whose server-side parameter
+        # binding breaks dagster-postgres's ``NOTIFY run_events, %s``: pin the driver.
+        if isinstance(value, str):
+            for prefix in ("postgresql://", "postgres://"):
+                if value.startswith(prefix):
+                    return POSTGRES_DRIVER_SCHEME + value.removeprefix(prefix)
+        return value
 
     @property
     def sandbox(self) -> bool:
@@ -72,6 +96,8 @@ class Settings(BaseModel):
 
     @property
     def mlflow_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
         return f"sqlite:///{(self.home / 'mlflow.db').as_posix()}"
 
     @classmethod
@@ -84,4 +110,6 @@ class Settings(BaseModel):
             plan=Plan(values["JQUANTS_PLAN"].lower()) if values["JQUANTS_PLAN"] else None,
             home=Path(values["ATFT_HOME"] or ".atft"),
             start_date=values["ATFT_START_DATE"] or None,
+            postgres_url=values["ATFT_POSTGRES_URL"] or None,
+            mlflow_tracking_uri=values["MLFLOW_TRACKING_URI"] or None,
         )

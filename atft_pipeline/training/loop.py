@@ -62,6 +62,7 @@ from atft_pipeline.training.device import (
     resolve_device,
 )
 from atft_pipeline.training.host_memory import reuse_freed_memory
+from atft_pipeline.training.distributed import DataParallel
 from atft_pipeline.training.panel import Batch, Panel, graph_config
 from atft_pipeline.training.predict import check_model_fits_panel, predict
 from atft_pipeline.training.tracking import Tracker
@@ -187,6 +188,7 @@ def train(
     *,
     resume: bool = False,
     callbacks: Sequence[TrainCallback] = (),
+    parallel: DataParallel = DataParallel(),
 ) -> TrainResult:
     """Train the model on ``panel``'s train dates, select on its validation dates.
 
@@ -218,6 +220,7 @@ def train(
             train_idx,
             val_idx,
             callbacks,
+            parallel,
         ).run(resume)
 
 
@@ -239,6 +242,7 @@ class _Trainer:
         train_idx: np.ndarray,
         val_idx: np.ndarray,
         callbacks: Sequence[TrainCallback],
+        parallel: DataParallel = DataParallel(),
     ) -> None:
         self.panel = panel
         self.model_config = model_config
@@ -251,6 +255,8 @@ class _Trainer:
         self.callbacks = list(callbacks)
         seed_everything(config.seed)
         self.model = ATFTGATFAN(model_config).to(device)
+        self.parallel = parallel  # several processes: each step's dates split among them
+        self.forward_model = parallel.wrap(self.model, device)
         check_model_fits_panel(self.model, panel)
         self.loss = CombinedLoss(
             config.loss, model_config.quantiles, len(model_config.horizons)
@@ -453,13 +459,14 @@ class _Trainer:
     ) -> tuple[Tensor, float]:
         """One optimiser step on the dates ``chunk``; the loss terms stay on the device (no
         host sync per step)."""
-        batch = self.panel.gather(chunk, with_graph=self.model.phase.uses_gat)
+        part, weight = self.parallel.part(chunk)
+        batch = self.panel.gather(part, with_graph=self.model.phase.uses_gat)
         for callback in self.callbacks:
             callback.on_batch_start(phase.name, epoch, batch)
         lr = schedule.apply(chunk.size)
         optimizer.zero_grad(set_to_none=True)
         with autocast(self.device, self.config.bf16):
-            out = self.model(
+            out = self.forward_model(
                 batch.x, batch.static_ids, batch.date_index, batch.edge_index, batch.edge_attr
             )
         terms = self.loss(
@@ -470,11 +477,12 @@ class _Trainer:
             valid=batch.target_mask,
             n_dates=batch.n_dates,
         )
-        terms["total"].backward()
+        (terms["total"] * weight).backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), phase.clip_norm)
         optimizer.step()
         schedule.advance(chunk.size)
-        return torch.stack([terms[k].detach().double() for k in LOSS_TERMS]), lr
+        stacked = torch.stack([terms[k].detach().double() for k in LOSS_TERMS])
+        return self.parallel.mean_terms(stacked, weight), lr
 
     def _check_full_epoch(
         self, seen: list[np.ndarray], planned_batches: int, backoffs: int

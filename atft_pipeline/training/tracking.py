@@ -4,16 +4,23 @@ The trainer logs the run's parameters once, then one metrics record per epoch (t
 and every validation metric per horizon) and finally artifacts (best checkpoint, final
 metrics). Parameters are flattened to ``a.b`` keys; any key that looks like a credential is
 dropped before it reaches a backend (the J-Quants API key never belongs in a run).
+
+Every run ends: :func:`tracked_run` finishes it as ``FINISHED``, ``FAILED`` (an exception) or
+``KILLED`` (an interrupt), so no run is left ``RUNNING``. :func:`run_name` names a run by
+model, configuration hash and date range.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
 import logging
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlparse
@@ -51,6 +58,27 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
         else:
             flat[name] = json.dumps(value, default=str) if not isinstance(value, str) else value
     return flat
+
+
+def run_name(model: str, config: Mapping[str, Any], start: dt.date, end: dt.date) -> str:
+    """``<model>-<config hash>-<start>..<end>``: what was trained, how, on which dates."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{model}-{digest[:8]}-{start.isoformat()}..{end.isoformat()}"
+
+
+@contextmanager
+def tracked_run(tracker: Tracker) -> Iterator[Tracker]:
+    """End ``tracker``'s run on leaving the block: ``FINISHED``, ``FAILED`` on an exception,
+    ``KILLED`` on an interrupt or exit; the exception itself propagates unchanged."""
+    try:
+        yield tracker
+    except (KeyboardInterrupt, SystemExit):
+        tracker.finish("KILLED")
+        raise
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tracker.finish("FINISHED")
 
 
 def _finite(metrics: Mapping[str, float | None]) -> dict[str, float]:
@@ -121,6 +149,7 @@ class MlflowTracker:
         artifact_location: str | None = None,
         run_name: str | None = None,
         run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> None:
         from mlflow.tracking import MlflowClient
 
@@ -135,7 +164,8 @@ class MlflowTracker:
             experiment_id = self._client.create_experiment(experiment, artifact_location=location)
         else:
             experiment_id = found.experiment_id
-        self._run_id = self._client.create_run(experiment_id, run_name=run_name).info.run_id
+        run = self._client.create_run(experiment_id, run_name=run_name, tags=dict(tags or {}))
+        self._run_id = run.info.run_id
 
     @property
     def run_id(self) -> str:
