@@ -18,18 +18,12 @@ from dagster import (
     schedule,
 )
 
-from assets.features import TARGET_REACH
-from assets.layout import (
-    DATASET_ASSET,
-    LATEST_ASSET,
-    MODEL_ASSETS,
-    STATS_ASSET,
-    TARGETS_ASSET,
-    Layout,
-)
 from assets.partitions import TOKYO
 from assets.runner import range_tags
 from atft_pipeline import calendar
+from atft_pipeline.names import DATASET_ASSET, LATEST_ASSET, MODEL_ASSETS, STATS_ASSET, TARGETS_ASSET
+from atft_pipeline.stages.features import TARGET_REACH
+from atft_pipeline.stages.scope import PipelineScope
 
 NIGHTLY_JOB = "nightly_update"
 OPTIONS_JOB = "options_morning_update"
@@ -40,9 +34,9 @@ WEEKLY_RETRAIN_JOB = "weekly_retrain"
 OPTIONS_ASSET = "raw_index_options"
 
 
-def build_jobs(layout: Layout):
-    raw = layout.raw_assets
-    derived = [*layout.feature_assets, TARGETS_ASSET, DATASET_ASSET]
+def build_jobs(scope: PipelineScope):
+    raw = scope.raw_assets
+    derived = [*scope.feature_assets, TARGETS_ASSET, DATASET_ASSET]
     jobs = [
         define_asset_job(
             NIGHTLY_JOB,

@@ -17,7 +17,7 @@ from assets.jobs import NIGHTLY_JOB
 from assets.partitions import TOKYO, trading_day_lookback, trading_day_partitions
 from atft_pipeline.settings import Settings
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env(**extra: str) -> dict[str, str]:
