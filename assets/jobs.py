@@ -85,16 +85,21 @@ def previous_session_partition(morning: dt.datetime) -> str:
     return calendar.shift_trading_days(day, -1).isoformat()
 
 
-def build_schedules(jobs_by_name: dict):
-    schedules = []
-
-    @schedule(
-        name="nightly_update_schedule",
-        job=jobs_by_name[NIGHTLY_JOB],
-        cron_schedule="30 19 * * 1-5",
+def _tokyo_schedule(name: str, job, cron: str):
+    """A schedule on Tokyo time, stopped until someone turns it on."""
+    return schedule(
+        name=name,
+        job=job,
+        cron_schedule=cron,
         execution_timezone="Asia/Tokyo",
         default_status=DefaultScheduleStatus.STOPPED,
     )
+
+
+def build_schedules(jobs_by_name: dict):
+    schedules = []
+
+    @_tokyo_schedule("nightly_update_schedule", jobs_by_name[NIGHTLY_JOB], "30 19 * * 1-5")
     def nightly_update_schedule(context: ScheduleEvaluationContext):
         partition = tonight_partition(context.scheduled_execution_time)
         if partition is None:
@@ -103,13 +108,7 @@ def build_schedules(jobs_by_name: dict):
 
     schedules.append(nightly_update_schedule)
 
-    @schedule(
-        name="targets_refresh_schedule",
-        job=jobs_by_name[TARGETS_REFRESH_JOB],
-        cron_schedule="45 19 * * 1-5",
-        execution_timezone="Asia/Tokyo",
-        default_status=DefaultScheduleStatus.STOPPED,
-    )
+    @_tokyo_schedule("targets_refresh_schedule", jobs_by_name[TARGETS_REFRESH_JOB], "45 19 * * 1-5")
     def targets_refresh_schedule(context: ScheduleEvaluationContext):
         partition = tonight_partition(context.scheduled_execution_time)
         if partition is None:
@@ -121,13 +120,8 @@ def build_schedules(jobs_by_name: dict):
 
     schedules.append(targets_refresh_schedule)
 
-    @schedule(
-        name="weekly_retrain_schedule",
-        job=jobs_by_name[WEEKLY_RETRAIN_JOB],
-        cron_schedule="0 9 * * 6",  # Saturday morning JST: the week's data is complete
-        execution_timezone="Asia/Tokyo",
-        default_status=DefaultScheduleStatus.STOPPED,
-    )
+    # Saturday morning JST: the week's data is complete.
+    @_tokyo_schedule("weekly_retrain_schedule", jobs_by_name[WEEKLY_RETRAIN_JOB], "0 9 * * 6")
     def weekly_retrain_schedule(context: ScheduleEvaluationContext):
         week = context.scheduled_execution_time.astimezone(TOKYO).date().isoformat()
         return RunRequest(run_key=f"retrain:{week}")
@@ -136,13 +130,7 @@ def build_schedules(jobs_by_name: dict):
 
     if OPTIONS_JOB in jobs_by_name:
 
-        @schedule(
-            name="options_morning_schedule",
-            job=jobs_by_name[OPTIONS_JOB],
-            cron_schedule="30 4 * * 2-6",
-            execution_timezone="Asia/Tokyo",
-            default_status=DefaultScheduleStatus.STOPPED,
-        )
+        @_tokyo_schedule("options_morning_schedule", jobs_by_name[OPTIONS_JOB], "30 4 * * 2-6")
         def options_morning_schedule(context: ScheduleEvaluationContext):
             partition = previous_session_partition(context.scheduled_execution_time)
             return RunRequest(run_key=f"options:{partition}", partition_key=partition)

@@ -1,6 +1,8 @@
 """Model assets (group ``model``): ATFT-GAT-FAN, the LightGBM baseline, validation predictions,
 the evaluation report and the nightly next-day predictions."""
 
+from functools import partial
+
 from dagster import (
     AssetCheckSpec,
     AssetDep,
@@ -28,12 +30,12 @@ from resources.jquants import JQuantsResource
 from resources.storage import StorageResource
 
 MODEL_GROUP = "model"
+model_asset = partial(asset, group_name=MODEL_GROUP)
 
 
 def build_model_assets(scope: PipelineScope) -> list[AssetsDefinition]:
-    @asset(
+    @model_asset(
         name=MODEL_ASSET,
-        group_name=MODEL_GROUP,
         deps=[DATASET_ASSET, STATS_ASSET],
         kinds={"pytorch", "mlflow"},
         description="ATFT-GAT-FAN checkpoint (best validation RankIC over the phases) with its "
@@ -43,9 +45,8 @@ def build_model_assets(scope: PipelineScope) -> list[AssetsDefinition]:
         output = stages.atft_model(storage.store(), scope, context.run.run_id)
         return write_stage_output(context, storage, output)
 
-    @asset(
+    @model_asset(
         name=LIGHTGBM_ASSET,
-        group_name=MODEL_GROUP,
         deps=[DATASET_ASSET],
         kinds={"lightgbm"},
         description="LightGBM per horizon on the same dataset, splits and metrics; stores its "
@@ -54,9 +55,8 @@ def build_model_assets(scope: PipelineScope) -> list[AssetsDefinition]:
     def lightgbm_baseline(context: AssetExecutionContext, storage: StorageResource):
         return write_stage_output(context, storage, stages.lightgbm_baseline(storage.store(), scope))
 
-    @asset(
+    @model_asset(
         name=PREDICTIONS_ASSET,
-        group_name=MODEL_GROUP,
         deps=[MODEL_ASSET, LIGHTGBM_ASSET, DATASET_ASSET, STATS_ASSET],
         kinds={"polars", "parquet"},
         description="Every val/test date × stock × horizon for ATFT-GAT-FAN, LightGBM, the "
@@ -69,22 +69,21 @@ def build_model_assets(scope: PipelineScope) -> list[AssetsDefinition]:
         output = stages.validation_predictions(storage.store(), scope, jquants.client)
         return write_stage_output(context, storage, output)
 
-    @asset(
+    @model_asset(
         name=REPORT_ASSET,
-        group_name=MODEL_GROUP,
         deps=[PREDICTIONS_ASSET, MODEL_ASSET],
         kinds={"matplotlib", "mlflow"},
-        description="Metrics table (ATFT-GAT-FAN vs LightGBM vs rule vs oracle), cumulative "
-        "long-short, IC over time and decile plots; also logged to the model's MLflow run.",
+        description="Metrics table (ATFT-GAT-FAN vs LightGBM vs rule vs oracle), "
+        "cumulative long-short, IC over time and decile plots; "
+        "also logged to the model's MLflow run.",
     )
     def evaluation_report(context: AssetExecutionContext, storage: StorageResource):
         output = stages.evaluation_report(storage.store(), scope, context.run.run_id)
         return write_stage_output(context, storage, output)
 
-    @asset(
-        name=LATEST_ASSET,
-        group_name=MODEL_GROUP,
+    @model_asset(
         partitions_def=trading_day_partitions(scope.start),
+        name=LATEST_ASSET,
         deps=[MODEL_ASSET, STATS_ASSET, AssetDep(DATASET_ASSET, partition_mapping=trading_day_lookback(LIVE_LOOKBACK))],
         backfill_policy=BackfillPolicy.single_run(),
         kinds={"pytorch", "parquet"},

@@ -35,17 +35,17 @@ def test_the_whole_graph_materializes_and_reports(tmp_path):
             home=tmp_path, start_date=START, plan="premium", api_key="sandbox", base_url=server.base_url
         )
         defs = build_definitions(settings, config=config)
-        layout = resolve_scope(settings, config)
+        scope = resolve_scope(settings, config)
         store = PartitionStore(tmp_path / "data")
         result = materialize_range(
-            defs, instance, layout.pipeline_assets(), START, END, store,
+            defs, instance, scope.pipeline_assets(), START, END, store,
             latest_only=[LATEST_ASSET], progress=lambda _: None,
         )
         assert result.success, [(s.asset, s.error) for s in result.stages if not s.success]
 
     dataset = store.read("ml_dataset", "2021-12-01")
-    assert dataset.columns == layout.catalog.expected_columns(list(layout.families))
-    assert len(layout.catalog.feature_columns(list(layout.families))) >= 300
+    assert dataset.columns == scope.catalog.expected_columns(list(scope.families))
+    assert len(scope.feature_columns) >= 300
 
     predictions = store.read("validation_predictions")
     assert set(predictions["model"].unique()) == {"atft_gat_fan", "lightgbm", "rule", "oracle"}
@@ -64,4 +64,4 @@ def test_the_whole_graph_materializes_and_reports(tmp_path):
     assert latest.height > 0 and set(latest["split"].unique()) == {"live"}
     assert latest.filter(pl.col("horizon") == 1)["rank"].sort().to_list()[:3] == [1, 2, 3]
     model_record = store.read("atft_model")
-    assert model_record["catalog_hash"][0] == layout.catalog.hash(list(layout.families))
+    assert model_record["catalog_hash"][0] == scope.catalog_hash
