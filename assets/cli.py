@@ -1,6 +1,7 @@
-"""The ``atft`` command: one parser for the library commands (``sandbox``, ``catalog``) and the
-pipeline ones. Handlers import what they need when they run, so the library commands load
-neither Dagster nor torch.
+"""The ``atft`` command: the library commands and the pipeline commands in one parser.
+
+Handlers import what they need when they run, so the library commands (``sandbox``,
+``catalog``) load neither Dagster nor torch.
 
 Pipeline commands drive the same Definitions the Dagster UI loads:
 
@@ -75,14 +76,14 @@ def run_pipeline(settings: Settings, start: dt.date, end: dt.date, config=None) 
         config.check_builds()
         # The UI's code location reads the same file, so it runs with this configuration too.
         dump_config(config, config_path(settings))
-    ensure_dagster_home(settings)
+    dagster_home = ensure_dagster_home(settings)
     relax_sqlite_durability()
     scope = resolve_scope(settings, config)
     for family, reason in scope.disabled.items():
         print(f"feature family {family!r} disabled: {reason}")
     defs = build_definitions(settings, config=scope.config)
     store = PartitionStore(settings.data_root)
-    with DagsterInstance.get() as instance:
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
         result = materialize_range(
             defs, instance, scope.pipeline_assets(), start, end, store, latest_only=[LATEST_ASSET]
         )
@@ -147,7 +148,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "--port",
         str(args.port),
     ]
-    return subprocess.call(command, cwd=REPO_ROOT, env=os.environ.copy())
+    return subprocess.call(command, cwd=REPO_ROOT, env={**os.environ, "DAGSTER_HOME": str(home)})
 
 
 def main(argv: list[str] | None = None) -> int:
