@@ -1,5 +1,5 @@
 """Model stages: ATFT-GAT-FAN, the LightGBM baseline, validation predictions, the evaluation
-report and the next-day predictions (one stage function each, at the end of this module).
+report and the next-day predictions (one stage function each, after the building blocks).
 
 The building blocks work on an in-memory ``ml_dataset`` frame plus the normalization
 statistics, so everything is testable without Dagster. torch, LightGBM and MLflow are imported
@@ -8,8 +8,8 @@ lazily: the code location stays light.
 
 from __future__ import annotations
 
-import datetime as dt
 import base64
+import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
