@@ -11,12 +11,13 @@ from dagster import ConfigurableResource, InitResourceContext, ResourceDependenc
 from pydantic import Field, PrivateAttr
 
 from atft_pipeline.jquants.client import ClientConfig
-from atft_pipeline.jquants.endpoints import Plan
 from atft_pipeline.sandbox.embedded import start_embedded_sandbox
 from atft_pipeline.settings import Settings
 
 
 class JQuantsResource(ConfigurableResource):
+    """``client``: the ``ClientConfig`` of ``settings``, ready once a run step set it up."""
+
     settings: ResourceDependency[Settings]
     client_overrides: dict[str, Any] = Field(
         default_factory=dict,
@@ -24,10 +25,6 @@ class JQuantsResource(ConfigurableResource):
         "stand-in server shorten the backoffs)",
     )
     _client: ClientConfig | None = PrivateAttr(default=None)
-
-    @property
-    def plan(self) -> Plan:
-        return self.settings.effective_plan
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         settings = start_embedded_sandbox(self.settings) if self.settings.embedded_sandbox else self.settings
