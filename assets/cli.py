@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from atft_pipeline.cli import add_library_commands, parse_date
+from atft_pipeline.sandbox.embedded import SANDBOX_SEED, SANDBOX_STOCKS
 from atft_pipeline.settings import SANDBOX_END, SANDBOX_START, Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -40,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="serve the sandbox market and run the pipeline on it")
     demo.add_argument("--port", type=int, default=0, help="sandbox port (default: a free one)")
-    demo.add_argument("--n-stocks", type=int, default=300)
-    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--n-stocks", type=int, default=SANDBOX_STOCKS)
+    demo.add_argument("--seed", type=int, default=SANDBOX_SEED)
     demo.set_defaults(handler=cmd_demo)
 
     ui = sub.add_parser("ui", help="start the Dagster UI on workspace.yaml")
