@@ -27,7 +27,10 @@ def ml_dataset(store: PartitionStore, dates: list[dt.date], scope: PipelineScope
     quotes, listed = (store.scan(source, window) for source in META_SOURCES)
     meta = build_meta(quotes, listed, dates, window, history)
     frames = {f.name: store.scan(f.asset, keys).collect() for f in families}
-    dataset = assemble_dataset(meta, frames, store.scan(TARGETS_ASSET, keys), scope.catalog, enabled)
+    targets = store.scan(TARGETS_ASSET, keys)
+    # Assembly joins in parallel, so its row order varies from run to run; sorted rows make a
+    # partition's file (and the statistics fit on it) byte-for-byte reproducible.
+    dataset = assemble_dataset(meta, frames, targets, scope.catalog, enabled).sort("date", "code")
     expected = scope.catalog.expected_columns(enabled)
     return StageOutput(
         frames_by_partition(dataset, dates),
