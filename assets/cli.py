@@ -1,4 +1,7 @@
-"""The ``atft`` command: library commands (``sandbox``, ``catalog``) plus the pipeline ones.
+"""The ``atft`` command: the library commands and the pipeline commands in one parser.
+
+Handlers import what they need when they run, so the library commands (``sandbox``,
+``catalog``) load neither Dagster nor torch.
 
 Pipeline commands drive the same Definitions the Dagster UI loads:
 
@@ -17,35 +20,29 @@ import subprocess
 import sys
 from pathlib import Path
 
-from atft_pipeline.cli import add_library_commands
-from atft_pipeline.settings import SANDBOX_API_KEY, SANDBOX_END, SANDBOX_START, Settings
+from atft_pipeline.cli import add_library_commands, parse_date
+from atft_pipeline.sandbox.embedded import SANDBOX_SEED, SANDBOX_STOCKS
+from atft_pipeline.settings import SANDBOX_END, SANDBOX_START, Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 
 
-def _date(value: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {value!r}") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atft", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_library_commands(sub)
 
     run = sub.add_parser("run", help="materialize the whole graph for a date range")
-    run.add_argument("--start", type=_date, help="first trading day (default: ATFT_START_DATE)")
-    run.add_argument("--end", type=_date, help="last trading day (default: the sandbox end / today)")
+    run.add_argument("--start", type=parse_date, help="first trading day (default: ATFT_START_DATE)")
+    run.add_argument("--end", type=parse_date, help="last trading day (default: the sandbox end / today)")
     run.add_argument("--config", type=Path, help="pipeline configuration YAML (families, splits, ...)")
     run.set_defaults(handler=cmd_run)
 
     demo = sub.add_parser("demo", help="serve the sandbox market and run the pipeline on it")
     demo.add_argument("--port", type=int, default=0, help="sandbox port (default: a free one)")
-    demo.add_argument("--n-stocks", type=int, default=300)
-    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--n-stocks", type=int, default=SANDBOX_STOCKS)
+    demo.add_argument("--seed", type=int, default=SANDBOX_SEED)
     demo.set_defaults(handler=cmd_demo)
 
     ui = sub.add_parser("ui", help="start the Dagster UI on workspace.yaml")
@@ -60,59 +57,89 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from atft_pipeline.config import load_config
+
+    config = load_config(args.config) if args.config else None
+    settings = Settings.from_env()
+    return run_pipeline(settings, args.start or settings.effective_start_date, args.end or settings.default_end_date, config)
+
+
+def run_pipeline(settings: Settings, start: dt.date, end: dt.date, config=None) -> int:
+    """Materialize every stage for ``[start, end]`` with ``settings`` (and ``config``, which
+    is also kept as ``ATFT_HOME/config.yaml`` for the UI); print the summary."""
     from dagster import DagsterInstance
 
     from assets.definitions import build_definitions
     from assets.instance import ensure_dagster_home, relax_sqlite_durability
-    from assets.layout import LATEST_ASSET, config_path, resolve_layout
-    from assets.pipeline import print_summary
     from assets.runner import materialize_range
-    from atft_pipeline.config import dump_config, load_config
+    from atft_pipeline.config import dump_config
+    from atft_pipeline.names import LATEST_ASSET
+    from atft_pipeline.stages.scope import config_path, resolve_scope
     from atft_pipeline.storage import PartitionStore
 
-    settings = Settings.from_env()
-    config = load_config(args.config) if getattr(args, "config", None) else None
     if config is not None:
         config.check_builds()
         # The UI's code location reads the same file, so it runs with this configuration too.
         dump_config(config, config_path(settings))
-    ensure_dagster_home(settings)
+    dagster_home = ensure_dagster_home(settings)
     relax_sqlite_durability()
-    layout = resolve_layout(settings, config)
-    for family, reason in layout.disabled.items():
+    scope = resolve_scope(settings, config)
+    for family, reason in scope.disabled.items():
         print(f"feature family {family!r} disabled: {reason}")
-    start = args.start or settings.effective_start_date
-    uses_sandbox_data = settings.api_key is None or settings.api_key.get_secret_value() == SANDBOX_API_KEY
-    end = args.end or (SANDBOX_END if uses_sandbox_data else dt.date.today())
-    defs = build_definitions(settings, config=layout.config)
-    with DagsterInstance.get() as instance:
-        store = PartitionStore(settings.data_root)
+    defs = build_definitions(settings, config=scope.config)
+    store = PartitionStore(settings.data_root)
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
         result = materialize_range(
-            defs, instance, layout.pipeline_assets(), start, end, store, latest_only=[LATEST_ASSET]
+            defs, instance, scope.pipeline_assets(), start, end, store, latest_only=[LATEST_ASSET]
         )
-    print_summary(result, settings)
+    print_summary(result, settings, store)
     return 0 if result.success else 1
 
 
+def print_summary(result, settings: Settings, store) -> None:
+    """Stage times, then the 1-day evaluation table and where the report is."""
+    import polars as pl
+
+    from atft_pipeline.stages.model import report_summary
+
+    print()
+    print(f"range {result.start}..{result.end}  plan={settings.effective_plan.value}  "
+          f"data={settings.data_root.resolve()}")
+    width = max(len(s.asset) for s in result.stages)
+    for stage in result.stages:
+        status = "ok" if stage.success else "SKIPPED" if stage.skipped else "FAILED"
+        line = f"  {stage.asset:<{width}}  {status:<7} {stage.seconds:7.1f}s  run {stage.run_id[:8]}"
+        print(line + (f"  {stage.error}" if stage.skipped else ""))
+    if result.interrupted:
+        print("interrupted: the remaining stages were not run; `atft run` continues from here")
+        return
+    if not result.success:
+        print("some stages failed; re-run `atft run` to retry only what is missing")
+        return
+    table = report_summary(store)
+    if table is None:
+        return
+    with pl.Config(tbl_rows=50, tbl_cols=20, tbl_hide_dataframe_shape=True, float_precision=4):
+        print("\n1-day horizon, validation and test windows:")
+        print(table)
+    reports = sorted((settings.home / "reports").glob("*/report.md"), key=lambda p: p.stat().st_mtime)
+    if reports:
+        print(f"\nreport: {reports[-1].resolve()}  (plots beside it; also in MLflow and the Dagster UI)")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from atft_pipeline.sandbox.market import MarketConfig, generate_market
-    from atft_pipeline.sandbox.server import ServerSettings, create_app, serve_in_thread
+    from atft_pipeline.config import load_config
+    from atft_pipeline.jquants.endpoints import Plan
+    from atft_pipeline.sandbox.embedded import sandbox_settings, serve_sandbox_market
 
     print(f"generating the sandbox market ({args.n_stocks} stocks, {SANDBOX_START}..{SANDBOX_END}) ...")
-    market = generate_market(
-        MarketConfig(seed=args.seed, n_stocks=args.n_stocks, start=SANDBOX_START, end=SANDBOX_END)
-    )
-    app = create_app(market.tables, settings=ServerSettings(api_key=SANDBOX_API_KEY), oracle=market.oracle)
-    with serve_in_thread(app, port=args.port) as server:
+    with serve_sandbox_market(args.seed, args.n_stocks, args.port) as server:
         print(f"sandbox J-Quants server on {server.base_url}")
         # The demo is an ordinary run against a J-Quants server that happens to be local.
-        os.environ.update(
-            JQUANTS_API_KEY=SANDBOX_API_KEY,
-            JQUANTS_BASE_URL=server.base_url,
-            JQUANTS_PLAN="premium",
-            ATFT_START_DATE=SANDBOX_START.isoformat(),
+        settings = sandbox_settings(Settings.from_env(), server.base_url).model_copy(
+            update={"plan": Plan.PREMIUM, "start_date": SANDBOX_START}
         )
-        return cmd_run(argparse.Namespace(start=SANDBOX_START, end=SANDBOX_END, config=DEMO_CONFIG))
+        return run_pipeline(settings, SANDBOX_START, SANDBOX_END, load_config(DEMO_CONFIG))
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -130,7 +157,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "--port",
         str(args.port),
     ]
-    return subprocess.call(command, cwd=REPO_ROOT, env=os.environ.copy())
+    return subprocess.call(command, cwd=REPO_ROOT, env={**os.environ, "DAGSTER_HOME": str(home)})
 
 
 def main(argv: list[str] | None = None) -> int:

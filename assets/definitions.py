@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 
-from dagster import BetaWarning, Definitions, EnvVar
+from dagster import BetaWarning, Definitions
 
 # Single-run backfill policies are the point of the raw assets; the beta notice is noise.
 warnings.filterwarnings("ignore", category=BetaWarning)
@@ -17,39 +17,32 @@ warnings.filterwarnings("ignore", category=BetaWarning)
 from assets.dataset import build_dataset_asset, build_stats_asset
 from assets.features import build_feature_asset, build_targets_asset
 from assets.jobs import build_jobs, build_schedules
-from assets.layout import Layout, resolve_layout
 from assets.model import build_model_assets
 from assets.raw import build_raw_assets
 from assets.recovery import build_recovery_sensor
 from atft_pipeline.config import PipelineConfig
 from atft_pipeline.jquants.sources import RAW_SOURCES
 from atft_pipeline.settings import Settings
+from atft_pipeline.stages.scope import PipelineScope, resolve_scope
 from resources.jquants import JQuantsResource
-from resources.storage import PolarsParquetIOManager, StorageResource
+from resources.storage import StorageResource
 
 
 def build_resources(settings: Settings) -> dict:
-    storage = StorageResource(root=str(settings.data_root.resolve()))
     return {
-        "jquants": JQuantsResource(
-            api_key=EnvVar("JQUANTS_API_KEY") if settings.api_key is not None else None,
-            base_url=settings.base_url,
-            plan=settings.effective_plan.value,
-        ),
-        "storage": storage,
-        "parquet_io_manager": PolarsParquetIOManager(storage=storage),
+        "jquants": JQuantsResource(settings=settings),
+        "storage": StorageResource(root=str(settings.data_root.resolve())),
     }
 
 
-def build_assets(layout: Layout) -> list:
-    catalog, start = layout.catalog, layout.start
+def build_assets(scope: PipelineScope) -> list:
     return [
-        *build_raw_assets(start, layout.plan),
-        *(build_feature_asset(catalog.family(n), start) for n in layout.families),
-        build_targets_asset(start),
-        build_dataset_asset(catalog, list(layout.families), layout.disabled, start, layout.config),
-        build_stats_asset(catalog, list(layout.families), layout.config),
-        *build_model_assets(layout),
+        *build_raw_assets(scope.start, scope.plan),
+        *(build_feature_asset(family, scope.start) for family in scope.enabled_families),
+        build_targets_asset(scope.start),
+        build_dataset_asset(scope),
+        build_stats_asset(scope),
+        *build_model_assets(scope),
     ]
 
 
@@ -60,14 +53,14 @@ def build_definitions(
 ) -> Definitions:
     """The code location for ``settings`` (+ ``config``, default ``ATFT_HOME/config.yaml``);
     ``resources`` replaces individual resources by key."""
-    layout = resolve_layout(settings or Settings.from_env(), config)
-    jobs = build_jobs(layout)
+    scope = resolve_scope(settings or Settings.from_env(), config)
+    jobs = build_jobs(scope)
     return Definitions(
-        assets=build_assets(layout),
+        assets=build_assets(scope),
         jobs=jobs,
         schedules=build_schedules({j.name: j for j in jobs}),
         sensors=[build_recovery_sensor(list(RAW_SOURCES))],
-        resources={**build_resources(layout.settings), **(resources or {})},
+        resources={**build_resources(scope.settings), **(resources or {})},
     )
 
 

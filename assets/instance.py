@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from atft_pipeline.settings import Settings
@@ -51,11 +50,11 @@ def _sqlite_no_fsync(dbapi_connection, _record) -> None:
 
 
 def ensure_dagster_home(settings: Settings) -> Path:
-    """Create ``<ATFT_HOME>/dagster`` with a ``dagster.yaml`` and point DAGSTER_HOME at it."""
+    """Create ``<ATFT_HOME>/dagster`` with a ``dagster.yaml``; returns the directory (what
+    ``DAGSTER_HOME`` must name for the Dagster processes that share this instance)."""
     home = settings.dagster_home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
         atomic_write_text(config, _DAGSTER_YAML)  # concurrent starts never see half a file
-    os.environ["DAGSTER_HOME"] = str(home)
     return home

@@ -18,19 +18,13 @@ from dagster import (
     schedule,
 )
 
-from assets.features import TARGET_REACH
 from assets.k8s import TRAINING_RUN_TAGS
-from assets.layout import (
-    DATASET_ASSET,
-    LATEST_ASSET,
-    MODEL_ASSETS,
-    STATS_ASSET,
-    TARGETS_ASSET,
-    Layout,
-)
 from assets.partitions import TOKYO
 from assets.runner import range_tags
 from atft_pipeline import calendar
+from atft_pipeline.names import DATASET_ASSET, LATEST_ASSET, MODEL_ASSETS, STATS_ASSET, TARGETS_ASSET
+from atft_pipeline.stages.features import TARGET_REACH
+from atft_pipeline.stages.scope import PipelineScope
 
 NIGHTLY_JOB = "nightly_update"
 OPTIONS_JOB = "options_morning_update"
@@ -41,9 +35,9 @@ WEEKLY_RETRAIN_JOB = "weekly_retrain"
 OPTIONS_ASSET = "raw_index_options"
 
 
-def build_jobs(layout: Layout):
-    raw = layout.raw_assets
-    derived = [*layout.feature_assets, TARGETS_ASSET, DATASET_ASSET]
+def build_jobs(scope: PipelineScope):
+    raw = scope.raw_assets
+    derived = [*scope.feature_assets, TARGETS_ASSET, DATASET_ASSET]
     jobs = [
         define_asset_job(
             NIGHTLY_JOB,
@@ -93,16 +87,21 @@ def previous_session_partition(morning: dt.datetime) -> str:
     return calendar.shift_trading_days(day, -1).isoformat()
 
 
-def build_schedules(jobs_by_name: dict):
-    schedules = []
-
-    @schedule(
-        name="nightly_update_schedule",
-        job=jobs_by_name[NIGHTLY_JOB],
-        cron_schedule="30 19 * * 1-5",
+def _tokyo_schedule(name: str, job, cron: str):
+    """A schedule on Tokyo time, stopped until someone turns it on."""
+    return schedule(
+        name=name,
+        job=job,
+        cron_schedule=cron,
         execution_timezone="Asia/Tokyo",
         default_status=DefaultScheduleStatus.STOPPED,
     )
+
+
+def build_schedules(jobs_by_name: dict):
+    schedules = []
+
+    @_tokyo_schedule("nightly_update_schedule", jobs_by_name[NIGHTLY_JOB], "30 19 * * 1-5")
     def nightly_update_schedule(context: ScheduleEvaluationContext):
         partition = tonight_partition(context.scheduled_execution_time)
         if partition is None:
@@ -111,13 +110,7 @@ def build_schedules(jobs_by_name: dict):
 
     schedules.append(nightly_update_schedule)
 
-    @schedule(
-        name="targets_refresh_schedule",
-        job=jobs_by_name[TARGETS_REFRESH_JOB],
-        cron_schedule="45 19 * * 1-5",
-        execution_timezone="Asia/Tokyo",
-        default_status=DefaultScheduleStatus.STOPPED,
-    )
+    @_tokyo_schedule("targets_refresh_schedule", jobs_by_name[TARGETS_REFRESH_JOB], "45 19 * * 1-5")
     def targets_refresh_schedule(context: ScheduleEvaluationContext):
         partition = tonight_partition(context.scheduled_execution_time)
         if partition is None:
@@ -129,13 +122,8 @@ def build_schedules(jobs_by_name: dict):
 
     schedules.append(targets_refresh_schedule)
 
-    @schedule(
-        name="weekly_retrain_schedule",
-        job=jobs_by_name[WEEKLY_RETRAIN_JOB],
-        cron_schedule="0 9 * * 6",  # Saturday morning JST: the week's data is complete
-        execution_timezone="Asia/Tokyo",
-        default_status=DefaultScheduleStatus.STOPPED,
-    )
+    # Saturday morning JST: the week's data is complete.
+    @_tokyo_schedule("weekly_retrain_schedule", jobs_by_name[WEEKLY_RETRAIN_JOB], "0 9 * * 6")
     def weekly_retrain_schedule(context: ScheduleEvaluationContext):
         week = context.scheduled_execution_time.astimezone(TOKYO).date().isoformat()
         return RunRequest(run_key=f"retrain:{week}")
@@ -144,13 +132,7 @@ def build_schedules(jobs_by_name: dict):
 
     if OPTIONS_JOB in jobs_by_name:
 
-        @schedule(
-            name="options_morning_schedule",
-            job=jobs_by_name[OPTIONS_JOB],
-            cron_schedule="30 4 * * 2-6",
-            execution_timezone="Asia/Tokyo",
-            default_status=DefaultScheduleStatus.STOPPED,
-        )
+        @_tokyo_schedule("options_morning_schedule", jobs_by_name[OPTIONS_JOB], "30 4 * * 2-6")
         def options_morning_schedule(context: ScheduleEvaluationContext):
             partition = previous_session_partition(context.scheduled_execution_time)
             return RunRequest(run_key=f"options:{partition}", partition_key=partition)

@@ -29,9 +29,9 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from assets.features import TARGET_REACH
-from assets.layout import DATASET_ASSET, TARGETS_ASSET
 from atft_pipeline import calendar
+from atft_pipeline.names import DATASET_ASSET, TARGETS_ASSET
+from atft_pipeline.stages.features import TARGET_REACH
 from atft_pipeline.storage import PartitionStore, home_lock, lost_partitions
 
 # Every run started by ``materialize_range`` carries this tag (value: the process id).

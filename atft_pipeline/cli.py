@@ -1,8 +1,7 @@
-"""The library part of the ``atft`` command: ``atft sandbox serve`` and ``atft sandbox export``.
+"""The library commands of ``atft``: ``sandbox serve``, ``sandbox export`` and ``catalog``.
 
-These commands need no Dagster. The top-level ``atft`` entry point builds its parser, calls
-``add_library_commands`` and adds the pipeline commands (run, demo, ui) beside them;
-``python -m atft_pipeline.cli`` offers the library commands alone.
+These commands need no Dagster. The one ``atft`` parser (``assets.cli``) registers them with
+``add_library_commands`` beside the pipeline commands (run, demo, ui).
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ import argparse
 import datetime as dt
 import functools
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,7 +26,7 @@ if TYPE_CHECKING:  # the market pulls in numpy and friends; commands import it w
 _MARKET_OPTIONS = ("seed", "n_stocks", "start", "end")
 
 
-def _date(text: str) -> dt.date:
+def parse_date(text: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text)
     except ValueError:
@@ -50,7 +49,7 @@ def _faults(text: str) -> FaultSettings:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -65,9 +64,9 @@ def _add_market_options(parser: argparse.ArgumentParser) -> None:
         "synthetic market", "unset options take the market's defaults"
     )
     group.add_argument("--seed", type=int, help="random seed of the market")
-    group.add_argument("--n-stocks", type=_positive_int, help="number of stocks")
-    group.add_argument("--start", type=_date, help="first calendar date (YYYY-MM-DD)")
-    group.add_argument("--end", type=_date, help="last calendar date (YYYY-MM-DD)")
+    group.add_argument("--n-stocks", type=positive_int, help="number of stocks")
+    group.add_argument("--start", type=parse_date, help="first calendar date (YYYY-MM-DD)")
+    group.add_argument("--end", type=parse_date, help="last calendar date (YYYY-MM-DD)")
 
 
 def add_library_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -110,16 +109,16 @@ def add_library_commands(subparsers: argparse._SubParsersAction) -> None:
         help="inject faults, e.g. latency=0.05,error_rate=0.1,storm=5,truncate_rate=0.02,"
         "fail=markets/short-ratio",
     )
-    serve.add_argument("--page-size", type=_positive_int, help="rows per page (default: 5000)")
+    serve.add_argument("--page-size", type=positive_int, help="rows per page (default: 5000)")
     serve.add_argument(
-        "--rate-limit", type=_positive_int, metavar="N", help="requests per minute (default: off)"
+        "--rate-limit", type=positive_int, metavar="N", help="requests per minute (default: off)"
     )
     serve.add_argument(
         "--lockout", type=float, metavar="S", help="after a 429, block everything for S seconds"
     )
     serve.add_argument(
         "--today",
-        type=_date,
+        type=parse_date,
         help="date the plan window is measured from (default: the data's last date)",
     )
     serve.add_argument(
@@ -156,20 +155,6 @@ def _catalog(args: argparse.Namespace) -> int:
     catalog = default_catalog()
     print(catalog_markdown(catalog) if args.markdown else catalog_table(catalog), end="" if args.markdown else "\n")
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="atft", description="atft-pipeline library commands")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    subparsers.required = True
-    add_library_commands(subparsers)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    return args.handler(args)
 
 
 class _CommandError(Exception):
@@ -281,7 +266,3 @@ def _export(args: argparse.Namespace) -> int:
     rows = sum(t.height for t in market.tables.values())
     print(f"wrote {len(market.tables)} endpoints ({rows} rows) to {path}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -4,8 +4,8 @@ The only environment variables the project reads (DESIGN §9):
 
 | variable | meaning | default |
 |---|---|---|
-| ``JQUANTS_API_KEY`` | V2 API key; unset -> the embedded sandbox market | unset |
-| ``JQUANTS_BASE_URL`` | API base URL (any stand-in server works) | public V2 URL |
+| ``JQUANTS_API_KEY`` | V2 API key; unset (or ``sandbox``) -> the sandbox market | unset |
+| ``JQUANTS_BASE_URL`` | API base URL (any stand-in server works) | public V2 URL; the embedded sandbox when the key is unset |
 | ``JQUANTS_PLAN`` | ``free`` / ``light`` / ``standard`` / ``premium`` | ``premium`` in sandbox mode, else ``free`` |
 | ``ATFT_HOME`` | data, Dagster home, MLflow | ``.atft`` |
 | ``ATFT_START_DATE`` | first trading-day partition | the sandbox market's first day |
@@ -16,15 +16,17 @@ The only environment variables the project reads (DESIGN §9):
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
+import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
 
+from atft_pipeline.jquants.client import DEFAULT_BASE_URL, ClientConfig
 from atft_pipeline.jquants.endpoints import Plan
 
-PUBLIC_BASE_URL = "https://api.jquants.com/v2"
 SANDBOX_API_KEY = "sandbox"
 POSTGRES_DRIVER_SCHEME = "postgresql+psycopg2://"
 SANDBOX_START = dt.date(2021, 1, 4)
@@ -71,16 +73,27 @@ class Settings(BaseModel):
         return value
 
     @property
-    def sandbox(self) -> bool:
-        """No key and no URL: the pipeline serves its own synthetic market in-process."""
-        return self.api_key is None and self.base_url is None
+    def is_sandbox(self) -> bool:
+        """No key or the sandbox key: the data is a stand-in server's, not a subscription's."""
+        return self.api_key is None or self.api_key.get_secret_value() == SANDBOX_API_KEY
+
+    @property
+    def embedded_sandbox(self) -> bool:
+        """Sandbox without a URL: the pipeline must serve its own synthetic market in-process
+        (``atft_pipeline.sandbox.embedded.start_embedded_sandbox``) before calling the API."""
+        return self.is_sandbox and self.base_url is None
 
     @property
     def effective_plan(self) -> Plan:
         if self.plan is not None:
             return self.plan
-        # The embedded sandbox serves every endpoint, so it runs as a premium plan.
-        return Plan.PREMIUM if self.api_key is None else Plan.FREE
+        # Stand-in servers serve every endpoint by default, so the sandbox runs as premium.
+        return Plan.PREMIUM if self.is_sandbox else Plan.FREE
+
+    @property
+    def default_end_date(self) -> dt.date:
+        """Last trading day ``atft run`` covers unless told: the sandbox's last day, or today."""
+        return SANDBOX_END if self.is_sandbox else dt.date.today()
 
     @property
     def effective_start_date(self) -> dt.date:
@@ -100,6 +113,22 @@ class Settings(BaseModel):
             return self.mlflow_tracking_uri
         return f"sqlite:///{(self.home / 'mlflow.db').as_posix()}"
 
+    def client_config(self, **overrides) -> ClientConfig:
+        """The J-Quants client for these settings (``overrides``: other ClientConfig fields)."""
+        if self.embedded_sandbox:
+            raise RuntimeError(
+                "no JQUANTS_BASE_URL: start the embedded sandbox server first "
+                "(atft_pipeline.sandbox.embedded.start_embedded_sandbox)"
+            )
+        base_url = self.base_url or DEFAULT_BASE_URL
+        return ClientConfig(
+            base_url=base_url,
+            api_key=self.api_key,
+            plan=self.effective_plan,
+            rate_limited=not _is_loopback(base_url),
+            **overrides,
+        )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
@@ -113,3 +142,14 @@ class Settings(BaseModel):
             postgres_url=values["ATFT_POSTGRES_URL"] or None,
             mlflow_tracking_uri=values["MLFLOW_TRACKING_URI"] or None,
         )
+
+
+def _is_loopback(url: str) -> bool:
+    """A server on this machine is a stand-in, not J-Quants: no client-side pacing."""
+    host = httpx.URL(url).host
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

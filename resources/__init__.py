@@ -1,6 +1,6 @@
 """Dagster resources wrapping the domain library: J-Quants client, partition storage."""
 
 from resources.jquants import JQuantsResource
-from resources.storage import PolarsParquetIOManager, StorageResource
+from resources.storage import StorageResource
 
-__all__ = ["JQuantsResource", "PolarsParquetIOManager", "StorageResource"]
+__all__ = ["JQuantsResource", "StorageResource"]

@@ -1,24 +1,16 @@
-"""Storage resource and the Polars Parquet IO manager (one file per asset partition).
+"""The storage resource: every asset reads and writes its data through it (one file per asset
+partition, ``atft_pipeline.storage.PartitionStore``).
 
-The published Polars IO-manager package passes arguments polars 2 removed, so this small one
-wraps the library's ``PartitionStore`` instead: partitioned outputs are a dict
-``{partition_key: DataFrame}`` (a single-run backfill writes every partition it covers) or a
-DataFrame when the run covers one partition; inputs load lazily as one ``LazyFrame`` over all
-requested partitions (a ``DataFrame`` when the parameter is annotated so).
+Stages read from ``store()``; an asset writes its stage's frames with ``write_output``, which
+checks that a partitioned output covers exactly the run's partitions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import polars as pl
-from dagster import (
-    ConfigurableIOManager,
-    ConfigurableResource,
-    InputContext,
-    MetadataValue,
-    OutputContext,
-)
+from dagster import ConfigurableResource
 
 from atft_pipeline.storage import PartitionStore
 
@@ -31,28 +23,23 @@ class StorageResource(ConfigurableResource):
     def store(self) -> PartitionStore:
         return PartitionStore(self.root)
 
-
-class PolarsParquetIOManager(ConfigurableIOManager):
-    storage: StorageResource
-
-    def _asset(self, context: OutputContext | InputContext) -> str:
-        return context.asset_key.path[-1]
-
-    def handle_output(self, context: OutputContext, obj: object) -> None:
-        if obj is None:
-            return
-        store = self.storage.store()
-        asset = self._asset(context)
-        if not context.has_asset_partitions:
-            frame = _as_frame(obj, asset)
-            path = store.write(asset, None, frame)
-            context.add_output_metadata({"path": MetadataValue.path(str(path)), "rows": frame.height})
-            return
-        keys = list(context.asset_partition_keys)
-        if isinstance(obj, Mapping):
-            frames = {str(k): _as_frame(v, asset) for k, v in obj.items()}
+    def write_output(
+        self,
+        asset: str,
+        partition_keys: Sequence[str] | None,
+        output: Mapping[str, pl.DataFrame] | pl.DataFrame,
+    ) -> dict[str, object]:
+        """Write ``{partition_key: frame}`` (or one frame when the asset is unpartitioned or
+        the run covers one partition); returns the metadata to record."""
+        store = self.store()
+        if partition_keys is None:
+            frame = _as_frame(output, asset)
+            return {"path": store.write(asset, None, frame), "rows": frame.height}
+        keys = list(partition_keys)
+        if isinstance(output, Mapping):
+            frames = {str(k): _as_frame(v, asset) for k, v in output.items()}
         elif len(keys) == 1:
-            frames = {keys[0]: _as_frame(obj, asset)}
+            frames = {keys[0]: _as_frame(output, asset)}
         else:
             raise TypeError(
                 f"asset {asset!r}: a run over {len(keys)} partitions must return "
@@ -67,27 +54,14 @@ class PolarsParquetIOManager(ConfigurableIOManager):
             )
         for key in keys:
             store.write(asset, key, frames[key])
-        context.add_output_metadata(
-            {
-                "files": len(keys),
-                "rows": sum(f.height for f in frames.values()),
-                "root": MetadataValue.path(str(store.root / asset)),
-            }
-        )
-
-    def load_input(self, context: InputContext) -> pl.LazyFrame | pl.DataFrame:
-        store = self.storage.store()
-        asset = self._asset(context)
-        keys = list(context.asset_partition_keys) if context.has_asset_partitions else None
-        lazy = store.scan(asset, keys)
-        if context.dagster_type.typing_type is pl.DataFrame:
-            return lazy.collect()
-        return lazy
+        return {
+            "files": len(keys),
+            "rows": sum(f.height for f in frames.values()),
+            "root": store.root / asset,
+        }
 
 
 def _as_frame(obj: object, asset: str) -> pl.DataFrame:
-    if isinstance(obj, pl.LazyFrame):
-        return obj.collect()
     if isinstance(obj, pl.DataFrame):
         return obj
     raise TypeError(f"asset {asset!r}: expected a polars DataFrame, got {type(obj).__name__}")

@@ -1,33 +1,64 @@
-"""The embedded sandbox: one in-process stand-in server per market, started on first use.
+"""The sandbox market served in-process: the one way the pipeline starts a stand-in server.
 
-Used when no API key and no base URL are configured. The server runs in a daemon thread on a
-free loopback port and lives as long as the process; every step process of a run that needs
-the API starts its own (generation is deterministic, so all of them serve the same market).
+``serve_sandbox_market`` is a context manager (``atft demo`` holds it around its run);
+``start_embedded_sandbox`` starts one for settings without a base URL and keeps it for the
+life of the process (a step process of a run starts its own; generation is deterministic, so
+all of them serve the same market). Nothing starts a server implicitly.
 """
 
 from __future__ import annotations
 
 import atexit
-import datetime as dt
 import threading
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING
+
+from pydantic import SecretStr
+
+from atft_pipeline.settings import SANDBOX_API_KEY, SANDBOX_END, SANDBOX_START, Settings
+
+if TYPE_CHECKING:  # the market and the server pull in numpy, starlette and uvicorn
+    from atft_pipeline.sandbox.server import ServerHandle
+
+SANDBOX_SEED = 7
+SANDBOX_STOCKS = 300
 
 _lock = threading.Lock()
-_servers: dict[tuple, str] = {}
+_servers: dict[tuple[int, int], str] = {}
 _exit_stack = ExitStack()
 atexit.register(_exit_stack.close)
 
 
-def embedded_sandbox_url(*, seed: int, n_stocks: int, start: dt.date, end: dt.date) -> str:
-    """Base URL (``http://127.0.0.1:<port>/v2``) of the sandbox server for this market."""
-    key = (seed, n_stocks, start, end)
-    with _lock:
-        if key not in _servers:
-            from atft_pipeline.sandbox.market import MarketConfig, generate_market
-            from atft_pipeline.sandbox.server import ServerSettings, create_app, serve_in_thread
+@contextmanager
+def serve_sandbox_market(
+    seed: int = SANDBOX_SEED, n_stocks: int = SANDBOX_STOCKS, port: int = 0
+) -> Iterator[ServerHandle]:
+    """Generate the sandbox market (``SANDBOX_START``..``SANDBOX_END``) and serve it, with its
+    oracle, on a loopback port (0: a free one) until the block exits."""
+    from atft_pipeline.sandbox.market import MarketConfig, generate_market
+    from atft_pipeline.sandbox.server import ServerSettings, create_app, serve_in_thread
 
-            market = generate_market(MarketConfig(seed=seed, n_stocks=n_stocks, start=start, end=end))
-            app = create_app(market.tables, settings=ServerSettings(), oracle=market.oracle)
-            handle = _exit_stack.enter_context(serve_in_thread(app))
-            _servers[key] = handle.base_url
-        return _servers[key]
+    market = generate_market(
+        MarketConfig(seed=seed, n_stocks=n_stocks, start=SANDBOX_START, end=SANDBOX_END)
+    )
+    app = create_app(market.tables, settings=ServerSettings(), oracle=market.oracle)
+    with serve_in_thread(app, port=port) as handle:
+        yield handle
+
+
+def sandbox_settings(settings: Settings, base_url: str) -> Settings:
+    """``settings`` pointed at a sandbox server on ``base_url``."""
+    return settings.model_copy(update={"api_key": SecretStr(SANDBOX_API_KEY), "base_url": base_url})
+
+
+def start_embedded_sandbox(
+    settings: Settings, seed: int = SANDBOX_SEED, n_stocks: int = SANDBOX_STOCKS
+) -> Settings:
+    """Serve the sandbox market in this process (once per market) and return ``settings``
+    pointed at it."""
+    with _lock:
+        if (seed, n_stocks) not in _servers:
+            handle = _exit_stack.enter_context(serve_sandbox_market(seed, n_stocks))
+            _servers[seed, n_stocks] = handle.base_url
+        return sandbox_settings(settings, _servers[seed, n_stocks])

@@ -23,7 +23,8 @@ from tests.helpers import RETURN_COLUMN, make_dataset, make_stats
 from assets.serve import free_port
 from atft_pipeline.config import ModelSection, PipelineConfig, TrainingSection
 from atft_pipeline.dataset.splits import SplitConfig
-from atft_pipeline.modeling import predict_atft, train_atft
+from atft_pipeline.features.catalog import META_COLUMNS, TARGET_COLUMNS
+from atft_pipeline.stages.model import predict_atft, train_atft
 from atft_pipeline.training.mlflow_model import REGISTERED_MODEL, scoring_rows, to_wire
 from atft_pipeline.training.tracking import MlflowTracker, tracked_run
 
@@ -110,8 +111,9 @@ def test_training_run_is_named_finished_and_its_registered_model_scores_a_partit
         model=ModelSection(overrides=MODEL_OVERRIDES),
         training=TrainingSection(overrides=TRAINING_OVERRIDES, graph_return_column=RETURN_COLUMN),
     )
+    features = [c for c in dataset.columns if c not in {*META_COLUMNS, *TARGET_COLUMNS}]
     trained = train_atft(
-        dataset, stats, splits, config, tmp_path / "run", mlflow_server,
+        dataset, features, stats, splits, config, tmp_path / "run", mlflow_server,
         tags={"catalog_hash": "c0ffee"}, resume=False,
     )
 

@@ -31,15 +31,14 @@ from sqlalchemy import create_engine, text
 
 from assets.definitions import build_definitions
 from assets.jobs import WEEKLY_RETRAIN_JOB
-from assets.layout import (
+from atft_pipeline.names import (
     CALENDAR_ASSET,
     DATASET_ASSET,
     MODEL_ASSETS,
     STATS_ASSET,
     TARGETS_ASSET,
-    config_path,
-    resolve_layout,
 )
+from atft_pipeline.stages.scope import config_path, resolve_scope
 from assets.recovery import RECOVERY_SENSOR
 from assets.runner import materialize_range
 from assets.serve import Deployment, free_port, graphql
@@ -154,15 +153,15 @@ def test_backfill_sensor_recovery_and_retrain_through_the_deployment(
         monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
         settings = Settings.from_env()
         dump_config(config, config_path(settings))  # the code location reads it
-        layout = resolve_layout(settings, config)
-        family_asset = layout.catalog.family(FAMILY).asset
+        scope = resolve_scope(settings, config)
+        family_asset = scope.catalog.family(FAMILY).asset
         store = PartitionStore(settings.data_root)
 
         # The stored dataset the deployment starts from (not recorded in its Postgres).
         with instance_for_test() as scratch:
             built = materialize_range(
                 build_definitions(settings, config=config), scratch,
-                _dataset_assets(layout),
+                _dataset_assets(scope),
                 START, END, store, progress=lambda _: None,
             )
         assert built.success, [(s.asset, s.error) for s in built.stages if not s.success]
@@ -275,11 +274,11 @@ def test_backfill_sensor_recovery_and_retrain_through_the_deployment(
         assert not list((deployment.state_dir / "pids").iterdir())
 
 
-def _dataset_assets(layout) -> list[str]:
+def _dataset_assets(scope) -> list[str]:
     """The calendar, the raw sources of the enabled families, targets, families, dataset."""
-    sources = {s for n in layout.families for s in layout.catalog.family(n).sources}
-    raw = [a for a in layout.raw_assets if a in sources | {"raw_daily_quotes", "raw_listed_info"}]
-    return [CALENDAR_ASSET, *raw, *layout.feature_assets, TARGETS_ASSET, DATASET_ASSET]
+    sources = {s for n in scope.families for s in scope.catalog.family(n).sources}
+    raw = [a for a in scope.raw_assets if a in sources | {"raw_daily_quotes", "raw_listed_info"}]
+    return [CALENDAR_ASSET, *raw, *scope.feature_assets, TARGETS_ASSET, DATASET_ASSET]
 
 
 def deployment_info(deployment: Deployment) -> dict:

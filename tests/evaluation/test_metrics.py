@@ -353,7 +353,7 @@ def test_metrics_are_invariant_to_row_order() -> None:
 def test_prediction_coverage_blocks_empty_missing_dates_and_nan():
     import datetime as dt
 
-    from atft_pipeline.modeling import prediction_coverage
+    from atft_pipeline.stages.model import prediction_coverage
 
     days = {dt.date(2023, 1, 4), dt.date(2023, 1, 5)}
     frame = pl.DataFrame(

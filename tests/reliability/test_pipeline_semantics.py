@@ -10,9 +10,8 @@ import numpy as np
 import polars as pl
 from dagster import AssetMaterialization, instance_for_test
 
-from assets.features import TARGET_REACH
-from assets.model import stale_inputs
 from assets.runner import LOOK_AHEAD, look_ahead_refresh
+from assets.stage_output import stale_inputs
 from atft_pipeline import calendar
 from atft_pipeline.dataset.assemble import assemble_dataset, build_meta
 from atft_pipeline.dataset.normalization import compute_normalization_stats, stats_hash
@@ -20,6 +19,7 @@ from atft_pipeline.dataset.raw_frames import raw_frames_from_tables
 from atft_pipeline.dataset.targets import compute_targets
 from atft_pipeline.evaluation.baselines import LightGBMConfig, train_lightgbm
 from atft_pipeline.features.registry import compute_family, default_catalog
+from atft_pipeline.stages.features import TARGET_REACH
 from tests.reliability.cases import PIPELINE
 
 

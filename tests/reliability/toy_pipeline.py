@@ -13,12 +13,20 @@ import time
 from pathlib import Path
 
 import polars as pl
-from dagster import AssetExecutionContext, BackfillPolicy, DagsterInstance, Definitions, Failure, asset
+from dagster import (
+    AssetExecutionContext,
+    BackfillPolicy,
+    DagsterInstance,
+    Definitions,
+    Failure,
+    MaterializeResult,
+    asset,
+)
 
 from assets.partitions import trading_day_partitions
 from assets.runner import RangeResult, materialize_range
 from atft_pipeline.storage import PartitionStore, atomic_write_text
-from resources.storage import PolarsParquetIOManager, StorageResource
+from resources.storage import StorageResource
 
 START, END = dt.date(2023, 2, 1), dt.date(2023, 2, 7)
 ASSETS = ["source", "derived"]
@@ -45,24 +53,23 @@ def _steer(home: Path, name: str) -> None:
 def build_defs(home: Path) -> Definitions:
     partitions = trading_day_partitions(dt.date(2023, 1, 4))
 
-    @asset(partitions_def=partitions, backfill_policy=BackfillPolicy.single_run(), pool="jquants",
-           io_manager_key="parquet_io_manager")
-    def source(context: AssetExecutionContext):
+    @asset(partitions_def=partitions, backfill_policy=BackfillPolicy.single_run(), pool="jquants")
+    def source(context: AssetExecutionContext, storage: StorageResource):
         _steer(home, "source")
-        return {k: pl.DataFrame({"day": [k], "x": [1.0]}) for k in context.partition_keys}
+        frames = {k: pl.DataFrame({"day": [k], "x": [1.0]}) for k in context.partition_keys}
+        written = storage.write_output("source", context.partition_keys, frames)
+        return MaterializeResult(metadata={k: str(v) for k, v in written.items()})
 
-    @asset(partitions_def=partitions, backfill_policy=BackfillPolicy.single_run(), deps=[source],
-           io_manager_key="parquet_io_manager")
+    @asset(partitions_def=partitions, backfill_policy=BackfillPolicy.single_run(), deps=[source])
     def derived(context: AssetExecutionContext, storage: StorageResource):
         _steer(home, "derived")
         rows = storage.store().scan("source", context.partition_keys).collect()
-        return {k: rows.filter(pl.col("day") == k).with_columns(y=pl.col("x") * 2) for k in context.partition_keys}
+        frames = {k: rows.filter(pl.col("day") == k).with_columns(y=pl.col("x") * 2) for k in context.partition_keys}
+        written = storage.write_output("derived", context.partition_keys, frames)
+        return MaterializeResult(metadata={k: str(v) for k, v in written.items()})
 
     storage = StorageResource(root=str(home / "data"))
-    return Definitions(
-        assets=[source, derived],
-        resources={"storage": storage, "parquet_io_manager": PolarsParquetIOManager(storage=storage)},
-    )
+    return Definitions(assets=[source, derived], resources={"storage": storage})
 
 
 def open_instance(home: Path) -> DagsterInstance:

@@ -334,7 +334,7 @@ def test_real_replay_reads_fast_with_registry_dtypes(realdata_dir: Path) -> None
 
 
 def test_cli_export_writes_the_market_with_its_summary(tmp_path: Path, capsys) -> None:
-    from atft_pipeline.cli import main
+    from assets.cli import main
 
     argv = ["sandbox", "export", str(tmp_path / "r"), "--seed", "3", "--n-stocks", "10"]
     argv += ["--start", "2024-01-04", "--end", "2024-04-30"]

@@ -985,7 +985,8 @@ def test_date_index_answers_a_day_without_scanning(realdata_dir: Path) -> None:
 def test_cli_rejects_bad_options_without_a_traceback(capsys) -> None:
     import argparse
 
-    from atft_pipeline.cli import add_library_commands, main
+    from assets.cli import main
+    from atft_pipeline.cli import add_library_commands
 
     cases = [
         (["--replay", "/no/such/replay"], "manifest.json: not found"),
@@ -1019,7 +1020,7 @@ def test_cli_serves_over_http_until_terminated() -> None:
     command = [
         sys.executable,
         "-m",
-        "atft_pipeline.cli",
+        "assets.cli",
         "sandbox",
         "serve",
         "--port",

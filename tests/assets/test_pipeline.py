@@ -10,14 +10,14 @@ import pytest
 from dagster import instance_for_test
 
 from assets.definitions import build_definitions
-from assets.layout import LATEST_ASSET, resolve_layout
 from assets.runner import materialize_range
 from atft_pipeline.config import PipelineConfig, SplitSpec
+from atft_pipeline.names import LATEST_ASSET
 from atft_pipeline.sandbox.market import MarketConfig, generate_market
 from atft_pipeline.sandbox.server import ServerSettings, create_app, serve_in_thread
 from atft_pipeline.settings import Settings
+from atft_pipeline.stages.scope import resolve_scope
 from atft_pipeline.storage import PartitionStore
-from resources.jquants import JQuantsResource
 
 START, END = dt.date(2021, 1, 4), dt.date(2021, 12, 30)
 
@@ -29,22 +29,23 @@ def test_the_whole_graph_materializes_and_reports(tmp_path):
     config = PipelineConfig(
         splits=SplitSpec(warmup_days=60, val_fraction=0.2, test_fraction=0.2, max_train_days=40)
     )
-    settings = Settings(home=tmp_path, start_date=START, plan="premium")
     app = create_app(market.tables, settings=ServerSettings(), oracle=market.oracle)
     with serve_in_thread(app) as server, instance_for_test() as instance:
-        jquants = JQuantsResource(api_key="sandbox", base_url=server.base_url)
-        defs = build_definitions(settings, resources={"jquants": jquants}, config=config)
-        layout = resolve_layout(settings, config)
+        settings = Settings(
+            home=tmp_path, start_date=START, plan="premium", api_key="sandbox", base_url=server.base_url
+        )
+        defs = build_definitions(settings, config=config)
+        scope = resolve_scope(settings, config)
         store = PartitionStore(tmp_path / "data")
         result = materialize_range(
-            defs, instance, layout.pipeline_assets(), START, END, store,
+            defs, instance, scope.pipeline_assets(), START, END, store,
             latest_only=[LATEST_ASSET], progress=lambda _: None,
         )
         assert result.success, [(s.asset, s.error) for s in result.stages if not s.success]
 
     dataset = store.read("ml_dataset", "2021-12-01")
-    assert dataset.columns == layout.catalog.expected_columns(list(layout.families))
-    assert len(layout.catalog.feature_columns(list(layout.families))) >= 300
+    assert dataset.columns == scope.catalog.expected_columns(list(scope.families))
+    assert len(scope.feature_columns) >= 300
 
     predictions = store.read("validation_predictions")
     assert set(predictions["model"].unique()) == {"atft_gat_fan", "lightgbm", "ridge", "rule", "oracle"}
@@ -63,4 +64,4 @@ def test_the_whole_graph_materializes_and_reports(tmp_path):
     assert latest.height > 0 and set(latest["split"].unique()) == {"live"}
     assert latest.filter(pl.col("horizon") == 1)["rank"].sort().to_list()[:3] == [1, 2, 3]
     model_record = store.read("atft_model")
-    assert model_record["catalog_hash"][0] == layout.catalog.hash(list(layout.families))
+    assert model_record["catalog_hash"][0] == scope.catalog_hash

@@ -1,32 +1,34 @@
-"""What the code location contains for given settings + configuration, decided in one place.
+"""What the pipeline contains for given settings + configuration, decided in one place.
 
 The plan entitles raw sources; the feature families whose sources are all entitled (minus the
-configuration's ``disabled`` list) build the dataset. The Definitions, the jobs and
-``atft run`` all read this one object, so they can never disagree about what exists.
+configuration's ``disabled`` list) build the dataset. The Definitions, the jobs, ``atft run``
+and every stage read this one object, so they can never disagree about what exists.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from pathlib import Path
 
 from atft_pipeline.config import PipelineConfig, load_config
-from atft_pipeline.features.catalog import FeatureCatalog
+from atft_pipeline.features.catalog import FeatureCatalog, FeatureFamily
 from atft_pipeline.features.registry import default_catalog, enabled_families
 from atft_pipeline.jquants.endpoints import Plan
 from atft_pipeline.jquants.sources import RAW_SOURCES
+from atft_pipeline.names import (
+    CALENDAR_ASSET,
+    DATASET_ASSET,
+    LATEST_ASSET,
+    MODEL_ASSETS,
+    STATS_ASSET,
+    TARGETS_ASSET,
+)
 from atft_pipeline.settings import Settings
-
-CALENDAR_ASSET = "raw_trading_calendar"
-TARGETS_ASSET = "targets"
-DATASET_ASSET = "ml_dataset"
-STATS_ASSET = "normalization_stats"
-MODEL_ASSETS = ("atft_model", "lightgbm_baseline", "validation_predictions", "evaluation_report")
-LATEST_ASSET = "latest_predictions"
 
 
 @dataclass(frozen=True)
-class Layout:
+class PipelineScope:
     settings: Settings
     config: PipelineConfig
     catalog: FeatureCatalog
@@ -42,13 +44,26 @@ class Layout:
         return self.settings.effective_start_date
 
     @property
+    def enabled_families(self) -> list[FeatureFamily]:
+        return [self.catalog.family(n) for n in self.families]
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """The model's inputs: every enabled catalog feature, in dataset column order."""
+        return self.catalog.feature_columns(list(self.families))
+
+    @property
+    def catalog_hash(self) -> str:
+        return self.catalog.hash(list(self.families))
+
+    @property
     def raw_assets(self) -> list[str]:
         """Entitled raw sources (partitioned), registry order."""
         return [s.asset for s in RAW_SOURCES.values() if self.plan.covers(s.plan)]
 
     @property
     def feature_assets(self) -> list[str]:
-        return [self.catalog.family(n).asset for n in self.families]
+        return [f.asset for f in self.enabled_families]
 
     def pipeline_assets(self) -> list[str]:
         """Every asset ``atft run`` materializes, upstream first."""
@@ -64,11 +79,11 @@ class Layout:
         ]
 
 
-def config_path(settings: Settings):
+def config_path(settings: Settings) -> Path:
     return settings.home / "config.yaml"
 
 
-def resolve_layout(settings: Settings, config: PipelineConfig | None = None) -> Layout:
+def resolve_scope(settings: Settings, config: PipelineConfig | None = None) -> PipelineScope:
     if config is None:
         path = config_path(settings)
         config = load_config(path if path.exists() else None)
@@ -83,4 +98,4 @@ def resolve_layout(settings: Settings, config: PipelineConfig | None = None) -> 
         else:
             needs = sorted({RAW_SOURCES[s].plan.value for s in fam.sources if s in RAW_SOURCES})
             disabled[fam.name] = f"plan '{settings.effective_plan.value}' lacks its sources (needs {needs})"
-    return Layout(settings, config, catalog, tuple(enabled), disabled)
+    return PipelineScope(settings, config, catalog, tuple(enabled), disabled)

@@ -17,7 +17,7 @@ from assets.jobs import NIGHTLY_JOB
 from assets.partitions import TOKYO, trading_day_lookback, trading_day_partitions
 from atft_pipeline.settings import Settings
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -114,3 +114,22 @@ def test_plan_decides_which_raw_sources_are_in_the_jobs(tmp_path):
     spec = light.get_assets_def(AssetKey("raw_short_selling")).specs_by_key[AssetKey("raw_short_selling")]
     assert spec.metadata["entitled"] is False
     assert "needs 'standard'" in spec.metadata["disabled_reason"]
+
+
+def test_asset_bodies_are_thin_and_storage_is_reached_one_way():
+    """Every asset body resolves partitions, calls its stage and writes (at most 15 lines);
+    nothing under assets/ or resources/ reads frames itself: stages read from the store."""
+    bodies = {}
+    for path in (REPO_ROOT / "assets").glob("*.py"):
+        source = path.read_text()
+        assert ".scan(" not in source and ".read(" not in source, path.name
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef) and any(
+                isinstance(d, ast.Call) and getattr(d.func, "id", "").endswith("asset")
+                for d in node.decorator_list
+            ):
+                bodies[node.name] = node.end_lineno - node.body[0].lineno + 1
+    assert len(bodies) == 11, sorted(bodies)  # 2 raw builders, 2 feature/targets, 2 dataset, 5 model
+    assert max(bodies.values()) <= 15, bodies
+    for path in (REPO_ROOT / "resources").glob("*.py"):
+        assert ".scan(" not in path.read_text() and ".read(" not in path.read_text(), path.name

@@ -9,15 +9,16 @@ import pytest
 from dagster import AssetKey, build_sensor_context, instance_for_test
 
 from assets.definitions import build_definitions
-from assets.raw import CALENDAR_ASSET
 from assets.recovery import RECOVERY_SENSOR
 from assets.runner import materialize_range
 from atft_pipeline import calendar
 from atft_pipeline.jquants.sources import RAW_SOURCES
+from atft_pipeline.names import CALENDAR_ASSET
 from atft_pipeline.sandbox.faults import FaultSettings
 from atft_pipeline.sandbox.market import MarketConfig, generate_market
 from atft_pipeline.sandbox.server import ServerSettings, create_app, serve_in_thread
 from atft_pipeline.settings import Settings
+from atft_pipeline.stages.raw import SCHEMA_CHECK
 from atft_pipeline.storage import PartitionStore
 from resources.jquants import JQuantsResource
 
@@ -39,10 +40,10 @@ def instance():
 
 
 def _defs(tmp_path, base_url: str, plan: str = "premium", start: dt.date = dt.date(2022, 10, 3)):
-    settings = Settings(home=tmp_path, start_date=start, plan=plan)
+    settings = Settings(home=tmp_path, start_date=start, plan=plan, api_key="sandbox", base_url=base_url)
     fast = JQuantsResource(
-        api_key="sandbox", base_url=base_url, plan=plan, backoff_base_s=0.01,
-        backoff_429_s=0.05, min_backoff_429_s=0.0, max_retries=2,
+        settings=settings,
+        client_overrides=dict(backoff_base_s=0.01, backoff_429_s=0.05, min_backoff_429_s=0.0, max_retries=2),
     )
     return build_definitions(settings, resources={"jquants": fast})
 
