@@ -254,7 +254,7 @@ def test_real_replay_adjusted_as_of_the_clock(realdata_dir) -> None:
 
 
 def test_serve_command_takes_a_clock(capsys) -> None:
-    from atft_pipeline.cli import build_parser
+    from assets.cli import build_parser
 
     args = build_parser().parse_args(["sandbox", "serve", "--clock", "2024-03-05T10:30Z"])
     assert args.clock == dt.datetime(2024, 3, 5, 19, 30)
