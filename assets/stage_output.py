@@ -51,9 +51,8 @@ def _write_accepted_and_fail(
     materialized so the UI and the runner see exactly what exists, and fail the step naming
     the blocked ones, so no dependant runs on this step's output."""
     frames = output.frames if isinstance(output.frames, dict) else {}
-    store = storage.store()
+    storage.write_output(asset, sorted(frames), frames)
     for key, frame in sorted(frames.items()):
-        store.write(asset, key, frame)
         context.log_event(AssetMaterialization(asset, partition=key, metadata={"rows": frame.height}))
     raise Failure(output.blocked)
 

@@ -157,6 +157,13 @@ def predict_atft(
     return pl.concat(parts)
 
 
+def universe_splits(dataset: pl.DataFrame, splits: SplitConfig) -> dict[str, pl.DataFrame]:
+    """The universe rows of ``dataset`` by split name (``train``, ``val``, ``test``): what every
+    baseline fits and predicts on."""
+    universe = dataset.filter("universe")
+    return {name: universe.filter(splits.split_expr() == name) for name in ("train", "val", "test")}
+
+
 def fit_lightgbm(
     dataset: pl.DataFrame,
     features: list[str],
@@ -167,8 +174,7 @@ def fit_lightgbm(
     """Fit one LightGBM per horizon (early-stopped on val), save it, predict val + test."""
     from atft_pipeline.evaluation.baselines import train_lightgbm_baseline
 
-    universe = dataset.filter("universe")
-    part = {name: universe.filter(splits.split_expr() == name) for name in ("train", "val", "test")}
+    part = universe_splits(dataset, splits)
     baseline = train_lightgbm_baseline(
         part["train"], part["val"], features, config.evaluation.lightgbm_config()
     )
@@ -183,8 +189,7 @@ def fit_ridge(
     """Fit one ridge per horizon (penalty chosen on val RankIC); predict val + test."""
     from atft_pipeline.evaluation.baselines import ridge_predictions
 
-    universe = dataset.filter("universe")
-    part = {name: universe.filter(splits.split_expr() == name) for name in ("train", "val", "test")}
+    part = universe_splits(dataset, splits)
     return ridge_predictions(
         part["train"], part["val"], part["test"], features, config.evaluation.ridge_config()
     )
