@@ -1,10 +1,10 @@
-"""Run one benchmark: ``python -m bench {features,graph,training,demo,honest_eval}`` (see BENCHMARKS.md)."""
+"""Run one benchmark: ``python -m bench {features,graph,training,demo,honest_eval,quality}`` (see BENCHMARKS.md)."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import demo, features, graph, honest_eval, training
+from bench import demo, features, graph, honest_eval, quality, training
 
 BENCHMARKS = {
     "features": features.main,
@@ -12,6 +12,7 @@ BENCHMARKS = {
     "training": training.main,
     "demo": demo.main,
     "honest_eval": honest_eval.main,
+    "quality": quality.main,
 }
 
 

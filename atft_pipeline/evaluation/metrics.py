@@ -292,6 +292,11 @@ def ic_summary(frame: pl.DataFrame) -> dict[str, float | int | None]:
     return _with_coverage(_ic_stats(frame, ()), frame, ()).collect().row(0, named=True)
 
 
+def ic_table(frame: pl.DataFrame, by: Sequence[str] = SERIES_KEYS) -> pl.DataFrame:
+    """``ic_summary`` of every series of ``frame`` (one row per value of the ``by`` keys)."""
+    return _with_coverage(_ic_stats(frame, by), frame, by).collect()
+
+
 # --------------------------------------------------------------------------- portfolios
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 
 from atft_pipeline.jquants.sources import WEEKLY_MARGIN_PUBLICATION_LAG
-from atft_pipeline.sandbox.market.signals import SignalEngine, SignalParams, earnings_events
+from atft_pipeline.sandbox.market.signals import SIGNALS, SignalEngine, SignalParams, earnings_events
 from atft_pipeline.sandbox.market.timeline import Timeline
 
 HORIZONS = (1, 5, 10, 20)
@@ -142,20 +142,11 @@ def _dense(
     return out, mask
 
 
-def replay_oracle(
-    tables: dict[str, pl.DataFrame],
-    params: SignalParams,
-    codes: np.ndarray,
-    timeline: Timeline,
-    through: dt.date | None = None,
-) -> pl.DataFrame:
-    """The oracle recomputed from published tables (bars, weekly margin, statements) alone.
-
-    With ``through``, only rows public on or before that date are used (bars by Date,
-    statements by DiscDate, weekly margin by its publication 2 sessions after Date) and the
-    oracle is returned for dates up to it.
-    """
-    last = len(timeline) - 1 if through is None else timeline.index_on_or_before(through)
+def _public_inputs(
+    tables: dict[str, pl.DataFrame], codes: np.ndarray, timeline: Timeline, last: int
+) -> tuple[np.ndarray, ...]:
+    """Dense [T, N] engine inputs from rows public on or before session ``last``: close,
+    AdjFactor, listed, published margin long / short, earnings surprises."""
     cutoff = timeline.days[last]
     bars = tables["equities/bars/daily"].filter(pl.col("Date") <= cutoff)
     fins = tables["fins/summary"].filter(pl.col("DiscDate") <= cutoff)
@@ -173,7 +164,24 @@ def replay_oracle(
         day_shift=WEEKLY_MARGIN_PUBLICATION_LAG,
     )
     (earn,), _ = _dense(earnings_events(fins), "DiscDate", ["z"], timeline, codes, 0.0)
+    return close, adj, listed, long_, short, earn
 
+
+def replay_oracle(
+    tables: dict[str, pl.DataFrame],
+    params: SignalParams,
+    codes: np.ndarray,
+    timeline: Timeline,
+    through: dt.date | None = None,
+) -> pl.DataFrame:
+    """The oracle recomputed from published tables (bars, weekly margin, statements) alone.
+
+    With ``through``, only rows public on or before that date are used (bars by Date,
+    statements by DiscDate, weekly margin by its publication 2 sessions after Date) and the
+    oracle is returned for dates up to it.
+    """
+    last = len(timeline) - 1 if through is None else timeline.index_on_or_before(through)
+    close, adj, listed, long_, short, earn = _public_inputs(tables, codes, timeline, last)
     engine = SignalEngine(params)
     oracle = np.zeros((len(timeline), len(codes), len(HORIZONS)))
     for day in range(last + 1):
@@ -181,3 +189,38 @@ def replay_oracle(
         oracle[day] = expected_returns(engine.state, params).T
     listed[last + 1 :] = False
     return oracle_frame(oracle, listed, timeline, codes)
+
+
+def signal_components(
+    tables: dict[str, pl.DataFrame],
+    params: SignalParams,
+    codes: np.ndarray,
+    timeline: Timeline,
+    horizons: tuple[int, ...] = (1, 5),
+) -> pl.DataFrame:
+    """Each planted signal's part of the oracle: ``date, code, <signal>_<h>d``.
+
+    The drift signal k fixes for the h sessions of the target window is
+    ``vol_scale * G_k(t) * sum_{j<h} rho_k**j`` — the oracle's first-order terms, whose sum
+    over the signals is the oracle up to the compounding of the drifts (exact at h = 1 up to
+    that product). A model that ranks stocks by one component captures that signal.
+    """
+    close, adj, listed, long_, short, earn = _public_inputs(tables, codes, timeline, len(timeline) - 1)
+    engine = SignalEngine(params)
+    steps = np.array(
+        [[(params.decay[k] ** np.arange(h)).sum() for k in range(len(SIGNALS))] for h in horizons]
+    )  # [H, K]
+    parts = np.zeros((len(timeline), len(codes), len(horizons) * len(SIGNALS)))
+    for day in range(len(timeline)):
+        engine.step(close[day], adj[day], listed[day], long_[day], short[day], earn[day])
+        drift = engine.state * params.vol_scale[None, :]  # [K, N]
+        parts[day] = (steps[:, :, None] * drift[None]).reshape(-1, len(codes)).T
+    day_idx, stock_idx = np.nonzero(listed)
+    columns = {
+        "date": pl.Series(timeline.days, dtype=pl.Date).gather(day_idx),
+        "code": pl.Series(codes.tolist(), dtype=pl.String).gather(stock_idx),
+    }
+    for i, h in enumerate(horizons):
+        for k, name in enumerate(SIGNALS):
+            columns[f"{name}_{h}d"] = pl.Series(parts[day_idx, stock_idx, i * len(SIGNALS) + k])
+    return pl.DataFrame(columns)
