@@ -18,6 +18,7 @@ from assets.dataset import build_dataset_asset, build_stats_asset
 from assets.features import build_feature_asset, build_targets_asset
 from assets.jobs import build_jobs, build_schedules
 from assets.model import build_model_assets
+from assets.quality import build_quality_job
 from assets.raw import build_raw_assets
 from assets.recovery import build_recovery_sensor
 from atft_pipeline.config import PipelineConfig
@@ -57,7 +58,7 @@ def build_definitions(
     jobs = build_jobs(scope)
     return Definitions(
         assets=build_assets(scope),
-        jobs=jobs,
+        jobs=[*jobs, build_quality_job(scope)],
         schedules=build_schedules({j.name: j for j in jobs}),
         sensors=[build_recovery_sensor(list(RAW_SOURCES))],
         resources={**build_resources(scope.settings), **(resources or {})},

@@ -56,7 +56,7 @@ class QualityBenchConfig(BaseModel):
 
     n_stocks: int = Field(300, ge=20, description="stocks of the sandbox market")
     start: dt.date = Field(dt.date(2021, 1, 4), description="first session of the market")
-    end: dt.date = Field(dt.date(2022, 12, 30), description="last session of the market")
+    end: dt.date = Field(dt.date(2023, 6, 30), description="last session of the market")
     market_seed: int = 7
     warmup_days: int = Field(80, ge=0, description="first sessions left out (momentum warms up)")
     n_folds: int = Field(3, ge=1)

@@ -1,0 +1,63 @@
+"""The model-quality benchmark: signal components, folds and tables (baselines only: fast)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+
+from atft_pipeline.config import EvaluationSection, PipelineConfig
+from atft_pipeline.evaluation.quality import QualityBenchConfig, render_markdown, run_quality_benchmark
+from atft_pipeline.sandbox.market import MarketConfig, generate_market
+from atft_pipeline.sandbox.market.oracle import signal_components
+from atft_pipeline.sandbox.market.signals import SIGNALS
+
+SCALE = dict(n_stocks=40, start=dt.date(2021, 1, 4), end=dt.date(2022, 3, 31))
+
+
+@pytest.fixture(scope="module")
+def market():
+    return generate_market(MarketConfig(seed=3, **SCALE))
+
+
+def test_one_day_components_add_up_to_the_oracle(market):
+    hidden = market.hidden
+    parts = signal_components(market.tables, hidden.params, hidden.universe.codes, hidden.timeline, (1, 5))
+    joined = market.oracle.join(parts, on=["date", "code"], how="inner")
+    assert joined.height == market.oracle.height
+    total = joined.select(pl.sum_horizontal(f"{s}_1d" for s in SIGNALS)).to_series().to_numpy()
+    np.testing.assert_allclose(total, joined["oracle_1d"].to_numpy(), rtol=1e-9, atol=1e-12)
+    # 5 days: the sum of the first-order terms is the oracle up to compounding (tiny drifts)
+    total5 = joined.select(pl.sum_horizontal(f"{s}_5d" for s in SIGNALS)).to_series().to_numpy()
+    assert np.corrcoef(total5, joined["oracle_5d"].to_numpy())[0, 1] > 0.999
+    assert np.abs(total5 - joined["oracle_5d"].to_numpy()).max() < 2e-3
+    assert all(joined[f"{s}_1d"].std() > 0 for s in SIGNALS)
+
+
+def test_baseline_benchmark_tables(tmp_path):
+    bench = QualityBenchConfig(
+        **SCALE, market_seed=3, warmup_days=60, n_folds=2, train_days=60, val_days=20,
+        test_days=20, atft=False,
+    )
+    fast = EvaluationSection(
+        lightgbm=dict(num_threads=1, num_boost_round=20, min_boost_round=5, learning_rate=0.2)
+    )
+    result = run_quality_benchmark(
+        bench, PipelineConfig(evaluation=fast), tmp_path, progress=lambda _: None
+    )
+    models = {"oracle", "rule", "ridge", "lightgbm"}
+    assert set(result.table["model"]) == models
+    assert result.table.height == len(models) * 2 * 2  # models × folds × horizons
+    oracle = result.table.filter(pl.col("model") == "oracle")
+    assert oracle["share_of_oracle"].to_list() == pytest.approx([1.0] * 4)
+    assert (result.table["rank_ic_se"] > 0).all()
+    # the oracle correlates with its own components; the rule's reversal leg with reversal
+    sig = result.signals.filter(pl.col("horizon") == 1)
+    oracle_rev = sig.filter((pl.col("model") == "oracle") & (pl.col("signal") == "reversal"))
+    rule_rev = sig.filter((pl.col("model") == "rule") & (pl.col("signal") == "reversal"))
+    assert (oracle_rev["corr"] > 0.2).all() and (rule_rev["corr"] > 0.1).all()
+    assert set(result.summary["folds"]) == {2}
+    markdown = render_markdown(result, bench)
+    assert "| oracle | 1 |" in markdown and "reversal" in markdown
