@@ -50,6 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.set_defaults(handler=cmd_ui)
 
+    simulate = sub.add_parser(
+        "simulate", help="run N nights as the schedules would, against a stand-in's clock"
+    )
+    simulate.add_argument("--nights", type=int, required=True, help="consecutive calendar nights")
+    simulate.add_argument("--start", type=parse_date, help="first night (default: N nights ending at the last day)")
+    simulate.add_argument("--check-backfill", action="store_true", help="then compare with a one-shot backfill")
+    simulate.add_argument("--backfill-home", type=Path, help="its ATFT_HOME (default: ATFT_HOME-backfill)")
+    simulate.add_argument("--config", type=Path, help="pipeline configuration YAML")
+    simulate.add_argument("--n-stocks", type=int, default=SANDBOX_STOCKS, help="sandbox market size")
+    simulate.add_argument("--seed", type=int, default=SANDBOX_SEED, help="sandbox market seed")
+    simulate.add_argument("--margin-switch", type=parse_date, help="sandbox: first daily margin-interest day (default: mid-period)")
+    simulate.set_defaults(handler=cmd_simulate)
+
     from assets.serve import build_parser as build_serve_parser  # `atft serve` (README "Deploying")
 
     build_serve_parser(sub.add_parser("serve", help="code server, webserver and daemon on Postgres"))
@@ -140,6 +153,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
             update={"plan": Plan.PREMIUM, "start_date": SANDBOX_START}
         )
         return run_pipeline(settings, SANDBOX_START, SANDBOX_END, load_config(DEMO_CONFIG))
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from assets.simulate import SimulationRequest, run_simulation
+    from atft_pipeline.config import load_config
+
+    request = SimulationRequest(
+        nights=args.nights, first_night=args.start, check_backfill=args.check_backfill,
+        backfill_home=args.backfill_home, seed=args.seed, n_stocks=args.n_stocks,
+        margin_switch=args.margin_switch,
+    )
+    config = load_config(args.config) if args.config else None
+    return run_simulation(Settings.from_env(), request, config)
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
