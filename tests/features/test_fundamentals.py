@@ -296,7 +296,21 @@ def statement_docs() -> list[Doc]:
     ]
     for i, doc in enumerate(docs):
         doc.no = f"{doc.disc:%Y%m%d}{i:04d}"
+        if doc.is_fs:
+            _add_equity_fields(doc, i)
     return docs
+
+
+def _add_equity_fields(doc: Doc, i: int) -> None:
+    """ShEq on every statement (a little below Eq, moving with the quarter); the reported ROE
+    (percent) on full-year statements; parent-only equity and ROE on all but the first FY."""
+    values = doc.values
+    values["ShEq"] = values["Eq"] * 0.9 + 3.0 * i
+    if doc.per == "FY":
+        values["ROE"] = round(100 * values["NP"] / values["ShEq"], 2)
+        if i > 4:
+            values["NCShEq"] = values["ShEq"] * 0.6
+            values["NCROE"] = 3.25
 
 
 def statement_table(code: str, docs: list[Doc]) -> pl.DataFrame:
@@ -402,6 +416,18 @@ def expected_statements(docs: list[Doc], bars: pl.DataFrame, t: dt.date) -> dict
     out["stmt_roe"] = pos_div(cur.get("NP") * annual, cur.get("Eq"))
     out["stmt_roa"] = pos_div(cur.get("NP") * annual, cur.get("TA"))
     out["stmt_equity_ratio"] = cur.get("EqAR") or (cur.get("Eq") / cur.get("TA"))
+    out["stmt_roe_sheq"] = pos_div(cur.get("NP") * annual, cur.get("ShEq"))
+    out["stmt_sheq_ratio"] = pos_div(cur.get("ShEq"), cur.get("TA"))
+    out["stmt_noncontrolling_share"] = 1.0 - cur.get("ShEq") / cur.get("Eq")
+    out["stmt_sheq_yoy"] = growth(cur.get("ShEq"), g(py, "ShEq"))
+    with_roe = [d for d in fs if d.get("ROE") is not None]
+    if with_roe:
+        out["stmt_roe_reported"] = frontier(with_roe).get("ROE") / 100
+    with_parent = [d for d in fs if d.get("NCShEq") is not None]
+    if with_parent:
+        p = frontier(with_parent)
+        out["stmt_nc_roe_reported"] = p.get("NCROE") / 100
+        out["stmt_parent_equity_share"] = p.get("NCShEq") / p.get("ShEq")
     out["stmt_fiscal_quarter"] = {"1Q": 1.0, "2Q": 2.0, "3Q": 3.0, "FY": 4.0}[cur.per]
     out["stmt_days_since_disc"] = float((t - cur.disc).days)
 
@@ -469,6 +495,7 @@ def expected_statements(docs: list[Doc], bars: pl.DataFrame, t: dt.date) -> dict
         out["stmt_pbr"] = pos_div(close, b.get("BPS") * to_t(b.disc))
     shares_t = (cur.get("ShOutFY") - cur.get("TrShFY")) / to_t(cur.disc)
     out["stmt_sales_to_price"] = pos_div(ttm("Sales"), close * shares_t)
+    out["stmt_book_to_market"] = pos_div(cur.get("ShEq"), close * shares_t)
     if py:
         py_shares_in_cur_units = (py.get("ShOutFY") - py.get("TrShFY")) / math.prod(
             f for d, f in factors.items() if py.disc < d <= cur.disc
