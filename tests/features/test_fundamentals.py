@@ -814,6 +814,74 @@ def test_weekly_margin_changes_are_split_consistent_and_stale_series_go_null(wee
     assert value(out, D(2022, 7, 6), "44440", "mrgw_iss_loan") == 0.0
 
 
+@pytest.fixture(scope="module")
+def regime_switch_case():
+    """One code: weekly rows up to the switch, then daily rows (application date = each
+    session, PubDate = the next session); the weekly-only feed of the same weeks beside it."""
+    days = calendar.trading_days("2021-01-04", "2022-09-30")
+    switch = D(2022, 6, 1)
+    bars = table(BARS, bars_rows("11110", days, seed=5))
+    fridays = [d for d in days if d.weekday() == 4 and d < switch]
+    weekly = weekly_rows("11110", fridays, seed=5)
+    daily = [
+        {**r, "PubDate": days[days.index(r["Date"]) + 1]}
+        for r in weekly_rows("11110", [d for d in days[:-1] if d >= switch], seed=6)
+    ]
+    both = {BARS: bars, WEEKLY: table(WEEKLY, weekly + daily)}
+    weekly_only = {BARS: bars, WEEKLY: table(WEEKLY, weekly)}
+    return (
+        days,
+        switch,
+        bars,
+        table(WEEKLY, weekly + daily),
+        run(margin_weekly.FAMILY, both, days),
+        run(margin_weekly.FAMILY, weekly_only, days),
+    )
+
+
+def test_margin_interest_regime_switch_keeps_weekly_definitions(regime_switch_case):
+    """After the switch each session shows the row published that day (PubDate), and the
+    weekly statistics compare with the previous calendar week's last application date."""
+    days, switch, bars, rows, out, weekly_only = regime_switch_case
+    before = [d for d in days if d < switch]
+    assert out.filter(pl.col("date").is_in(before)).equals(
+        weekly_only.filter(pl.col("date").is_in(before))
+    )
+    vol = bars.sort("Date")["Vo"].to_numpy()
+    bar_days = bars.sort("Date")["Date"].to_list()
+    rows = rows.sort("Date").to_dicts()
+    apps = [r["Date"] for r in rows]
+    checked = 0
+    for t in [d for d in days if d > switch]:
+        i = max(k for k, r in enumerate(rows) if (r["PubDate"] or D(1900, 1, 1)) <= t)
+        r = rows[i]
+        assert r["PubDate"] == t  # the row published at t is the latest one
+        k = bar_days.index(r["Date"])
+        adv = vol[k - 19 : k + 1].mean()
+        week = r["Date"] - dt.timedelta(days=r["Date"].weekday())
+        # the last application date of each earlier calendar week, oldest first
+        ends = [
+            j for j, a in enumerate(apps[:i]) if a < week and (j + 1 == i or
+            apps[j + 1] - dt.timedelta(days=apps[j + 1].weekday())
+            != a - dt.timedelta(days=a.weekday()))
+        ]
+        longs = [rows[j]["LongVol"] for j in ends] + [r["LongVol"]]
+        shorts = [rows[j]["ShrtVol"] for j in ends] + [r["ShrtVol"]]
+        want = {
+            "mrgw_long_to_adv": r["LongVol"] / adv,
+            "mrgw_long_chg_1w": (longs[-1] - longs[-2]) / adv,
+            "mrgw_short_chg_4w": (shorts[-1] - shorts[-5]) / adv,
+            "mrgw_short_logchg_1w": math.log(shorts[-1] / shorts[-2]),
+            "mrgw_long_z26": last_zscore(longs, 26, len(longs)),
+            "mrgw_short_z52": last_zscore(shorts, 52, len(shorts)),
+            "mrgw_weeks_since_pub": 0.0,
+        }
+        for column, expected in want.items():
+            assert close_enough(value(out, t, "11110", column), expected, rel=1e-5), (t, column)
+            checked += 1
+    assert checked > 7 * 80
+
+
 # --------------------------------------------------------------------------------------
 # daily margin alerts
 
