@@ -45,6 +45,9 @@ CONTRACT_MARKET = MarketConfig(
     end=dt.date(2022, 6, 30),
     # both margin-interest regimes: weekly rows, then daily rows with PubDate
     margin_interest_daily_from=dt.date(2022, 3, 1),
+    # late filings (after 18:00 or without a time), restatements and more splits throughout
+    event_window_start=dt.date(2020, 7, 2),
+    event_late_filing_share=0.5,
 )
 LONG_GAP = 15  # sessions of the contract market's long halt and long feed gap
 
@@ -314,11 +317,16 @@ def _in_partitions(source: RawSource, by_query: pl.Expr, op: str, *days: dt.date
 
 
 def until(tables: dict[str, pl.DataFrame], t: dt.date) -> dict[str, pl.DataFrame]:
-    """The tables as a nightly run on t sees them: nothing published after t."""
+    """The tables as a nightly run on t sees them: nothing published after t, and none of
+    t's statements disclosed after 18:00 or without a time (the 24:30 update brings them)."""
     out = {}
     for path, table in tables.items():
         later = published_after(path, t)
         out[path] = table if later is None else table.filter(~later)
+    if FINS in out:
+        time = pl.col("DiscTime").str.slice(0, 5)
+        late = time.is_null() | (time > "18:00")
+        out[FINS] = out[FINS].filter(~((pl.col("DiscDate") == t) & late))
     return out
 
 

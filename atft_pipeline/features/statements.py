@@ -2,8 +2,9 @@
 
 Point in time (DESIGN §6):
 
-- A disclosure is known from its ``DiscDate`` (an after-close ``DiscTime`` is still "on" that
-  date). Only documents whose ``DocType`` contains ``FinancialStatements`` carry results;
+- A disclosure is known from its ``DiscDate`` when disclosed by 18:00 (an after-close
+  ``DiscTime`` is still "on" that date), else from the next day: the 24:30 update that
+  carries it comes after the evening's nightly run (``common.statement_available``). Only documents whose ``DocType`` contains ``FinancialStatements`` carry results;
   ``EarnForecastRevision`` / ``DividendForecastRevision`` documents carry guidance only.
 - The statement in force at t is the latest version of the most recent fiscal period
   (``CurPerEn``) disclosed by t. A restatement (a newer ``DiscDate`` for the same ``CurFYSt`` /
@@ -111,11 +112,15 @@ def _documents(inputs: FeatureInputs, levels: pl.LazyFrame) -> pl.LazyFrame:
     ]
     docs = (
         raw_source(inputs, "statements", "raw_statements", fields)
-        .rename({"DiscDate": "known", "Code": "code"})
+        .with_columns(common.statement_available().alias("known"))
+        .rename({"Code": "code"})
         .filter(pl.col("known").is_not_null() & pl.col("code").is_not_null())
     )
-    return log_split_at(docs, "known", levels).sort(
-        "code", "known", "DiscTime", "DiscNo", maintain_order=True
+    # per-share figures are in the share units of the disclosure date, not of the known date
+    return (
+        log_split_at(docs, "DiscDate", levels)
+        .drop("DiscDate")
+        .sort("code", "known", "DiscTime", "DiscNo", maintain_order=True)
     )
 
 
@@ -484,7 +489,7 @@ _STATEMENT_FEATURES = (
     ("stmt_earnings_yield_ttm", "Trailing-twelve-month EPS / raw close"),
     ("stmt_sales_to_price", "Trailing-twelve-month net sales / market capitalization at t"),
     ("stmt_book_to_market", "Shareholders' equity ShEq / market capitalization at t"),
-    ("stmt_days_since_disc", "Calendar days since the statement in force was disclosed"),
+    ("stmt_days_since_disc", "Calendar days since the statement in force became known"),
     (
         "stmt_days_since_forecast",
         "Calendar days since the latest guidance for the year in progress",

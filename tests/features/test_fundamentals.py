@@ -64,8 +64,14 @@ class Doc:
         return "FinancialStatements" in self.doc_type
 
     @property
+    def known(self) -> dt.date:
+        """The fins/summary update carrying it: 18:00 of its day, else 24:30 (next day)."""
+        early = self.time is not None and self.time[:5] <= "18:00"
+        return self.disc if early else self.disc + dt.timedelta(days=1)
+
+    @property
     def order(self):
-        return (self.disc, self.time, self.no)
+        return (self.known, self.time, self.no)
 
     no: str = ""
 
@@ -298,6 +304,8 @@ def statement_docs() -> list[Doc]:
         doc.no = f"{doc.disc:%Y%m%d}{i:04d}"
         if doc.is_fs:
             _add_equity_fields(doc, i)
+    # after 18:00: the 24:30 update brings it, so it is known from the next day
+    docs[3].time = "19:00:00"
     return docs
 
 
@@ -355,7 +363,7 @@ def expected_statements(docs: list[Doc], bars: pl.DataFrame, t: dt.date) -> dict
     def to_t(day):  # per-share multiplier from the units of `day` to the units of t
         return math.prod(f for d, f in factors.items() if day < d <= t)
 
-    known = [d for d in docs if d.disc <= t]
+    known = [d for d in docs if d.known <= t]
     fs = [d for d in known if d.is_fs]
     out: dict = {}
     if not fs:
@@ -429,7 +437,7 @@ def expected_statements(docs: list[Doc], bars: pl.DataFrame, t: dt.date) -> dict
         out["stmt_nc_roe_reported"] = p.get("NCROE") / 100
         out["stmt_parent_equity_share"] = p.get("NCShEq") / p.get("ShEq")
     out["stmt_fiscal_quarter"] = {"1Q": 1.0, "2Q": 2.0, "3Q": 3.0, "FY": 4.0}[cur.per]
-    out["stmt_days_since_disc"] = float((t - cur.disc).days)
+    out["stmt_days_since_disc"] = float((t - cur.known).days)
 
     # Guidance: per fiscal year, carried-forward values per field with their source date.
     fields = {
@@ -455,10 +463,10 @@ def expected_statements(docs: list[Doc], bars: pl.DataFrame, t: dt.date) -> dict
             speaks = is_div if f == "fdiv" else is_earn
             if doc.is_fs or (speaks and v is not None):
                 state[f] = (v, doc.disc)
-        if chain and chain[-1][0] == doc.disc:
-            chain[-1] = (doc.disc, state)
+        if chain and chain[-1][0] == doc.known:
+            chain[-1] = (doc.known, state)
         else:
-            chain.append((doc.disc, state))
+            chain.append((doc.known, state))
 
     def at_t(entry):
         v, src = entry
