@@ -60,7 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--config", type=Path, help="pipeline configuration YAML")
     simulate.add_argument("--n-stocks", type=int, default=SANDBOX_STOCKS, help="sandbox market size")
     simulate.add_argument("--seed", type=int, default=SANDBOX_SEED, help="sandbox market seed")
-    simulate.add_argument("--margin-switch", type=parse_date, help="sandbox: first daily margin-interest day (default: mid-period)")
     simulate.set_defaults(handler=cmd_simulate)
 
     from assets.serve import build_parser as build_serve_parser  # `atft serve` (README "Deploying")
@@ -162,7 +161,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     request = SimulationRequest(
         nights=args.nights, first_night=args.start, check_backfill=args.check_backfill,
         backfill_home=args.backfill_home, seed=args.seed, n_stocks=args.n_stocks,
-        margin_switch=args.margin_switch,
     )
     config = load_config(args.config) if args.config else None
     return run_simulation(Settings.from_env(), request, config)

@@ -5,7 +5,7 @@ the trading day that just closed. Nikkei 225 options for day D are published at 
 so ``raw_index_options`` runs in its own early-morning job for the previous trading day.
 Statements disclosed after 18:00 on D arrive with fins/summary's 24:30 update (00:30 on D+1),
 after that evening's run: ``statements_catchup`` re-fetches ``raw_statements[D]`` the next
-morning and re-materializes the partitions of D that read it (docs/nightly.md).
+morning, before the evening run that first uses them (docs/nightly.md).
 """
 
 
@@ -79,13 +79,14 @@ def build_jobs(scope: PipelineScope):
     if OPTIONS_ASSET in raw:
         jobs.append(define_asset_job(OPTIONS_JOB, selection=AssetSelection.assets(OPTIONS_ASSET)))
     if STATEMENTS_ASSET in raw:
-        readers = [f.asset for f in scope.enabled_families if STATEMENTS_ASSET in f.sources]
+        # The families read a disclosure made after 18:00 (or without a time) from the next
+        # session on, so only the raw partition changes; the next evening reads it complete.
         jobs.append(
             define_asset_job(
                 STATEMENTS_CATCHUP_JOB,
-                selection=AssetSelection.assets(STATEMENTS_ASSET, *readers, DATASET_ASSET),
+                selection=AssetSelection.assets(STATEMENTS_ASSET),
                 description="The previous session's statements again, after fins/summary's "
-                "24:30 update, and the partitions of that day that read them.",
+                "24:30 update.",
             )
         )
     return jobs

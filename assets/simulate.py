@@ -44,7 +44,7 @@ from atft_pipeline.config import PipelineConfig
 from atft_pipeline.jquants.endpoints import Plan
 from atft_pipeline.nightly.compare import AssetComparison, compare_stores, equality_table
 from atft_pipeline.sandbox.embedded import SANDBOX_SEED, SANDBOX_STOCKS
-from atft_pipeline.settings import SANDBOX_END, SANDBOX_START, Settings
+from atft_pipeline.settings import Settings
 from atft_pipeline.stages.scope import PipelineScope
 from atft_pipeline.storage import PartitionStore, home_lock
 
@@ -247,25 +247,17 @@ def empty_home(path: Path) -> None:
 
 
 @contextmanager
-def stand_in(settings: Settings, seed: int, n_stocks: int, margin_switch: dt.date) -> Iterator[Settings]:
+def stand_in(settings: Settings, seed: int, n_stocks: int) -> Iterator[Settings]:
     """``settings`` pointed at a stand-in server whose clock can be set: the configured one
-    (``JQUANTS_BASE_URL``, e.g. ``atft sandbox serve --replay DIR``), or else the sandbox market
-    served here, with its margin-interest regime switch on ``margin_switch``."""
+    (``JQUANTS_BASE_URL``, e.g. ``atft sandbox serve --replay DIR``), or else the sandbox
+    market served here (its last sessions hold the planted splits, late filings and the
+    margin-interest switch)."""
     if not settings.embedded_sandbox:
         yield settings
         return
-    from atft_pipeline.sandbox.embedded import sandbox_settings
-    from atft_pipeline.sandbox.market import MarketConfig, generate_market
-    from atft_pipeline.sandbox.server import ServerSettings, create_app, serve_in_thread
+    from atft_pipeline.sandbox.embedded import sandbox_settings, serve_sandbox_market
 
-    market = generate_market(
-        MarketConfig(
-            seed=seed, n_stocks=n_stocks, start=SANDBOX_START, end=SANDBOX_END,
-            margin_interest_daily_from=margin_switch,
-        )
-    )
-    app = create_app(market.tables, settings=ServerSettings(), oracle=market.oracle)
-    with serve_in_thread(app) as server:
+    with serve_sandbox_market(seed, n_stocks) as server:
         yield sandbox_settings(settings, server.base_url).model_copy(update={"plan": Plan.PREMIUM})
 
 
@@ -279,7 +271,6 @@ class SimulationRequest:
     backfill_home: Path | None = None
     seed: int = SANDBOX_SEED
     n_stocks: int = SANDBOX_STOCKS
-    margin_switch: dt.date | None = None
 
 
 def run_simulation(settings: Settings, request: SimulationRequest, config: PipelineConfig | None = None) -> int:
@@ -294,9 +285,8 @@ def run_simulation(settings: Settings, request: SimulationRequest, config: Pipel
     last_night = settings.default_end_date if request.first_night is None else None
     first_night = request.first_night or last_night - dt.timedelta(days=request.nights - 1)
     last_night = first_night + dt.timedelta(days=request.nights - 1)
-    margin_switch = request.margin_switch or first_night + dt.timedelta(days=request.nights // 2)
     relax_sqlite_durability()
-    with stand_in(settings, request.seed, request.n_stocks, margin_switch) as settings:
+    with stand_in(settings, request.seed, request.n_stocks) as settings:
         if config is not None:
             config.check_builds()
             dump_config(config, config_path(settings))
@@ -304,8 +294,7 @@ def run_simulation(settings: Settings, request: SimulationRequest, config: Pipel
         defs = build_definitions(settings, config=scope.config)
         store = PartitionStore(settings.data_root)
         clock = ServerClock(settings.base_url, settings.api_key)
-        print(f"simulating {request.nights} nights {first_night}..{last_night} against {settings.base_url}"
-              + (f" (sandbox margin-interest switch {margin_switch})" if settings.is_sandbox else ""))
+        print(f"simulating {request.nights} nights {first_night}..{last_night} against {settings.base_url}")
         with DagsterInstance.from_config(str(ensure_dagster_home(settings))) as instance:
             result = simulate_nights(defs, instance, scope, store, clock, first_night, request.nights)
         ok = print_nights(result, store)
