@@ -18,6 +18,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 from atft_pipeline.cli import add_library_commands, parse_date, user_error_message
@@ -89,13 +90,12 @@ def run_pipeline(settings: Settings, start: dt.date, end: dt.date, config=None, 
     from atft_pipeline.stages.scope import config_path, resolve_scope
     from atft_pipeline.storage import PartitionStore
 
-    if config is not None:
-        config.check_builds()
     scope = resolve_scope(settings, config)
     store = PartitionStore(settings.data_root)
     stored = [dt.date.fromisoformat(k) for k in store.partitions(DATASET_ASSET)]
     plan = plan_run(scope, start, end, stored)
     if config is not None:
+        config.check_builds()  # imports torch: after the cheap checks
         # The UI's code location reads the same file, so it runs with this configuration too.
         dump_config(config, config_path(settings))
     console = Console()
@@ -103,9 +103,11 @@ def run_pipeline(settings: Settings, start: dt.date, end: dt.date, config=None, 
         f"atft run {plan.start}..{plan.end}: plan {settings.effective_plan.value}, "
         f"{len(scope.families)} feature families, data in {settings.data_root.resolve()}"
     )
-    if scope.disabled:
-        off = "; ".join(f"{family}: {why}" for family, why in scope.disabled.items())
-        console.line(f"families off ({len(scope.disabled)}): {off}")
+    by_reason: dict[str, list[str]] = {}
+    for family, why in scope.disabled.items():
+        by_reason.setdefault(why, []).append(family)
+    for why, families in by_reason.items():
+        console.line(f"families off: {', '.join(families)}: {why}")
     for note in plan.notes:
         console.line(note)
     log_path = settings.home.resolve() / "logs" / f"{dt.datetime.now():%Y%m%d-%H%M%S}.log"
@@ -208,8 +210,13 @@ class Console:
         self.shown = False  # a live line is on screen
 
     def line(self, text: str) -> None:
+        """Print ``text``; a line longer than 100 columns is wrapped at words."""
         self._settle()
-        print(text, file=self.stream, flush=True)
+        for line in text.splitlines() or [""]:
+            wrapped = textwrap.wrap(line, 100, subsequent_indent="    ", break_long_words=False,
+                                    break_on_hyphens=False, drop_whitespace=True) if len(line) > 100 else [line]
+            for part in wrapped:
+                print(part, file=self.stream, flush=True)
 
     def detail(self, stage: str, message: str) -> None:
         if " epoch " not in message:  # only training epochs are progress worth a line

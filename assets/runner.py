@@ -401,11 +401,18 @@ def _nothing() -> Iterator[None]:
     yield
 
 
+# A failure's description shows at most this many of its lines (the log has all of them).
+DETAIL_LINES = 8
+
+
 def stage_line(name: str, status: str, seconds: float, detail: str = "", width: int = 100) -> str:
     """One stage as one line, ``detail`` wrapped at words to ``width`` columns below it when
-    it does not fit beside it (a failure's description keeps its own lines)."""
+    it does not fit beside it (a failure's description keeps its own lines, at most
+    ``DETAIL_LINES`` of them)."""
     head = f"  {name:<30} {status:<8} {seconds:6.1f}s"
     lines = detail.strip().splitlines()
+    if len(lines) > DETAIL_LINES:
+        lines = [*lines[:DETAIL_LINES], f"(+{len(lines) - DETAIL_LINES} more lines in the run's log)"]
     if len(lines) == 1 and len(head) + 2 + len(lines[0]) <= width:
         return f"{head}  {lines[0]}"
     wrapped = [
@@ -455,7 +462,9 @@ def _failure_message(outcome) -> str:
                 # a Failure's description is written for the reader (asset, partitions, columns);
                 # of anything else, a traceback's last line is the error
                 text = error.message.strip()
-                return text if error.cls_name == "Failure" else text.splitlines()[-1]
+                if error.cls_name != "Failure":
+                    return text.splitlines()[-1]
+                return text.removeprefix("dagster._core.definitions.events.Failure: ")
             if error is not None:
                 return error.cls_name
     return "failed"

@@ -106,7 +106,7 @@ def add_library_commands(subparsers: argparse._SubParsersAction) -> None:
         type=_faults,
         metavar="SPEC",
         help="inject faults, e.g. latency=0.05,error_rate=0.1,storm=5,truncate_rate=0.02,"
-        "fail=markets/short-ratio",
+        "fail=markets/short-ratio,forbid=markets/short-ratio",
     )
     serve.add_argument("--page-size", type=positive_int, help="rows per page (default: 5000)")
     serve.add_argument(

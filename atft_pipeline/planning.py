@@ -98,7 +98,7 @@ def plan_run(
     skipped = {}
     why = _too_short(scope, dataset_days)
     if why:
-        skipped = {asset: "ml_dataset is too short for the splits (see above)" for asset in MODEL_STAGES}
+        skipped = {asset: "ml_dataset too short for the splits (above)" for asset in MODEL_STAGES}
         notes.append(f"model stages skipped: {why}")
     return RunPlan(days[0], days[-1], raw_days, skipped, notes)
 

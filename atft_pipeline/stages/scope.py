@@ -106,10 +106,13 @@ def resolve_scope(settings: Settings, config: PipelineConfig | None = None) -> P
             continue
         if fam.name in config.dataset.disabled:
             disabled[fam.name] = "disabled by configuration"
+        elif not missing_sources(fam, settings.effective_plan):
+            disabled[fam.name] = "not in dataset.families"
         else:
             plan = settings.effective_plan
-            lacking = ", ".join(missing_sources(fam, plan))
+            lacking = missing_sources(fam, plan)
             disabled[fam.name] = (
-                f"plan '{plan.value}' lacks {lacking} (plan '{required_plan(fam).value}' has it)"
+                f"plan '{plan.value}' lacks {', '.join(lacking)} (plan "
+                f"'{required_plan(fam).value}' has {'them' if len(lacking) > 1 else 'it'})"
             )
     return PipelineScope(settings, config, catalog, tuple(enabled), disabled)
