@@ -10,6 +10,7 @@ from functools import lru_cache
 import pytest
 
 from assets.cli import fit_table, main
+from atft_pipeline import calendar
 from atft_pipeline.planning import plan_run
 from atft_pipeline.settings import Settings
 from atft_pipeline.stages.scope import resolve_scope
@@ -91,7 +92,8 @@ def test_plan_fetches_each_sources_history_and_skips_models_a_short_range_cannot
     plan = plan_run(scope, dt.date(2023, 6, 1), dt.date(2023, 6, 30))
     quotes, options = plan.raw_days["raw_daily_quotes"], plan.raw_days["raw_index_options"]
     longest = max(f.lookback for f in scope.enabled_families if "raw_daily_quotes" in f.sources)
-    assert quotes[0] == dt.date(2021, 11, 2) and len([d for d in quotes if d < plan.start]) == longest
+    assert quotes[0] == calendar.shift_trading_days(plan.start, -longest)
+    assert len([d for d in quotes if d < plan.start]) == longest
     assert len([d for d in quotes if d > plan.end]) == 21  # targets look 21 sessions ahead
     assert len([d for d in options if d < plan.start]) == scope.catalog.family("options").lookback
     assert f"fetching {longest} sessions of history before 2023-06-01" in plan.notes[0]
@@ -159,23 +161,30 @@ def _stage_lines(out: str) -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_short_range_on_a_fresh_home_fetches_its_history(home, sandbox, capsys):
+def test_short_range_on_a_fresh_home_fetches_its_history(home, sandbox, tmp_path, capsys):
+    """Two families keep it cheap: the history fetched is the longest lookback of the enabled
+    families per source (the full graph is the same code path with more sources)."""
     from atft_pipeline.storage import PartitionStore
 
     sandbox()
-    assert main(["run", "--start", "2023-06-01", "--end", "2023-06-30"]) == 0
+    config = _config(tmp_path, "dataset:\n  families: [price, sector]\n")
+    assert main(["run", "--start", "2023-06-01", "--end", "2023-06-30", "--config", config]) == 0
     out = capsys.readouterr().out
-    assert "fetching 400 sessions of history before 2023-06-01" in out
+    assert "fetching 260 sessions of history before 2023-06-01 for the features' lookback" in out
     lines = _stage_lines(out)
-    for stage in ("raw_daily_quotes", "features_price", "features_statements", "targets", "ml_dataset"):
+    for stage in ("raw_daily_quotes", "raw_listed_info", "features_price", "features_sector", "targets",
+                  "ml_dataset"):
         assert lines[stage].split()[1] == "ok", lines[stage]
     for stage in ("normalization_stats", "atft_model", "evaluation_report", "latest_predictions"):
         assert "skipped" in lines[stage] and "too short for the splits" in lines[stage]
     store = PartitionStore(home / "data")
-    june = [d.isoformat() for d in __import__("atft_pipeline.calendar").calendar.trading_days(
-        dt.date(2023, 6, 1), dt.date(2023, 6, 30))]
+    june = [d.isoformat() for d in calendar.trading_days(dt.date(2023, 6, 1), dt.date(2023, 6, 30))]
     assert store.partitions("ml_dataset") == june
-    assert store.partitions("raw_statements")[0] == "2021-11-02"  # 400 sessions before the range
+    first = calendar.shift_trading_days(dt.date(2023, 6, 1), -260).isoformat()
+    assert store.partitions("raw_daily_quotes")[0] == first  # price's 260-session lookback
+    assert store.partitions("raw_listed_info")[0] == calendar.shift_trading_days(dt.date(2023, 6, 1), -60).isoformat()
+    assert store.partitions("raw_statements")[0] == "2023-06-01"  # no enabled family reads its history
+    assert store.read("features_price", "2023-06-01")["logret_250d"].drop_nulls().len() > 0
     assert not store.exists("normalization_stats")
     assert len(out.splitlines()) < 60
     assert (home / "logs").is_dir() and "DEBUG" not in out
@@ -201,3 +210,42 @@ def test_an_upstream_403_stops_its_dependants(home, sandbox, tmp_path, monkeypat
     assert "failed: raw_short_selling" in out
     store = PartitionStore(home / "data")
     assert store.partitions("features_short_selling") == [] and store.partitions("ml_dataset") == []
+
+
+def test_a_failing_blocking_check_prints_its_description(tmp_path):
+    from dagster import (
+        AssetCheckResult,
+        AssetCheckSpec,
+        Definitions,
+        MaterializeResult,
+        asset,
+        instance_for_test,
+    )
+
+    from assets.partitions import trading_day_partitions
+    from assets.runner import materialize_range
+    from atft_pipeline.storage import PartitionStore
+
+    partitions = trading_day_partitions(dt.date(2023, 1, 4), dt.date(2023, 1, 31))
+
+    @asset(partitions_def=partitions, check_specs=[AssetCheckSpec("columns_equal_catalog", asset="table",
+                                                                  blocking=True)])
+    def table(context):
+        return MaterializeResult(check_results=[AssetCheckResult(
+            passed=False, metadata={"partitions": "2023-01-04", "missing_columns": "ret_5d",
+                                    "example_rows": "code 1301: ret_5d absent"})])
+
+    @asset(partitions_def=partitions, deps=[table])
+    def downstream(context):
+        raise AssertionError("must not run")
+
+    lines: list[str] = []
+    with instance_for_test() as instance:
+        result = materialize_range(
+            Definitions(assets=[table, downstream]), instance, ["table", "downstream"], dt.date(2023, 1, 4),
+            dt.date(2023, 1, 4), PartitionStore(tmp_path), progress=lines.append,
+        )
+    text = "\n".join(lines)
+    assert not result.success and "check columns_equal_catalog on table failed" in text
+    assert "missing_columns: ret_5d" in text and "example_rows: code 1301: ret_5d absent" in text
+    assert "downstream" in text and "upstream table (failed)" in text
