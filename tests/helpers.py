@@ -40,6 +40,7 @@ SANDBOX = MarketConfig(n_stocks=40, start=dt.date(2021, 1, 4), end=dt.date(2022,
 # Longer than the longest family lookback (400 sessions), so that cutting the history to a
 # family's lookback really drops rows.
 CONTRACT_MARKET = MarketConfig(n_stocks=24, start=dt.date(2020, 7, 1), end=dt.date(2022, 6, 30))
+LONG_GAP = 15  # sessions of the contract market's long halt and long feed gap
 
 
 # --------------------------------------------------------------------------------------
@@ -133,17 +134,37 @@ def sessions_of(tables: dict[str, pl.DataFrame]) -> list[dt.date]:
 @lru_cache(maxsize=1)
 def contract_tables() -> dict[str, pl.DataFrame]:
     """The market every family's contract is checked on (built once per process): every raw
-    source present, with a few bar rows removed (days missing from the feed)."""
+    source present, with a few bar rows removed (days missing from the feed), and two long
+    gaps inside the last 250 sessions, so that a 250-bar window of the last dates spans more
+    than 250 sessions: one stock halted for ``LONG_GAP`` sessions (rows without prices) and
+    one missing from the feed for as long (no rows)."""
     tables = dict(generate_market(CONTRACT_MARKET).tables)
     bars = tables[BARS]
     codes = sorted(bars["Code"].unique())
     days = sorted(bars["Date"].unique())
     gaps = [(codes[1], days[300]), (codes[2], days[301]), (codes[3], days[450])]
+    halted_code, missing_code = long_gap_codes(tables)
+    gaps += [(missing_code, day) for day in days[-120 : -120 + LONG_GAP]]
     drop = pl.any_horizontal(
         (pl.col("Code") == code) & (pl.col("Date") == day) for code, day in gaps
     )
-    tables[BARS] = bars.filter(~drop)
+    halted = (pl.col("Code") == halted_code) & pl.col("Date").is_in(
+        days[-150 : -150 + LONG_GAP]
+    )
+    # a halted row, as the market writes one: no prices or volumes, no limit flags
+    quantities = [c for c, t in bars.schema.items() if t.is_float() and c != "AdjFactor"]
+    flags = [c for c, t in bars.schema.items() if t == pl.Boolean]
+    tables[BARS] = bars.filter(~drop).with_columns(
+        *(pl.when(halted).then(None).otherwise(pl.col(c)).alias(c) for c in quantities),
+        *(pl.when(halted).then(False).otherwise(pl.col(c)).alias(c) for c in flags),
+    )
     return tables
+
+
+def long_gap_codes(tables: dict[str, pl.DataFrame]) -> tuple[str, str]:
+    """The contract market's stock with the long halt and the one with the long feed gap."""
+    codes = sorted(tables[BARS]["Code"].unique())
+    return codes[4], codes[5]
 
 
 def real_tables(directory, n_codes: int, n_days: int) -> dict[str, pl.DataFrame]:

@@ -24,6 +24,8 @@ one that followed it (reports k-4 -> k-3); with less history, or an implausible 
 missed quarter), 91 days. Only reports <= t enter.
 
 Day counts are in sessions (the XTKS calendar: weekends and exchange holidays excluded).
+A revision older than the family's lookback is reported as none (null), as a nightly run,
+which reads only the lookback, sees it.
 """
 
 from __future__ import annotations
@@ -66,8 +68,8 @@ FEATURES: tuple[FeatureSpec, ...] = (
     _F("earn_report_count_250d", "earnings reports in the last 250 sessions", REPORT_COUNT_WINDOW),
     _F("earn_latest_is_revision",
        "1 if the latest disclosure day included an earnings-forecast revision", LOOKBACK, pl.Int8),
-    _F("earn_days_since_revision", "sessions since the latest earnings-forecast revision",
-       LOOKBACK),
+    _F("earn_days_since_revision", "sessions since the latest earnings-forecast revision, "
+       f"null when none in the last {LOOKBACK} sessions", LOOKBACK),
     _F("earn_announcement_ret",
        "close-to-close return on the first session after the latest disclosure", LOOKBACK),
     _F("earn_announcement_excess_ret", "earn_announcement_ret minus TOPIX's return that session",
@@ -326,7 +328,11 @@ def compute_earnings(inputs: FeatureInputs) -> pl.LazyFrame:
         .cast(pl.Float64)
         .alias("earn_report_count_250d"),
         pl.col("is_revision").cast(pl.Int8).alias("earn_latest_is_revision"),
-        (ordinal - pl.col("_revision_ordinal")).cast(pl.Float64).alias("earn_days_since_revision"),
+        # a revision older than the lookback is outside a nightly run's history: "none seen"
+        pl.when(ordinal - pl.col("_revision_ordinal") <= LOOKBACK)
+        .then(ordinal - pl.col("_revision_ordinal"))
+        .cast(pl.Float64)
+        .alias("earn_days_since_revision"),
         pl.when(reacted).then(pl.col("_ann_ret")).alias("earn_announcement_ret"),
         pl.when(reacted).then(pl.col("_ann_ret") - pl.col("_ann_tpx")).alias(
             "earn_announcement_excess_ret"
