@@ -1,7 +1,9 @@
 """Earnings family: where each stock stands in its disclosure cycle, and how the price reacted.
 
 From ``raw_statements`` (fins/summary rows, published by ``DiscDate``), for a row dated t only
-disclosures with ``DiscDate <= t`` are used.
+disclosures known by t are used: disclosed on or before t, by 18:00 if on t (a later one comes
+with the 24:30 update, after the evening's run, and counts from the next day; its price
+reaction is still timed by its ``DiscDate`` and ``DiscTime``).
 
 Timing of a disclosure. A release during trading hours can move the price the same day; one
 at or after the close (15:00, 15:30 from 2024-11-05 when the TSE extended its session), or
@@ -120,7 +122,8 @@ def _disclosures(inputs: FeatureInputs, sessions: pl.LazyFrame) -> pl.LazyFrame:
     during_session = time.is_not_null() & (time < close)
     statements = raw_source(inputs, FAMILY_NAME, "raw_statements", STATEMENT_COLUMNS).select(
         pl.col("Code").alias("code"),
-        pl.col("DiscDate").alias("disc_date"),
+        # the day it is known: a disclosure after 18:00 (or without a time) the next day
+        common.statement_available().alias("disc_date"),
         time.alias("disc_time"),
         pl.col("DocType")
         .str.contains(REPORT_DOC, literal=True)

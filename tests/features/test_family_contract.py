@@ -35,6 +35,7 @@ from atft_pipeline.features.registry import default_catalog
 from atft_pipeline.stages.windows import lookback_window
 from tests.helpers import (
     BARS,
+    FINS,
     assert_contract,
     assert_matches,
     assert_no_source_values,
@@ -158,6 +159,29 @@ def test_lookback_sessions_of_history_are_enough(family):
         got = part[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
         want = full[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
         assert_matches(got, want, name, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize(
+    "family",
+    [f for f in _families() if "raw_statements" in f.sources],
+    ids=lambda f: f.name,
+)
+def test_nightly_run_without_the_late_statements_equals_backfill(family):
+    """On a day with disclosures after 18:00 (or without a time), the evening's run has not
+    got them (the 24:30 update brings them); its rows still equal the backfill's."""
+    tables = contract_tables()
+    days = sessions_of(tables)
+    time = pl.col("DiscTime").str.slice(0, 5)
+    late_days = (
+        tables[FINS]
+        .filter((time.is_null() | (time > "18:00")) & pl.col("DiscDate").is_in(days[300:]))
+        ["DiscDate"].unique().sort().to_list()
+    )
+    assert len(late_days) >= 3
+    for t in late_days[:3]:
+        nightly = run(family, until(tables, t), [t], days[: days.index(t) + 1])
+        changed = changed_columns(backfill(family.name).filter(pl.col("date") == t), nightly)
+        assert not changed, f"the nightly run on {t} differs from the backfill in {changed}"
 
 
 @pytest.mark.parametrize("name", ["price", "technical"])
