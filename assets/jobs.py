@@ -68,12 +68,15 @@ def build_jobs(scope: PipelineScope):
         define_asset_job(
             RAW_HISTORY_JOB,
             selection=AssetSelection.assets(*raw),
-            description="Every entitled raw source; backfill it over a date range.",
+            description="Every entitled raw source; backfill it over a date range. The feature "
+            f"families read up to {max((f.lookback for f in scope.enabled_families), default=0)} "
+            "sessions before a day: backfill raw history from that far before the range.",
         ),
         define_asset_job(
             DATASET_JOB,
             selection=AssetSelection.assets(*derived),
-            description="Feature families, targets and ml_dataset; backfill over a range.",
+            description="Feature families, targets and ml_dataset; backfill over a range whose "
+            "raw sources are stored from each family's lookback before it (see raw_history).",
         ),
     ]
     if OPTIONS_ASSET in raw:
