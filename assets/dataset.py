@@ -27,7 +27,7 @@ def build_dataset_asset(scope: PipelineScope) -> AssetsDefinition:
     @asset(
         name=DATASET_ASSET,
         group_name=DATASET_GROUP,
-        partitions_def=trading_day_partitions(scope.start),
+        partitions_def=trading_day_partitions(scope.start, scope.last_partition),
         deps=[
             *scope.feature_assets,
             TARGETS_ASSET,

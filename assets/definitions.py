@@ -38,9 +38,9 @@ def build_resources(settings: Settings) -> dict:
 
 def build_assets(scope: PipelineScope) -> list:
     return [
-        *build_raw_assets(scope.start, scope.plan),
-        *(build_feature_asset(family, scope.start) for family in scope.enabled_families),
-        build_targets_asset(scope.start),
+        *build_raw_assets(scope.start, scope.plan, scope.last_partition),
+        *(build_feature_asset(family, scope.start, scope.last_partition) for family in scope.enabled_families),
+        build_targets_asset(scope.start, scope.last_partition),
         build_dataset_asset(scope),
         build_stats_asset(scope),
         *build_model_assets(scope),

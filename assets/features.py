@@ -27,15 +27,17 @@ from resources.storage import StorageResource
 FEATURES_GROUP = "features"
 
 
-def build_feature_asset(family: FeatureFamily, start: dt.date) -> AssetsDefinition:
+def build_feature_asset(family: FeatureFamily, start: dt.date, last: dt.date | None = None) -> AssetsDefinition:
     @asset(
         name=family.asset,
         group_name=FEATURES_GROUP,
-        partitions_def=trading_day_partitions(start),
+        partitions_def=trading_day_partitions(start, last),
         deps=[AssetDep(s, partition_mapping=trading_day_lookback(family.lookback)) for s in family.sources],
         backfill_policy=BackfillPolicy.single_run(),
         kinds={"polars", "parquet"},
-        description=family.description,
+        description=f"{family.description} A partition reads the {family.lookback} sessions "
+        f"before it of {', '.join(family.sources)}: materialize those from {family.lookback} "
+        "sessions earlier (`atft run` does) or the first partitions see less history.",
         metadata={"columns": len(family.features), "lookback_days": family.lookback},
     )
     def _feature_asset(context: AssetExecutionContext, storage: StorageResource):
@@ -46,11 +48,11 @@ def build_feature_asset(family: FeatureFamily, start: dt.date) -> AssetsDefiniti
     return _feature_asset
 
 
-def build_targets_asset(start: dt.date) -> AssetsDefinition:
+def build_targets_asset(start: dt.date, last: dt.date | None = None) -> AssetsDefinition:
     @asset(
         name=TARGETS_ASSET,
         group_name=FEATURES_GROUP,
-        partitions_def=trading_day_partitions(start),
+        partitions_def=trading_day_partitions(start, last),
         deps=[
             AssetDep(
                 stages.TARGETS_SOURCE,

@@ -3,6 +3,9 @@
 ``nightly_update`` runs in the evening (19:30 JST, after the 16:30–18:00 J-Quants updates) for
 the trading day that just closed. Nikkei 225 options for day D are published at 03:00 on D+1,
 so ``raw_index_options`` runs in its own early-morning job for the previous trading day.
+Statements disclosed after 18:00 on D arrive with fins/summary's 24:30 update (00:30 on D+1),
+after that evening's run: ``statements_catchup`` re-fetches ``raw_statements[D]`` the next
+morning, before the evening run that first uses them (docs/nightly.md).
 """
 
 
@@ -32,7 +35,9 @@ RAW_HISTORY_JOB = "raw_history"
 DATASET_JOB = "dataset_build"
 TARGETS_REFRESH_JOB = "targets_refresh"
 WEEKLY_RETRAIN_JOB = "weekly_retrain"
+STATEMENTS_CATCHUP_JOB = "statements_catchup"
 OPTIONS_ASSET = "raw_index_options"
+STATEMENTS_ASSET = "raw_statements"
 
 
 def build_jobs(scope: PipelineScope):
@@ -63,16 +68,30 @@ def build_jobs(scope: PipelineScope):
         define_asset_job(
             RAW_HISTORY_JOB,
             selection=AssetSelection.assets(*raw),
-            description="Every entitled raw source; backfill it over a date range.",
+            description="Every entitled raw source; backfill it over a date range. The feature "
+            f"families read up to {max((f.lookback for f in scope.enabled_families), default=0)} "
+            "sessions before a day: backfill raw history from that far before the range.",
         ),
         define_asset_job(
             DATASET_JOB,
             selection=AssetSelection.assets(*derived),
-            description="Feature families, targets and ml_dataset; backfill over a range.",
+            description="Feature families, targets and ml_dataset; backfill over a range whose "
+            "raw sources are stored from each family's lookback before it (see raw_history).",
         ),
     ]
     if OPTIONS_ASSET in raw:
         jobs.append(define_asset_job(OPTIONS_JOB, selection=AssetSelection.assets(OPTIONS_ASSET)))
+    if STATEMENTS_ASSET in raw:
+        # The families read a disclosure made after 18:00 (or without a time) from the next
+        # session on, so only the raw partition changes; the next evening reads it complete.
+        jobs.append(
+            define_asset_job(
+                STATEMENTS_CATCHUP_JOB,
+                selection=AssetSelection.assets(STATEMENTS_ASSET),
+                description="The previous session's statements again, after fins/summary's "
+                "24:30 update.",
+            )
+        )
     return jobs
 
 
@@ -138,4 +157,14 @@ def build_schedules(jobs_by_name: dict):
             return RunRequest(run_key=f"options:{partition}", partition_key=partition)
 
         schedules.append(options_morning_schedule)
+
+    if STATEMENTS_CATCHUP_JOB in jobs_by_name:
+        # After the 24:30 update of the previous session (00:30) and before tonight's run, which
+        # then reads that day's statements complete.
+        @_tokyo_schedule("statements_catchup_schedule", jobs_by_name[STATEMENTS_CATCHUP_JOB], "45 4 * * 2-6")
+        def statements_catchup_schedule(context: ScheduleEvaluationContext):
+            partition = previous_session_partition(context.scheduled_execution_time)
+            return RunRequest(run_key=f"statements:{partition}", partition_key=partition)
+
+        schedules.append(statements_catchup_schedule)
     return schedules

@@ -86,7 +86,7 @@ def build_model_assets(scope: PipelineScope) -> list[AssetsDefinition]:
         return write_stage_output(context, storage, output)
 
     @model_asset(
-        partitions_def=trading_day_partitions(scope.start),
+        partitions_def=trading_day_partitions(scope.start, scope.last_partition),
         name=LATEST_ASSET,
         deps=[MODEL_ASSET, STATS_ASSET, AssetDep(DATASET_ASSET, partition_mapping=trading_day_lookback(LIVE_LOOKBACK))],
         backfill_policy=BackfillPolicy.single_run(),

@@ -19,14 +19,18 @@ _CALENDAR_HORIZON_YEARS = 2
 
 
 @lru_cache(maxsize=8)
-def trading_day_partitions(start: dt.date) -> DailyPartitionsDefinition:
-    """Daily partitions in Asia/Tokyo with weekends and JPX holidays (XTKS) excluded."""
-    horizon = dt.date(dt.date.today().year + _CALENDAR_HORIZON_YEARS, 12, 30)
+def trading_day_partitions(start: dt.date, last: dt.date | None = None) -> DailyPartitionsDefinition:
+    """Daily partitions in Asia/Tokyo with weekends and JPX holidays (XTKS) excluded, from
+    ``start`` to ``last`` (a data set's last session, e.g. the sandbox market's) or, without
+    it, to tonight's session."""
+    horizon = last or dt.date(dt.date.today().year + _CALENDAR_HORIZON_YEARS, 12, 30)
     holidays = calendar.holidays(start, horizon)
     return DailyPartitionsDefinition(
         start_date=start.isoformat(),
+        # end_date is exclusive: the day after the last session ends the last partition
+        end_date=(last + dt.timedelta(days=1)).isoformat() if last else None,
         timezone="Asia/Tokyo",
-        end_offset=1,
+        end_offset=0 if last else 1,
         exclusions=[*_WEEKEND_CRONS, *(dt.datetime(d.year, d.month, d.day, tzinfo=TOKYO) for d in holidays)],
     )
 

@@ -23,13 +23,13 @@ RAW_GROUP = "raw"
 JQUANTS_POOL = "jquants"
 
 
-def build_raw_asset(source: RawSource, start: dt.date, plan: Plan) -> AssetsDefinition:
+def build_raw_asset(source: RawSource, start: dt.date, plan: Plan, last: dt.date | None = None) -> AssetsDefinition:
     entitled = plan.covers(source.plan)
 
     @asset(
         name=source.asset,
         group_name=RAW_GROUP,
-        partitions_def=trading_day_partitions(start),
+        partitions_def=trading_day_partitions(start, last),
         backfill_policy=BackfillPolicy.single_run(),
         pool=JQUANTS_POOL,
         kinds={"polars", "parquet"},
@@ -80,5 +80,5 @@ def build_calendar_asset() -> AssetsDefinition:
     return raw_trading_calendar
 
 
-def build_raw_assets(start: dt.date, plan: Plan) -> list[AssetsDefinition]:
-    return [build_raw_asset(s, start, plan) for s in RAW_SOURCES.values()] + [build_calendar_asset()]
+def build_raw_assets(start: dt.date, plan: Plan, last: dt.date | None = None) -> list[AssetsDefinition]:
+    return [build_raw_asset(s, start, plan, last) for s in RAW_SOURCES.values()] + [build_calendar_asset()]

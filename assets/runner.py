@@ -14,13 +14,17 @@ stops the whole run after finalizing the current stage's run.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import signal
+import sys
+import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, Definitions, RunsFilter
 from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
@@ -56,6 +60,7 @@ class StageResult:
     partitions: int = 0
     error: str = ""
     skipped: bool = False  # not run: an upstream stage failed, or the run was interrupted
+    planned_skip: bool = False  # left out by the run's plan (e.g. the range is too short)
 
 
 @dataclass
@@ -64,10 +69,69 @@ class RangeResult:
     end: dt.date
     stages: list[StageResult] = field(default_factory=list)
     interrupted: bool = False
+    seconds: float = 0.0
 
     @property
     def success(self) -> bool:
-        return not self.interrupted and all(s.success for s in self.stages)
+        return not self.interrupted and all(s.success or s.planned_skip for s in self.stages)
+
+    @property
+    def failed(self) -> list[StageResult]:
+        return [s for s in self.stages if not s.success and not s.skipped]
+
+
+@dataclass
+class StageLog:
+    """Where a stage's Dagster output goes: appended to ``path`` (also to the terminal with
+    ``echo``); INFO records of the library's loggers (training epochs) go to ``detail`` as
+    ``(stage, message)`` so the caller can show progress."""
+
+    path: Path
+    echo: bool = False
+    detail: Callable[[str, str], None] = lambda stage, message: None
+
+    @contextmanager
+    def capture(self, stage: str) -> Iterator[None]:
+        relay = _Relay(stage, self.detail)
+        library = logging.getLogger("atft_pipeline")
+        level = library.level
+        library.addHandler(relay)
+        library.setLevel(logging.INFO)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as file:
+            stream = _Tee(file, sys.stdout) if self.echo else file
+            try:
+                with redirect_stdout(stream), redirect_stderr(stream):
+                    yield
+            finally:
+                library.removeHandler(relay)
+                library.setLevel(level)
+
+
+class _Relay(logging.Handler):
+    def __init__(self, stage: str, detail: Callable[[str, str], None]) -> None:
+        super().__init__(logging.INFO)
+        self.stage, self.detail = stage, detail
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.detail(self.stage, record.getMessage())
+
+
+class _Tee:
+    def __init__(self, *streams) -> None:
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+    def isatty(self) -> bool:
+        return False
 
 
 class _StopRequest:
@@ -151,13 +215,19 @@ def materialize_range(
     latest_only: Sequence[str] = (),
     progress: Callable[[str], None] = print,
     pool_wait_s: float = POOL_WAIT_S,
+    asset_days: Mapping[str, Sequence[dt.date]] | None = None,
+    skip: Mapping[str, str] | None = None,
+    log: StageLog | None = None,
 ) -> RangeResult:
     """Materialize ``assets`` (in order) for the trading days in ``[start, end]``.
 
     Each asset is its own run (one per contiguous block of partitions not yet materialized),
     so a failing source fails only its own partitions, the others still materialize, and a
     re-run fetches only what is missing; the result lists every stage. Assets named in
-    ``latest_only`` are materialized for the last trading day of the range only.
+    ``latest_only`` are materialized for the last trading day of the range only; those named
+    in ``asset_days`` for exactly those days (e.g. raw history before the range). Assets named
+    in ``skip`` are not run (the value says why) and count as skipped for their dependants;
+    with ``log``, each stage's Dagster output goes to its file.
 
     A stage any of whose upstream assets failed or was skipped in this call is skipped and
     reported. A stage whose pool has no free slot (held by other live runs) waits at most
@@ -167,21 +237,48 @@ def materialize_range(
     days = calendar.trading_days(start, end)
     if not days:
         raise ValueError(f"no trading days between {start} and {end}")
+    started = time.perf_counter()
+    plan = _Plan(days, latest_only, dict(asset_days or {}), dict(skip or {}), log)
     with home_lock(instance.root_directory), _stop_on_signals() as stop:
         finalize_abandoned_runs(instance, progress)
-        return _materialize(defs, instance, assets, days, store, latest_only, progress, stop, pool_wait_s)
+        result = _materialize(defs, instance, assets, store, plan, progress, stop, pool_wait_s)
+    result.seconds = time.perf_counter() - started
+    return result
 
 
-def _materialize(defs, instance, assets, days, store, latest_only, progress, stop, pool_wait_s) -> RangeResult:
+@dataclass(frozen=True)
+class _Plan:
+    days: list[dt.date]
+    latest_only: Sequence[str]
+    asset_days: dict[str, Sequence[dt.date]]
+    skip: dict[str, str]
+    log: StageLog | None
+
+    def wanted(self, name: str) -> list[dt.date]:
+        if name in self.latest_only:  # e.g. next-day predictions
+            return self.days[-1:]
+        return list(self.asset_days.get(name, self.days))
+
+
+def _materialize(defs, instance, assets, store, plan: _Plan, progress, stop, pool_wait_s) -> RangeResult:
     repository = defs.get_repository_def()
     asset_graph = defs.resolve_asset_graph()
     job = defs.resolve_implicit_global_asset_job_def()
+    days = plan.days
     result = RangeResult(days[0], days[-1])
     not_ok: dict[str, str] = {}  # asset -> why its dependants are skipped
+    planned: set[str] = set()  # skipped by the plan, directly or through an upstream
     for name in assets:
         if stop.requested:
             result.interrupted = True
             result.stages.append(StageResult(name, False, "", 0.0, error=INTERRUPTED, skipped=True))
+            continue
+        if name in plan.skip:
+            why = f"skipped: {plan.skip[name]}"
+            progress(stage_line(name, "skipped", 0.0, plan.skip[name]))
+            result.stages.append(StageResult(name, False, "", 0.0, error=why, skipped=True, planned_skip=True))
+            not_ok[name] = "skipped"
+            planned.add(name)
             continue
         blocked_by = sorted(
             key.to_user_string() for key in _upstream(asset_graph, AssetKey(name))
@@ -189,34 +286,37 @@ def _materialize(defs, instance, assets, days, store, latest_only, progress, sto
         )
         if blocked_by:
             why = "skipped: upstream " + ", ".join(f"{b} ({not_ok[b]})" for b in blocked_by)
-            progress(f"{name}: {why}")
-            result.stages.append(StageResult(name, False, "", 0.0, error=why, skipped=True))
+            progress(stage_line(name, "skipped", 0.0, why.removeprefix("skipped: ")))
+            by_plan = set(blocked_by) <= planned
+            result.stages.append(StageResult(name, False, "", 0.0, error=why, skipped=True, planned_skip=by_plan))
             not_ok[name] = "skipped"
+            if by_plan:
+                planned.add(name)
             continue
         assets_def = repository.assets_defs_by_key[AssetKey(name)]
         busy = _wait_for_pool_slot(instance, assets_def.op.pool, pool_wait_s)
         if busy:
-            progress(f"{name}: FAILED: {busy}")
+            progress(stage_line(name, "FAILED", pool_wait_s, busy))
             result.stages.append(StageResult(name, False, "", pool_wait_s, error=busy))
             not_ok[name] = "failed"
             continue
         if assets_def.partitions_def is None:
-            stages = [_run_stage(name, job, instance, None, progress)]
+            stages = [_run_stage(name, job, instance, None, plan.log)]
+            todo = []
         else:
             # Done = recorded as materialized, its file verifies, and it is not quarantined.
             recorded = instance.get_materialized_partitions(AssetKey(name))
             done = recorded - set(lost_partitions(store, name, recorded))
-            wanted = days[-1:] if name in latest_only else days  # e.g. next-day predictions
+            wanted = plan.wanted(name)
             todo = [d for d in wanted if d.isoformat() not in done]
-            if not todo:
-                progress(f"{name}: all {len(wanted)} partitions already materialized")
             refresh = look_ahead_refresh(todo, done, LOOK_AHEAD.get(name, 0))
             todo = sorted({*todo, *refresh})
             stages = [StageResult(name, True, "", 0.0, 0)] if not todo else []
-            for block in contiguous_blocks(todo, sorted({*days, *refresh})):
+            for block in contiguous_blocks(todo, sorted({*wanted, *refresh})):
                 if stop.requested:
                     break
-                stages.append(_run_stage(name, job, instance, block, progress))
+                stages.append(_run_stage(name, job, instance, block, plan.log))
+        progress(_stage_summary(name, stages, assets_def.partitions_def is not None, len(todo)))
         result.stages.extend(stages)
         if stop.requested or any(s.error == INTERRUPTED for s in stages):
             stop.requested = result.interrupted = True
@@ -274,30 +374,68 @@ def contiguous_blocks(todo: Sequence[dt.date], days: Sequence[dt.date]) -> list[
     return blocks
 
 
-def _run_stage(name, job, instance, block, progress) -> StageResult:
+def _run_stage(name, job, instance, block, log: StageLog | None) -> StageResult:
     tags = range_tags(block[0], block[-1]) if block else {}
-    label = f"{name} [{block[0]}..{block[-1]}, {len(block)} days]" if block else name
-    progress(f"materializing {label} ...")
     started = time.perf_counter()
     tags = {**tags, RUNNER_TAG: str(os.getpid())}
     try:
-        outcome = job.execute_in_process(
-            instance=instance, asset_selection=[AssetKey(name)], tags=tags, raise_on_error=False
-        )
+        with log.capture(name) if log is not None else _nothing():
+            outcome = job.execute_in_process(
+                instance=instance, asset_selection=[AssetKey(name)], tags=tags, raise_on_error=False
+            )
     except KeyboardInterrupt:
         # Interrupted outside a step: Dagster did not finish its run, so finish it here.
         for run in instance.get_runs(RunsFilter(statuses=list(NOT_FINISHED_STATUSES))):
             if run.tags.get(RUNNER_TAG) == str(os.getpid()):
                 instance.report_run_canceled(run, "atft run was interrupted")
-        progress(f"  interrupted after {time.perf_counter() - started:.1f}s")
         return StageResult(name, False, "", time.perf_counter() - started, len(block or []), INTERRUPTED)
     seconds = time.perf_counter() - started
     if _was_interrupted(outcome):
-        progress(f"  interrupted after {seconds:.1f}s")
         return StageResult(name, False, outcome.run_id, seconds, len(block or []), INTERRUPTED)
     error = "" if outcome.success else _failure_message(outcome)
-    progress(f"  {'ok' if outcome.success else 'FAILED'} in {seconds:.1f}s" + (f": {error}" if error else ""))
     return StageResult(name, outcome.success, outcome.run_id, seconds, len(block or []), error)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+# A failure's description shows at most this many of its lines (the log has all of them).
+DETAIL_LINES = 8
+
+
+def stage_line(name: str, status: str, seconds: float, detail: str = "", width: int = 100) -> str:
+    """One stage as one line, ``detail`` wrapped at words to ``width`` columns below it when
+    it does not fit beside it (a failure's description keeps its own lines, at most
+    ``DETAIL_LINES`` of them)."""
+    head = f"  {name:<30} {status:<8} {seconds:6.1f}s"
+    lines = detail.strip().splitlines()
+    if len(lines) > DETAIL_LINES:
+        lines = [*lines[:DETAIL_LINES], f"(+{len(lines) - DETAIL_LINES} more lines in the run's log)"]
+    if len(lines) == 1 and len(head) + 2 + len(lines[0]) <= width:
+        return f"{head}  {lines[0]}"
+    wrapped = [
+        part
+        for line in lines
+        for part in textwrap.wrap(line, width, initial_indent="      ", subsequent_indent="        ",
+                                  break_long_words=False, break_on_hyphens=False)
+    ]
+    return "\n".join([head, *wrapped])
+
+
+def _stage_summary(name: str, stages: list[StageResult], partitioned: bool, n_todo: int) -> str:
+    seconds = sum(s.seconds for s in stages)
+    if any(s.error == INTERRUPTED for s in stages):
+        return stage_line(name, "stopped", seconds, "interrupted")
+    failed = [s for s in stages if not s.success]
+    if failed:
+        return stage_line(name, "FAILED", seconds, failed[0].error)
+    if not partitioned:
+        return stage_line(name, "ok", seconds)
+    if n_todo == 0:
+        return stage_line(name, "ok", seconds, "already materialized")
+    return stage_line(name, "ok", seconds, f"{n_todo} partition(s)")
 
 
 def _was_interrupted(outcome) -> bool:
@@ -311,17 +449,39 @@ def _was_interrupted(outcome) -> bool:
 
 
 def _failure_message(outcome) -> str:
-    """The root cause of a failed run's first failed step (not Dagster's wrapper text)."""
+    """The root cause of a failed run's first failed step (not Dagster's wrapper text); for a
+    failed blocking check, the check's name and recorded description."""
     for event in outcome.all_events:
         if event.is_step_failure:
             error = event.step_failure_data.error
+            if error is not None and error.cls_name == "DagsterAssetCheckFailedError":
+                return _failed_checks(outcome) or error.message.strip()
             while error is not None and error.cause is not None:
                 error = error.cause
             if error is not None and error.message:
                 # a Failure's description is written for the reader (asset, partitions, columns);
                 # of anything else, a traceback's last line is the error
                 text = error.message.strip()
-                return text if error.cls_name == "Failure" else text.splitlines()[-1]
+                if error.cls_name != "Failure":
+                    return text.splitlines()[-1]
+                return text.removeprefix("dagster._core.definitions.events.Failure: ")
             if error is not None:
                 return error.cls_name
     return "failed"
+
+
+def _failed_checks(outcome) -> str:
+    """Every failed error-severity check of the run with its metadata (asset, partitions,
+    columns, example rows), '' when none failed."""
+    lines = []
+    for event in outcome.all_events:
+        if event.event_type_value != "ASSET_CHECK_EVALUATION":
+            continue
+        evaluation = event.event_specific_data
+        if evaluation.passed or evaluation.severity.value != "ERROR":
+            continue
+        lines.append(f"check {evaluation.check_name} on {evaluation.asset_key.to_user_string()} failed:")
+        for key, value in evaluation.metadata.items():
+            text = str(getattr(value, "value", value)).strip()
+            lines.append(f"  {key}: {text}")
+    return "\n".join(lines)

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import functools
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import SecretStr, ValidationError
 
+from atft_pipeline.errors import UsageError
 from atft_pipeline.jquants.endpoints import Plan
 from atft_pipeline.sandbox.faults import FaultSettings, parse_faults
 from atft_pipeline.settings import SANDBOX_API_KEY
@@ -107,7 +106,7 @@ def add_library_commands(subparsers: argparse._SubParsersAction) -> None:
         type=_faults,
         metavar="SPEC",
         help="inject faults, e.g. latency=0.05,error_rate=0.1,storm=5,truncate_rate=0.02,"
-        "fail=markets/short-ratio",
+        "fail=markets/short-ratio,forbid=markets/short-ratio",
     )
     serve.add_argument("--page-size", type=positive_int, help="rows per page (default: 5000)")
     serve.add_argument(
@@ -157,31 +156,19 @@ def _catalog(args: argparse.Namespace) -> int:
     return 0
 
 
-class _CommandError(Exception):
-    """A user error: reported as one ``error:`` line on stderr, exit status 2."""
+def user_error_message(exc: BaseException) -> str | None:
+    """What to tell the user about ``exc`` when it is their mistake (a bad setting, option,
+    file or port), else None (a failure whose traceback matters)."""
+    from atft_pipeline.errors import UsageError
 
-
-def _reports_errors(command: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
-    """Turn user errors (bad options, a bad replay directory, a busy port) into a one-line
-    message and exit status 2 instead of a traceback."""
-
-    @functools.wraps(command)
-    def run(args: argparse.Namespace) -> int:
-        from atft_pipeline.sandbox.replay import ReplayError
-
-        try:
-            return command(args)
-        except (_CommandError, ReplayError, OSError) as exc:
-            message = str(exc)
-        except ValidationError as exc:
-            message = "invalid option(s): " + "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"]
-                for e in exc.errors()
-            )
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-
-    return run
+    if isinstance(exc, UsageError | OSError):
+        return str(exc)
+    if isinstance(exc, ValidationError):
+        return "invalid option(s): " + "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in exc.errors()
+        )
+    return None
 
 
 def _market_config(args: argparse.Namespace) -> MarketConfig:
@@ -193,7 +180,6 @@ def _market_config(args: argparse.Namespace) -> MarketConfig:
     return MarketConfig(**given)
 
 
-@_reports_errors
 def _serve(args: argparse.Namespace) -> int:
     from atft_pipeline.sandbox.server import ServerSettings, bind_socket, create_app, uvicorn_server
 
@@ -201,7 +187,7 @@ def _serve(args: argparse.Namespace) -> int:
         f"--{n.replace('_', '-')}" for n in _MARKET_OPTIONS if getattr(args, n) is not None
     ]
     if args.replay is not None and market_given:
-        raise _CommandError(
+        raise UsageError(
             f"{', '.join(market_given)}: synthetic-market option(s), not used with --replay"
         )
     optional = {
@@ -232,7 +218,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         sock = bind_socket(args.host, args.port)
     except OSError as exc:
-        raise _CommandError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     host, port = sock.getsockname()[:2]
     host = f"[{host}]" if ":" in host else host
     window = app.state.window
@@ -247,13 +233,12 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-@_reports_errors
 def _export(args: argparse.Namespace) -> int:
     from atft_pipeline.sandbox.market import generate_market
     from atft_pipeline.sandbox.replay import write_replay
 
     if args.directory.exists() and not args.overwrite:
-        raise _CommandError(f"{args.directory} already exists; use --overwrite to replace it")
+        raise UsageError(f"{args.directory} already exists; use --overwrite to replace it")
     config = _market_config(args)
     market = generate_market(config)
     metadata = {

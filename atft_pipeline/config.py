@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from atft_pipeline.dataset.splits import MIN_GAP, DateWindow, SplitConfig
+from atft_pipeline.errors import UsageError
 from atft_pipeline.storage import atomic_write_text
 
 
@@ -131,8 +132,8 @@ class PipelineConfig(BaseModel):
             raise ConfigError(f"invalid model/training configuration: {exc}") from exc
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(UsageError, ValueError):
+    """The configuration file is unreadable or names a key or value the schema does not have."""
 
 
 def load_config(path: str | Path | None) -> PipelineConfig:
@@ -153,8 +154,24 @@ def load_config(path: str | Path | None) -> PipelineConfig:
     try:
         config = PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"config file {path}: {exc}") from exc
+        raise ConfigError(f"config file {path}: " + "; ".join(_problem(e) for e in exc.errors())) from exc
     return config
+
+
+def _problem(error: dict) -> str:
+    """One validation error as a sentence naming the dotted key (and, for an unknown key,
+    the keys its section has)."""
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] != "extra_forbidden":
+        return f"{key}: {error['msg']}"
+    section: type[BaseModel] = PipelineConfig
+    for part in error["loc"][:-1]:
+        annotation = section.model_fields[str(part)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        section = annotation
+    valid = ", ".join(section.model_fields)
+    return f"unknown key {key!r}; valid keys here: {valid}"
 
 
 def dump_config(config: PipelineConfig, path: Path) -> None:

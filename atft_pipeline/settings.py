@@ -22,8 +22,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
-from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator
 
+from atft_pipeline.errors import UsageError
 from atft_pipeline.jquants.client import DEFAULT_BASE_URL, ClientConfig
 from atft_pipeline.jquants.endpoints import Plan
 
@@ -93,7 +94,13 @@ class Settings(BaseModel):
     @property
     def default_end_date(self) -> dt.date:
         """Last trading day ``atft run`` covers unless told: the sandbox's last day, or today."""
-        return SANDBOX_END if self.is_sandbox else dt.date.today()
+        return self.last_session or dt.date.today()
+
+    @property
+    def last_session(self) -> dt.date | None:
+        """The data's known last session: the sandbox market's; None for J-Quants (today's
+        data keeps arriving)."""
+        return SANDBOX_END if self.is_sandbox else None
 
     @property
     def effective_start_date(self) -> dt.date:
@@ -131,18 +138,50 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings in ``environ`` (default ``os.environ``); a bad value raises
+        ``SettingsError`` naming the variable and the values it may take."""
         env = os.environ if environ is None else environ
         values = {k: env.get(k) for k in _ENV_VARS}
-        return cls(
-            api_key=values["JQUANTS_API_KEY"] or None,
-            base_url=values["JQUANTS_BASE_URL"] or None,
-            plan=Plan(values["JQUANTS_PLAN"].lower()) if values["JQUANTS_PLAN"] else None,
-            home=Path(values["ATFT_HOME"] or ".atft"),
-            start_date=values["ATFT_START_DATE"] or None,
-            postgres_url=values["ATFT_POSTGRES_URL"] or None,
-            mlflow_tracking_uri=values["MLFLOW_TRACKING_URI"] or None,
-        )
+        try:
+            return cls(
+                api_key=values["JQUANTS_API_KEY"] or None,
+                base_url=values["JQUANTS_BASE_URL"] or None,
+                plan=_plan(values["JQUANTS_PLAN"]),
+                home=Path(values["ATFT_HOME"] or ".atft"),
+                start_date=values["ATFT_START_DATE"] or None,
+                postgres_url=values["ATFT_POSTGRES_URL"] or None,
+                mlflow_tracking_uri=values["MLFLOW_TRACKING_URI"] or None,
+            )
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            variable = _FIELD_VARS.get(str(error["loc"][0]), str(error["loc"][0]))
+            raise SettingsError(f"{variable}={error['input']!r}: {error['msg']}") from exc
 
+
+class SettingsError(UsageError, ValueError):
+    """An environment variable holds a value the project cannot use."""
+
+
+# Settings field -> the environment variable it is read from.
+_FIELD_VARS = {
+    "api_key": "JQUANTS_API_KEY",
+    "base_url": "JQUANTS_BASE_URL",
+    "plan": "JQUANTS_PLAN",
+    "home": "ATFT_HOME",
+    "start_date": "ATFT_START_DATE",
+    "postgres_url": "ATFT_POSTGRES_URL",
+    "mlflow_tracking_uri": "MLFLOW_TRACKING_URI",
+}
+
+
+def _plan(text: str | None) -> Plan | None:
+    if not text:
+        return None
+    try:
+        return Plan(text.lower())
+    except ValueError:
+        valid = ", ".join(p.value for p in Plan)
+        raise SettingsError(f"JQUANTS_PLAN={text!r} is not a J-Quants plan; use one of: {valid}") from None
 
 def _is_loopback(url: str) -> bool:
     """A server on this machine is a stand-in, not J-Quants: no client-side pacing."""

@@ -31,6 +31,8 @@ import polars as pl
 import pyarrow.parquet as pq
 from upath import UPath
 
+from atft_pipeline.errors import UsageError
+
 PARQUET_COMPRESSION = "zstd"
 # Protocols polars scans natively (lazily, with predicate pushdown).
 _POLARS_NATIVE_PROTOCOLS = frozenset({"", "file", "local", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
@@ -45,7 +47,7 @@ class StorageError(RuntimeError):
     """A stored partition is missing or unreadable; the message names asset and partition."""
 
 
-class HomeInUseError(RuntimeError):
+class HomeInUseError(UsageError, RuntimeError):
     """Another process holds the lock on this ``ATFT_HOME``."""
 
 

@@ -39,7 +39,17 @@ FINS = "fins/summary"
 SANDBOX = MarketConfig(n_stocks=40, start=dt.date(2021, 1, 4), end=dt.date(2022, 6, 30))
 # Longer than the longest family lookback (400 sessions), so that cutting the history to a
 # family's lookback really drops rows.
-CONTRACT_MARKET = MarketConfig(n_stocks=24, start=dt.date(2020, 7, 1), end=dt.date(2022, 6, 30))
+CONTRACT_MARKET = MarketConfig(
+    n_stocks=24,
+    start=dt.date(2020, 7, 1),
+    end=dt.date(2022, 6, 30),
+    # both margin-interest regimes: weekly rows, then daily rows with PubDate
+    margin_interest_daily_from=dt.date(2022, 3, 1),
+    # late filings (after 18:00 or without a time), restatements and more splits throughout
+    event_window_start=dt.date(2020, 7, 2),
+    event_late_filing_share=0.5,
+)
+LONG_GAP = 15  # sessions of the contract market's long halt and long feed gap
 
 
 # --------------------------------------------------------------------------------------
@@ -133,17 +143,37 @@ def sessions_of(tables: dict[str, pl.DataFrame]) -> list[dt.date]:
 @lru_cache(maxsize=1)
 def contract_tables() -> dict[str, pl.DataFrame]:
     """The market every family's contract is checked on (built once per process): every raw
-    source present, with a few bar rows removed (days missing from the feed)."""
+    source present, with a few bar rows removed (days missing from the feed), and two long
+    gaps inside the last 250 sessions, so that a 250-bar window of the last dates spans more
+    than 250 sessions: one stock halted for ``LONG_GAP`` sessions (rows without prices) and
+    one missing from the feed for as long (no rows)."""
     tables = dict(generate_market(CONTRACT_MARKET).tables)
     bars = tables[BARS]
     codes = sorted(bars["Code"].unique())
     days = sorted(bars["Date"].unique())
     gaps = [(codes[1], days[300]), (codes[2], days[301]), (codes[3], days[450])]
+    halted_code, missing_code = long_gap_codes(tables)
+    gaps += [(missing_code, day) for day in days[-120 : -120 + LONG_GAP]]
     drop = pl.any_horizontal(
         (pl.col("Code") == code) & (pl.col("Date") == day) for code, day in gaps
     )
-    tables[BARS] = bars.filter(~drop)
+    halted = (pl.col("Code") == halted_code) & pl.col("Date").is_in(
+        days[-150 : -150 + LONG_GAP]
+    )
+    # a halted row, as the market writes one: no prices or volumes, no limit flags
+    quantities = [c for c, t in bars.schema.items() if t.is_float() and c != "AdjFactor"]
+    flags = [c for c, t in bars.schema.items() if t == pl.Boolean]
+    tables[BARS] = bars.filter(~drop).with_columns(
+        *(pl.when(halted).then(None).otherwise(pl.col(c)).alias(c) for c in quantities),
+        *(pl.when(halted).then(False).otherwise(pl.col(c)).alias(c) for c in flags),
+    )
     return tables
+
+
+def long_gap_codes(tables: dict[str, pl.DataFrame]) -> tuple[str, str]:
+    """The contract market's stock with the long halt and the one with the long feed gap."""
+    codes = sorted(tables[BARS]["Code"].unique())
+    return codes[4], codes[5]
 
 
 def real_tables(directory, n_codes: int, n_days: int) -> dict[str, pl.DataFrame]:
@@ -273,15 +303,30 @@ def published_after(path: str, t: dt.date) -> pl.Expr | None:
     source = _source_of(path)
     if source is None:
         return None
-    return pl.col(source.endpoint.date_field) > source.row_date(t)
+    return _in_partitions(source, pl.col(source.endpoint.date_field) > source.row_date(t), ">", t)
+
+
+def _in_partitions(source: RawSource, by_query: pl.Expr, op: str, *days: dt.date) -> pl.Expr:
+    """``by_query`` (a condition on the query's date field), except for rows that carry their
+    publication date where the source also fetches by it: their partition is ``PubDate``."""
+    if source.published_query is None:
+        return by_query
+    pub = pl.col("PubDate")
+    on_pub = pub > days[0] if op == ">" else pub.is_between(*days)
+    return pl.when(pub.is_not_null()).then(on_pub).otherwise(by_query)
 
 
 def until(tables: dict[str, pl.DataFrame], t: dt.date) -> dict[str, pl.DataFrame]:
-    """The tables as a nightly run on t sees them: nothing published after t."""
+    """The tables as a nightly run on t sees them: nothing published after t, and none of
+    t's statements disclosed after 18:00 or without a time (the 24:30 update brings them)."""
     out = {}
     for path, table in tables.items():
         later = published_after(path, t)
         out[path] = table if later is None else table.filter(~later)
+    if FINS in out:
+        time = pl.col("DiscTime").str.slice(0, 5)
+        late = time.is_null() | (time > "18:00")
+        out[FINS] = out[FINS].filter(~((pl.col("DiscDate") == t) & late))
     return out
 
 
@@ -297,7 +342,8 @@ def history_window(
             out[path] = table
             continue
         date = pl.col(source.endpoint.date_field)
-        out[path] = table.filter(date.is_between(source.row_date(start), source.row_date(end)))
+        by_query = date.is_between(source.row_date(start), source.row_date(end))
+        out[path] = table.filter(_in_partitions(source, by_query, "between", start, end))
     return out
 
 

@@ -153,6 +153,22 @@ def add_sessions(
     )
 
 
+# fins/summary publishes disclosures made by 18:00 with its 18:00 update; later ones and those
+# without a time come with the 24:30 update, after the evening's nightly run.
+STATEMENTS_EVENING_UPDATE = "18:00"
+
+
+def statement_available() -> pl.Expr:
+    """The first day a ``raw_statements`` row is used: its ``DiscDate`` when disclosed by
+    18:00, else the next day. A run on the evening of ``DiscDate`` cannot have it, so a row
+    dated that day never depends on it (nightly and backfill alike)."""
+    time = pl.col("DiscTime").str.slice(0, 5)
+    early = time.is_not_null() & (time <= STATEMENTS_EVENING_UPDATE)
+    return pl.when(early).then(pl.col("DiscDate")).otherwise(
+        pl.col("DiscDate") + pl.duration(days=1)
+    )
+
+
 class FeatureInputError(ValueError):
     """A raw source a family reads is missing or lacks a column it needs."""
 

@@ -20,6 +20,13 @@ def catalog_markdown(catalog: FeatureCatalog) -> str:
         f"- feature columns with every family enabled: **{len(catalog.feature_columns())}**",
         f"- catalog hash (all families): `{catalog.hash()}`",
         "",
+        "**History rule.** A family's value at t depends only on the raw partitions of its",
+        "`lookback` sessions up to t, so a nightly run (which reads exactly those) and a",
+        "backfill (which reads everything) give the same row. Windows that count a stock's bars",
+        "are null when their bars span more than the lookback of sessions (a long halt, days",
+        "missing from the feed); counts and day distances run over sessions and are capped at,",
+        "or null beyond, the lookback.",
+        "",
         "| family | asset | columns | lookback | raw sources (minimum plan) |",
         "|---|---|---:|---:|---|",
     ]

@@ -1,7 +1,9 @@
 """Earnings family: where each stock stands in its disclosure cycle, and how the price reacted.
 
 From ``raw_statements`` (fins/summary rows, published by ``DiscDate``), for a row dated t only
-disclosures with ``DiscDate <= t`` are used.
+disclosures known by t are used: disclosed on or before t, by 18:00 if on t (a later one comes
+with the 24:30 update, after the evening's run, and counts from the next day; its price
+reaction is still timed by its ``DiscDate`` and ``DiscTime``).
 
 Timing of a disclosure. A release during trading hours can move the price the same day; one
 at or after the close (15:00, 15:30 from 2024-11-05 when the TSE extended its session), or
@@ -24,6 +26,8 @@ one that followed it (reports k-4 -> k-3); with less history, or an implausible 
 missed quarter), 91 days. Only reports <= t enter.
 
 Day counts are in sessions (the XTKS calendar: weekends and exchange holidays excluded).
+A revision older than the family's lookback is reported as none (null), as a nightly run,
+which reads only the lookback, sees it.
 """
 
 from __future__ import annotations
@@ -66,8 +70,8 @@ FEATURES: tuple[FeatureSpec, ...] = (
     _F("earn_report_count_250d", "earnings reports in the last 250 sessions", REPORT_COUNT_WINDOW),
     _F("earn_latest_is_revision",
        "1 if the latest disclosure day included an earnings-forecast revision", LOOKBACK, pl.Int8),
-    _F("earn_days_since_revision", "sessions since the latest earnings-forecast revision",
-       LOOKBACK),
+    _F("earn_days_since_revision", "sessions since the latest earnings-forecast revision, "
+       f"null when none in the last {LOOKBACK} sessions", LOOKBACK),
     _F("earn_announcement_ret",
        "close-to-close return on the first session after the latest disclosure", LOOKBACK),
     _F("earn_announcement_excess_ret", "earn_announcement_ret minus TOPIX's return that session",
@@ -118,7 +122,8 @@ def _disclosures(inputs: FeatureInputs, sessions: pl.LazyFrame) -> pl.LazyFrame:
     during_session = time.is_not_null() & (time < close)
     statements = raw_source(inputs, FAMILY_NAME, "raw_statements", STATEMENT_COLUMNS).select(
         pl.col("Code").alias("code"),
-        pl.col("DiscDate").alias("disc_date"),
+        # the day it is known: a disclosure after 18:00 (or without a time) the next day
+        common.statement_available().alias("disc_date"),
         time.alias("disc_time"),
         pl.col("DocType")
         .str.contains(REPORT_DOC, literal=True)
@@ -326,7 +331,11 @@ def compute_earnings(inputs: FeatureInputs) -> pl.LazyFrame:
         .cast(pl.Float64)
         .alias("earn_report_count_250d"),
         pl.col("is_revision").cast(pl.Int8).alias("earn_latest_is_revision"),
-        (ordinal - pl.col("_revision_ordinal")).cast(pl.Float64).alias("earn_days_since_revision"),
+        # a revision older than the lookback is outside a nightly run's history: "none seen"
+        pl.when(ordinal - pl.col("_revision_ordinal") <= LOOKBACK)
+        .then(ordinal - pl.col("_revision_ordinal"))
+        .cast(pl.Float64)
+        .alias("earn_days_since_revision"),
         pl.when(reacted).then(pl.col("_ann_ret")).alias("earn_announcement_ret"),
         pl.when(reacted).then(pl.col("_ann_ret") - pl.col("_ann_tpx")).alias(
             "earn_announcement_excess_ret"

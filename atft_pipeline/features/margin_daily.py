@@ -24,6 +24,7 @@ from atft_pipeline.features import common
 from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
 from atft_pipeline.features.margin_weekly import volume_panel
 from atft_pipeline.features.common import log_split_at, raw_source
+from atft_pipeline.features.market import SESSION, session_index
 
 ALERT_WINDOW = 20
 SINCE_ALERT_CAP = 120  # sessions: "no alert in the last 120 sessions" is reported as 120
@@ -137,9 +138,16 @@ _QUANTITIES = (
 def compute(inputs: FeatureInputs) -> pl.LazyFrame:
     panel = volume_panel(inputs, "margin_daily")
     rows = _published_rows(inputs, panel.select("date", "code", "log_split"))
-    frame = panel.drop("log_split").join(rows, on=["code", "date"], how="left")
+    frame = (
+        panel.drop("log_split")
+        .join(rows, on=["code", "date"], how="left")
+        .join(session_index(inputs, "margin_daily"), on="date", how="left")
+    )
     alert = pl.col("alert").fill_null(0.0)
-    session = common.by_code(pl.int_range(pl.len()))  # per-code session number
+    # Counts run over the window's sessions, not the stock's bar rows: a day missing from
+    # the feed still counts, so a value needs no history beyond the lookback of sessions.
+    session = pl.col(SESSION)
+    previous = common.by_code(pl.when(session.shift(1) == session - 1).then(alert.shift(1)))
     last_alert = common.by_code(pl.when(alert > 0).then(session).forward_fill())
     since = session - last_alert
     to_base = pl.col("log_split").exp()  # AppDate share units -> base units
@@ -149,12 +157,15 @@ def compute(inputs: FeatureInputs) -> pl.LazyFrame:
 
     frame = frame.with_columns(
         alert.alias("mrgd_alert"),
-        common.by_code(alert * (1.0 - alert.shift(1))).alias("mrgd_alert_new"),
-        common.by_code(alert.rolling_sum(ALERT_WINDOW, min_samples=ALERT_WINDOW)).alias(
-            "mrgd_alert_days_20"
-        ),
+        # no bar row on the previous session: not under alert there as far as the panel knows
+        pl.when(session > 0)
+        .then(alert * (1.0 - previous.fill_null(0.0)))
+        .alias("mrgd_alert_new"),
+        pl.when(session >= ALERT_WINDOW - 1)
+        .then(common.by_code(alert.rolling_sum_by(SESSION, f"{ALERT_WINDOW}i")))
+        .alias("mrgd_alert_days_20"),
         # Within the cap the distance is known; beyond it (or with no alert seen) it is
-        # "at least the cap" once the stock has that much history, unknown before.
+        # "at least the cap" once the window holds that many sessions, unknown before.
         pl.when(since <= SINCE_ALERT_CAP)
         .then(since)
         .when(session >= SINCE_ALERT_CAP)

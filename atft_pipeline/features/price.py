@@ -40,15 +40,19 @@ SOURCES = ("raw_daily_quotes",)
 
 RETURN_HORIZONS = (1, 2, 3, 5, 10, 20, 60, 120, 250)
 AGE_CAP = 250  # trading days; the family's lookback covers it, so a capped age is exact
+# Sessions a bar window may span beyond its bars (halts, days missing from the feed) and
+# still have a value: a window reaching further back than the family's lookback is null.
+HALT_ROOM = 20
 PER_BILLION_YEN = 1e9
 
 
 def bar_series(inputs: FeatureInputs, family: str) -> pl.LazyFrame:
-    """``common.bars`` sorted by (code, traded, date), with two more columns.
+    """``common.bars`` sorted by (code, traded, date), with three more columns.
 
     ``series``: an id shared by the rows of one price series (a stock's traded bars; its
     halted rows form a series of their own, which ``emit_series`` masks);
-    ``bar``: the row's position in its series (0 = first bar in the window).
+    ``bar``: the row's position in its series (0 = first bar in the window);
+    ``session``: the row's session number in the window (``market.session_index``).
     ``turnover`` falls back to raw ``C × Vo`` where the feed has no ``Va`` (as in the market
     family).
     """
@@ -57,6 +61,7 @@ def bar_series(inputs: FeatureInputs, family: str) -> pl.LazyFrame:
         .sort("code", "traded", "date")
         .with_columns(series=pl.struct("code", "traded").rle_id())
         .with_columns(bar=per_series(pl.int_range(pl.len(), dtype=pl.Int32)))
+        .join(session_index(inputs, family), on="date", how="left", maintain_order="left")
     )
 
 
@@ -73,14 +78,27 @@ def emit_series(
     session_columns: Iterable[str] = (),
 ) -> pl.LazyFrame:
     """``common.emit`` after keeping each price-series feature only on traded rows with at
-    least ``lookback`` earlier bars in the series.
+    least ``lookback`` earlier bars in the series, the earliest of which lies within the
+    family's ``lookback`` sessions.
+
+    The second condition is the history rule: a window of bars spans more sessions than bars
+    when the stock was halted or missing from the feed, and a nightly run reads only the
+    family's lookback of sessions. A value whose bars reach further back is null in the
+    backfill too, so a row never depends on history a nightly run does not have.
 
     ``session_columns`` are computed over every row of the universe (not along a price
     series) and are emitted as they are.
     """
     keep = set(session_columns)
+    session = pl.col(SESSION)
+
+    def within_history(bars_back: int) -> pl.Expr:
+        # rows are contiguous per series, so a whole-column shift inside the series is exact
+        first = session.shift(bars_back)
+        return (pl.col("bar") >= bars_back) & (session - first <= family.lookback)
+
     masked = [
-        pl.when(pl.col("traded") & (pl.col("bar") >= spec.lookback))
+        pl.when(pl.col("traded") & within_history(spec.lookback))
         .then(pl.col(spec.name))
         .alias(spec.name)
         for spec in family.features
@@ -220,10 +238,7 @@ def _series_features() -> list[pl.Expr]:
 
 
 def compute(inputs: FeatureInputs) -> pl.LazyFrame:
-    sessions = session_index(inputs, FAMILY.name)
-    frame = bar_series(inputs, FAMILY.name).join(
-        sessions, on="date", how="left", maintain_order="left"
-    )
+    frame = bar_series(inputs, FAMILY.name)
     frame = frame.with_columns(*_series_features(), *_session_features())
     return emit_series(frame, FAMILY, inputs.dates, session_columns=SESSION_COLUMNS)
 
@@ -231,7 +246,7 @@ def compute(inputs: FeatureInputs) -> pl.LazyFrame:
 FAMILY = FeatureFamily(
     name="price",
     sources=SOURCES,
-    lookback=AGE_CAP + 10,  # 250-bar returns plus room for a few halted days
+    lookback=AGE_CAP + HALT_ROOM,  # 250-bar returns over at most 250 + HALT_ROOM sessions
     features=_SPECS,
     compute=compute,
     description=(

@@ -8,6 +8,7 @@ from functools import lru_cache
 
 import polars as pl
 
+from atft_pipeline.errors import UsageError
 from atft_pipeline.features.catalog import FeatureCatalog, FeatureFamily, FeatureInputs
 from atft_pipeline.jquants.adjustment import adjust_bars
 from atft_pipeline.jquants.endpoints import Plan
@@ -45,6 +46,20 @@ class FeatureFamilyError(RuntimeError):
     """A family failed or broke its contract; the run fails with the family named."""
 
 
+class FamilySelectionError(UsageError, ValueError):
+    """The configuration names a family that does not exist or that the plan cannot feed."""
+
+
+def missing_sources(family: FeatureFamily, plan: Plan) -> list[str]:
+    """The family's raw sources ``plan`` does not include."""
+    return [s for s in family.sources if s in RAW_SOURCES and not plan.covers(RAW_SOURCES[s].plan)]
+
+
+def required_plan(family: FeatureFamily) -> Plan:
+    """The smallest plan that includes every raw source of ``family``."""
+    return max((RAW_SOURCES[s].plan for s in family.sources if s in RAW_SOURCES), key=lambda p: p.rank, default=Plan.FREE)
+
+
 def entitled_families(catalog: FeatureCatalog, plan: Plan) -> list[str]:
     return [
         f.name
@@ -61,13 +76,20 @@ def enabled_families(
     Naming a family the plan does not entitle is an error, never a silently null family.
     """
     entitled = entitled_families(catalog, plan)
-    for name in [*(families or []), *disabled]:
-        catalog.family(name)  # unknown names raise
+    unknown = [name for name in [*(families or []), *disabled] if name not in catalog.families]
+    if unknown:
+        raise FamilySelectionError(
+            f"dataset.families / dataset.disabled name unknown famil(ies) {unknown}; "
+            f"known: {', '.join(catalog.families)}"
+        )
     if families is not None:
-        not_entitled = sorted(set(families) - set(entitled))
+        not_entitled = [name for name in families if name not in entitled]
         if not_entitled:
-            raise FeatureFamilyError(
-                f"families {not_entitled} need sources plan '{plan.value}' does not include"
+            needs = {name: required_plan(catalog.family(name)) for name in not_entitled}
+            listed = ", ".join(f"{name} (needs JQUANTS_PLAN={p.value} or above)" for name, p in needs.items())
+            raise FamilySelectionError(
+                f"dataset.families names famil(ies) plan '{plan.value}' cannot feed: {listed}; "
+                "remove them from the configuration file or raise JQUANTS_PLAN"
             )
         chosen = list(families)
     else:

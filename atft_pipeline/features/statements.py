@@ -2,8 +2,9 @@
 
 Point in time (DESIGN §6):
 
-- A disclosure is known from its ``DiscDate`` (an after-close ``DiscTime`` is still "on" that
-  date). Only documents whose ``DocType`` contains ``FinancialStatements`` carry results;
+- A disclosure is known from its ``DiscDate`` when disclosed by 18:00 (an after-close
+  ``DiscTime`` is still "on" that date), else from the next day: the 24:30 update that
+  carries it comes after the evening's nightly run (``common.statement_available``). Only documents whose ``DocType`` contains ``FinancialStatements`` carry results;
   ``EarnForecastRevision`` / ``DividendForecastRevision`` documents carry guidance only.
 - The statement in force at t is the latest version of the most recent fiscal period
   (``CurPerEn``) disclosed by t. A restatement (a newer ``DiscDate`` for the same ``CurFYSt`` /
@@ -65,7 +66,13 @@ _RESULT_COLUMNS = (
     "eq_ratio",
     "cfo",
     "shares_b",
+    "sheq",
 )
+
+
+# Shareholders' equity (equity less non-controlling interests) and the reported ROE (percent),
+# consolidated and parent-only ("NC"); the reported ROEs come with full-year statements.
+_EQUITY_FIELDS = ("ShEq", "NCShEq", "ROE", "NCROE")
 
 
 def growth(current: pl.Expr, prior: pl.Expr) -> pl.Expr:
@@ -100,15 +107,20 @@ def _documents(inputs: FeatureInputs, levels: pl.LazyFrame) -> pl.LazyFrame:
         "CFO",
         "ShOutFY",
         "TrShFY",
+        *_EQUITY_FIELDS,
         *dict.fromkeys(f for _, cur, nxt, _ in _FORECASTS for f in (cur, nxt)),
     ]
     docs = (
         raw_source(inputs, "statements", "raw_statements", fields)
-        .rename({"DiscDate": "known", "Code": "code"})
+        .with_columns(common.statement_available().alias("known"))
+        .rename({"Code": "code"})
         .filter(pl.col("known").is_not_null() & pl.col("code").is_not_null())
     )
-    return log_split_at(docs, "known", levels).sort(
-        "code", "known", "DiscTime", "DiscNo", maintain_order=True
+    # per-share figures are in the share units of the disclosure date, not of the known date
+    return (
+        log_split_at(docs, "DiscDate", levels)
+        .drop("DiscDate")
+        .sort("code", "known", "DiscTime", "DiscNo", maintain_order=True)
     )
 
 
@@ -145,6 +157,10 @@ def _statement_versions(docs: pl.LazyFrame) -> pl.LazyFrame:
             pl.col("CFO").alias("cfo"),
             # Shares outstanding net of treasury stock (a blank treasury count means none).
             ((pl.col("ShOutFY") - pl.col("TrShFY").fill_null(0.0)) / to_base).alias("shares_b"),
+            pl.col("ShEq").alias("sheq"),
+            pl.col("NCShEq").alias("nc_sheq"),
+            (pl.col("ROE") / 100.0).alias("roe_reported"),
+            (pl.col("NCROE") / 100.0).alias("nc_roe_reported"),
         )
         .unique(subset=["code", "fy", "per", "known"], keep="last", maintain_order=True)
     )
@@ -312,6 +328,11 @@ def _states(docs: pl.LazyFrame) -> pl.LazyFrame:
     # Operating cash flow and book value per share are often left out of 1Q/3Q statements:
     # accruals and PBR use the most recent period that reported them.
     states = _latest_reporting(states, versions, "cfo", "cf_", ["np", "cfo", "ta"])
+    # ROE is reported with full-year statements only, parent-only equity by parents of groups.
+    states = _latest_reporting(states, versions, "roe_reported", "re_", ["roe_reported"])
+    states = _latest_reporting(
+        states, versions, "nc_sheq", "pc_", ["nc_sheq", "nc_roe_reported", "sheq"]
+    )
     return _latest_reporting(states, versions, "bps_b", "bv_", ["bps_b"])
 
 
@@ -369,6 +390,13 @@ def _state_features(states: pl.LazyFrame) -> pl.LazyFrame:
         (margin - prior_margin).alias("stmt_op_margin_yoy_chg"),
         _positive_div(c("np") * annualize, c("eq")).alias("stmt_roe"),
         _positive_div(c("np") * annualize, c("ta")).alias("stmt_roa"),
+        _positive_div(c("np") * annualize, c("sheq")).alias("stmt_roe_sheq"),
+        pl.col("re_roe_reported").alias("stmt_roe_reported"),
+        pl.col("pc_nc_roe_reported").alias("stmt_nc_roe_reported"),
+        _positive_div(c("sheq"), c("ta")).alias("stmt_sheq_ratio"),
+        pl.when(c("eq") > 0).then(1.0 - c("sheq") / c("eq")).alias("stmt_noncontrolling_share"),
+        growth(c("sheq"), pl.col("py_sheq")).alias("stmt_sheq_yoy"),
+        _positive_div(pl.col("pc_nc_sheq"), pl.col("pc_sheq")).alias("stmt_parent_equity_share"),
         c("eq_ratio").alias("stmt_equity_ratio"),
         _positive_div(c("sales"), pl.col("g_fsales")).alias("stmt_sales_progress"),
         _positive_div(c("op"), pl.col("g_fop")).alias("stmt_op_progress"),
@@ -391,6 +419,7 @@ def _state_features(states: pl.LazyFrame) -> pl.LazyFrame:
         pl.col("f_fdiv_b").alias("fdiv_b"),
         pl.col("bv_bps_b").alias("bps_b"),
         c("shares_b").alias("shares_b"),
+        c("sheq").alias("sheq"),
     )
 
 
@@ -412,6 +441,22 @@ _STATEMENT_FEATURES = (
     ("stmt_roe", "Annualized YTD net profit / equity (null when equity <= 0)"),
     ("stmt_roa", "Annualized YTD net profit / total assets"),
     ("stmt_equity_ratio", "Equity-to-asset ratio (EqAR, else Eq / TA)"),
+    (
+        "stmt_roe_sheq",
+        "Annualized YTD net profit / shareholders' equity ShEq (null when ShEq <= 0)",
+    ),
+    ("stmt_roe_reported", "ROE as reported (ROE / 100), latest full-year statement"),
+    (
+        "stmt_nc_roe_reported",
+        "Parent-only ROE as reported (NCROE / 100), latest full-year statement with it",
+    ),
+    ("stmt_sheq_ratio", "Shareholders' equity ShEq / total assets"),
+    ("stmt_noncontrolling_share", "1 - ShEq / Eq: non-controlling interests' share of equity"),
+    ("stmt_sheq_yoy", "Shareholders' equity vs the same period of the prior fiscal year"),
+    (
+        "stmt_parent_equity_share",
+        "Parent-only shareholders' equity NCShEq / consolidated ShEq, latest statement with both",
+    ),
     ("stmt_sales_progress", "YTD net sales / full-year sales forecast of the same fiscal year"),
     ("stmt_op_progress", "YTD operating profit / full-year OP forecast of the same fiscal year"),
     ("stmt_np_progress", "YTD net profit / full-year NP forecast of the same fiscal year"),
@@ -443,7 +488,8 @@ _STATEMENT_FEATURES = (
     ("stmt_earnings_yield_fwd", "Forecast EPS / raw close"),
     ("stmt_earnings_yield_ttm", "Trailing-twelve-month EPS / raw close"),
     ("stmt_sales_to_price", "Trailing-twelve-month net sales / market capitalization at t"),
-    ("stmt_days_since_disc", "Calendar days since the statement in force was disclosed"),
+    ("stmt_book_to_market", "Shareholders' equity ShEq / market capitalization at t"),
+    ("stmt_days_since_disc", "Calendar days since the statement in force became known"),
     (
         "stmt_days_since_forecast",
         "Calendar days since the latest guidance for the year in progress",
@@ -474,6 +520,7 @@ def compute(inputs: FeatureInputs) -> pl.LazyFrame:
         _positive_div(feps, close).alias("stmt_earnings_yield_fwd"),
         _positive_div(eps_ttm, close).alias("stmt_earnings_yield_ttm"),
         _positive_div(pl.col("sales_ttm"), market_cap).alias("stmt_sales_to_price"),
+        _positive_div(pl.col("sheq"), market_cap).alias("stmt_book_to_market"),
         (pl.col("date") - pl.col("stmt_known")).dt.total_days().alias("stmt_days_since_disc"),
         (pl.col("date") - pl.col("forecast_known"))
         .dt.total_days()
@@ -490,7 +537,8 @@ FAMILY = FeatureFamily(
     compute=compute,
     description=(
         "Latest financial statement and guidance known at t (as of DiscDate, restatements "
-        "from their own date): YoY and quarterly growth, margins, returns, forecast progress "
-        "and revisions, and split-consistent valuation at the raw close of t."
+        "from their own date): YoY and quarterly growth, margins, returns on equity (computed "
+        "and as reported, shareholders' and parent-only equity), forecast progress and "
+        "revisions, and split-consistent valuation at the raw close of t."
     ),
 )

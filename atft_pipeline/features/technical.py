@@ -25,7 +25,7 @@ import polars as pl
 
 from atft_pipeline.features import common
 from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
-from atft_pipeline.features.price import SOURCES, bar_series, emit_series, per_series
+from atft_pipeline.features.price import HALT_ROOM, SOURCES, bar_series, emit_series, per_series
 
 SMA_WINDOWS = (5, 10, 20, 50, 100, 200)
 EMA_SPANS = (5, 10, 12, 20, 26, 50)
@@ -309,7 +309,7 @@ def compute(inputs: FeatureInputs) -> pl.LazyFrame:
 FAMILY = FeatureFamily(
     name="technical",
     sources=SOURCES,
-    lookback=YEAR + 10,  # 52-week high/low; EMAs (span <= 50) have converged well before
+    lookback=YEAR + HALT_ROOM,  # 52-week high/low; EMAs (span <= 50) have converged well before
     features=_SPECS,
     compute=compute,
     description=(

@@ -17,6 +17,7 @@ from atft_pipeline.features import common
 from atft_pipeline.features.catalog import FeatureFamily, FeatureInputs, FeatureSpec
 from atft_pipeline.features.market import ANNUALIZE
 from atft_pipeline.features.price import (
+    HALT_ROOM,
     SOURCES,
     bar_series,
     emit_series,
@@ -193,7 +194,7 @@ def compute(inputs: FeatureInputs) -> pl.LazyFrame:
 FAMILY = FeatureFamily(
     name="volatility",
     sources=SOURCES,
-    lookback=max(RV_WINDOWS) + 10,  # 120-bar realized vol plus room for a few halted days
+    lookback=max(RV_WINDOWS) + HALT_ROOM,  # 120-bar realized vol over <= 140 sessions
     features=_SPECS,
     compute=compute,
     description=(

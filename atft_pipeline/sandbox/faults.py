@@ -34,9 +34,12 @@ class FaultSettings(BaseModel):
     fail_endpoints: frozenset[str] = Field(
         frozenset(), description="V2 paths that always answer 500"
     )
+    forbid_endpoints: frozenset[str] = Field(
+        frozenset(), description="V2 paths that always answer 403 (access denied)"
+    )
     seed: int = 0
 
-    @field_validator("fail_endpoints")
+    @field_validator("fail_endpoints", "forbid_endpoints")
     @classmethod
     def _known_paths(cls, paths: frozenset[str]) -> frozenset[str]:
         normalized = frozenset(p.strip("/").removeprefix("v2/") for p in paths)
@@ -54,6 +57,7 @@ _SPEC_KEYS = {
     "storm_s": "storm_s",
     "truncate_rate": "truncate_rate",
     "fail": "fail_endpoints",
+    "forbid": "forbid_endpoints",
     "seed": "seed",
 }
 
@@ -62,10 +66,10 @@ def parse_faults(spec: str) -> FaultSettings:
     """Parse a command-line fault spec.
 
     ``"latency=0.05,error_rate=0.1,storm=5,storm_s=2,truncate_rate=0.02,fail=markets/short-ratio,seed=7"``;
-    ``fail=`` may be repeated. An empty spec injects nothing.
+    ``fail=`` (500) and ``forbid=`` (403) may be repeated. An empty spec injects nothing.
     """
     values: dict[str, object] = {}
-    failing: set[str] = set()
+    paths: dict[str, set[str]] = {"fail": set(), "forbid": set()}
     for item in (part.strip() for part in spec.split(",")):
         if not item:
             continue
@@ -75,14 +79,15 @@ def parse_faults(spec: str) -> FaultSettings:
             raise ValueError(f"fault spec item {item!r} must look like key=value")
         if key not in _SPEC_KEYS:
             raise ValueError(f"unknown fault {key!r} in {spec!r}; known: {sorted(_SPEC_KEYS)}")
-        if key == "fail":
-            failing.add(value)
+        if key in paths:
+            paths[key].add(value)
         elif _SPEC_KEYS[key] in values:
             raise ValueError(f"fault {key!r} given twice in {spec!r}")
         else:
             values[_SPEC_KEYS[key]] = value
-    if failing:
-        values["fail_endpoints"] = frozenset(failing)
+    for key, given in paths.items():
+        if given:
+            values[_SPEC_KEYS[key]] = frozenset(given)
     try:
         return FaultSettings.model_validate(values)
     except ValidationError as exc:
@@ -125,6 +130,8 @@ class FaultInjector:
                 return FaultDecision(status=429)
             if endpoint_path in s.fail_endpoints:
                 return FaultDecision(status=500)
+            if endpoint_path in s.forbid_endpoints:
+                return FaultDecision(status=403)
             # Always draw both numbers so the sequence of decisions depends only on the seed
             # and the request count, not on which faults are switched on.
             error_draw, truncate_draw = self._rng.random(), self._rng.random()

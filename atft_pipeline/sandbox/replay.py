@@ -24,6 +24,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from pydantic_core import to_jsonable_python
 
+from atft_pipeline.errors import UsageError
 from atft_pipeline.jquants.endpoints import ENDPOINTS, Endpoint, Plan
 from atft_pipeline.jquants.parsing import coerce_frame
 
@@ -36,7 +37,7 @@ _COMPRESSION = "zstd"
 _COMPRESSION_LEVEL = 3
 
 
-class ReplayError(ValueError):
+class ReplayError(UsageError, ValueError):
     """A replay directory (or the tables written to one) is malformed."""
 
 

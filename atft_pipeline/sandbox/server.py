@@ -66,6 +66,7 @@ CLOCK_HEADER = "x-sandbox-clock"
 ORACLE_PATH = "/_sandbox/oracle"
 INVALID_KEY_MESSAGE = "The incoming api key is invalid or expired."
 _ERROR_MESSAGES = {
+    403: "Access denied (injected fault).",
     429: "Too Many Requests",
     500: "Unexpected error. Please try again later.",
     502: "Bad Gateway",

@@ -13,7 +13,12 @@ from pathlib import Path
 
 from atft_pipeline.config import PipelineConfig, load_config
 from atft_pipeline.features.catalog import FeatureCatalog, FeatureFamily
-from atft_pipeline.features.registry import default_catalog, enabled_families
+from atft_pipeline.features.registry import (
+    default_catalog,
+    enabled_families,
+    missing_sources,
+    required_plan,
+)
 from atft_pipeline.jquants.endpoints import Plan
 from atft_pipeline.jquants.sources import RAW_SOURCES
 from atft_pipeline.names import (
@@ -42,6 +47,12 @@ class PipelineScope:
     @property
     def start(self) -> dt.date:
         return self.settings.effective_start_date
+
+    @property
+    def last_partition(self) -> dt.date | None:
+        """The data's last session when it is known (a sandbox market), else None (the
+        partitions run to tonight's session)."""
+        return self.settings.last_session
 
     @property
     def enabled_families(self) -> list[FeatureFamily]:
@@ -95,7 +106,13 @@ def resolve_scope(settings: Settings, config: PipelineConfig | None = None) -> P
             continue
         if fam.name in config.dataset.disabled:
             disabled[fam.name] = "disabled by configuration"
+        elif not missing_sources(fam, settings.effective_plan):
+            disabled[fam.name] = "not in dataset.families"
         else:
-            needs = sorted({RAW_SOURCES[s].plan.value for s in fam.sources if s in RAW_SOURCES})
-            disabled[fam.name] = f"plan '{settings.effective_plan.value}' lacks its sources (needs {needs})"
+            plan = settings.effective_plan
+            lacking = missing_sources(fam, plan)
+            disabled[fam.name] = (
+                f"plan '{plan.value}' lacks {', '.join(lacking)} (plan "
+                f"'{required_plan(fam).value}' has {'them' if len(lacking) > 1 else 'it'})"
+            )
     return PipelineScope(settings, config, catalog, tuple(enabled), disabled)

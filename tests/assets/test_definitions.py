@@ -90,7 +90,8 @@ def test_lookback_mapping_counts_trading_days_across_golden_week():
 
 
 def test_nightly_schedule_targets_that_evenings_partition(tmp_path):
-    defs = build_definitions(Settings(home=tmp_path, start_date=dt.date(2024, 1, 4)))
+    # a J-Quants deployment: its partitions run to tonight (a sandbox's end on its last session)
+    defs = build_definitions(Settings(home=tmp_path, start_date=dt.date(2024, 1, 4), api_key="x"))
     repository = defs.get_repository_def()
     schedule = repository.get_schedule_def("nightly_update_schedule")
     assert schedule.job_name == NIGHTLY_JOB

@@ -56,7 +56,8 @@ def fs(code, disc, time, per, per_end):
 DOCS = [
     fs("11110", D(2023, 2, 3), "15:00:00", "3Q", D(2022, 12, 31)),  # at the close: next session
     fs("11110", D(2023, 5, 12), "13:00:00", "FY", D(2023, 3, 31)),  # intraday: same session
-    Doc("11110", D(2023, 7, 20), "16:00:00", "EarnForecastRevision", "2Q", D(2023, 9, 30)),
+    # after 18:00: the 24:30 update brings it, known from the next day
+    Doc("11110", D(2023, 7, 20), "19:30:00", "EarnForecastRevision", "2Q", D(2023, 9, 30)),
     fs("11110", D(2023, 8, 4), "15:00:00", "1Q", D(2023, 6, 30)),
     fs("11110", D(2023, 8, 10), "17:00:00", "1Q", D(2023, 6, 30)),  # correction: not a report
     fs("11110", D(2023, 11, 3), "12:00:00", "2Q", D(2023, 9, 30)),  # Culture Day holiday
@@ -66,7 +67,8 @@ DOCS = [
     fs("11110", D(2024, 8, 2), "15:00:00", "1Q", D(2024, 6, 30)),
     Doc("11110", D(2024, 10, 30), "15:10:00", "DividendForecastRevision", "FY", D(2025, 3, 31)),
     fs("11110", D(2024, 11, 8), "15:10:00", "2Q", D(2024, 9, 30)),  # before the new 15:30 close
-    fs("22220", D(2023, 3, 10), None, "3Q", D(2023, 1, 31)),  # unknown time: after the close
+    # unknown time: after the close, and known from the next day
+    fs("22220", D(2023, 3, 10), None, "3Q", D(2023, 1, 31)),
     fs("22220", D(2023, 6, 9), "14:00", "FY", D(2023, 4, 30)),  # HH:MM
     fs("22220", D(2024, 6, 14), "15:00:00", "FY", D(2024, 4, 30)),  # a skipped year of quarters
 ]
@@ -114,9 +116,15 @@ def reaction_index(doc: Doc) -> int:
     return next(i for i, s in enumerate(DAYS) if s >= first) if first <= DAYS[-1] else len(DAYS)
 
 
+def known_on(doc: Doc) -> dt.date:
+    """The fins/summary update that carries it: 18:00 of its day, else 24:30 (the next day)."""
+    early = doc.time is not None and doc.time[:5] <= "18:00"
+    return doc.disc if early else doc.disc + dt.timedelta(days=1)
+
+
 def first_reports(known: list[Doc]) -> list[Doc]:
     seen, out = set(), []
-    for doc in sorted(known, key=lambda d: (d.disc, d.time or "99")):
+    for doc in sorted(known, key=lambda d: (known_on(d), d.time or "99")):
         key = (doc.per, doc.per_end)
         if doc.is_report and key not in seen:
             seen.add(key)
@@ -126,7 +134,7 @@ def first_reports(known: list[Doc]) -> list[Doc]:
 
 def oracle(docs, closes: dict[dt.date, float | None], tpx: dict[dt.date, float], t_index: int):
     t = DAYS[t_index]
-    known = [d for d in docs if d.disc <= t]
+    known = [d for d in docs if known_on(d) <= t]
     empty = {name: None for name in FAMILY.columns}
     empty["earn_report_count_250d"] = 0.0 if t_index >= 250 else None
     if not known:
@@ -139,8 +147,8 @@ def oracle(docs, closes: dict[dt.date, float | None], tpx: dict[dt.date, float],
         return None
 
     out = dict(empty)
-    latest = max(d.disc for d in known)
-    day_docs = [d for d in known if d.disc == latest]
+    latest = max(known_on(d) for d in known)
+    day_docs = [d for d in known if known_on(d) == latest]
     out["earn_days_since_disclosure"] = sessions_between(latest, t)
     out["earn_latest_is_revision"] = int(any(d.doc in REVISIONS for d in day_docs))
     react = min(reaction_index(d) for d in day_docs)
@@ -148,18 +156,18 @@ def oracle(docs, closes: dict[dt.date, float | None], tpx: dict[dt.date, float],
         ret = closes[DAYS[react]] / last_close(react - 1) - 1
         out["earn_announcement_ret"] = ret
         out["earn_announcement_excess_ret"] = ret - (tpx[DAYS[react]] / tpx[DAYS[react - 1]] - 1)
-    revisions = [d.disc for d in known if d.doc in REVISIONS]
+    revisions = [known_on(d) for d in known if d.doc in REVISIONS]
     if revisions:
         out["earn_days_since_revision"] = sessions_between(max(revisions), t)
     reports = first_reports(known)
     if reports:
         last = reports[-1]
-        out["earn_days_since_report"] = sessions_between(last.disc, t)
+        out["earn_days_since_report"] = sessions_between(known_on(last), t)
         gap = 91
         if len(reports) >= 5 and reports[-5].per == last.per:
-            seasonal = (reports[-4].disc - reports[-5].disc).days
+            seasonal = (known_on(reports[-4]) - known_on(reports[-5])).days
             gap = seasonal if 30 <= seasonal <= 190 else 91
-        expected = last.disc + dt.timedelta(days=gap)
+        expected = known_on(last) + dt.timedelta(days=gap)
         out["earn_days_to_next_report"] = sessions_between(t, expected)
         out["earn_window"] = int(abs(out["earn_days_to_next_report"]) <= 3)
         base = reaction_index(last) - 1
@@ -169,7 +177,9 @@ def oracle(docs, closes: dict[dt.date, float | None], tpx: dict[dt.date, float],
             out["earn_excess_ret_since_report"] = ret - (tpx[t] / tpx[DAYS[base]] - 1)
     if t_index >= 250:
         start = DAYS[t_index - 250]
-        out["earn_report_count_250d"] = float(sum(1 for r in reports if start < r.disc <= t))
+        out["earn_report_count_250d"] = float(
+            sum(1 for r in reports if start < known_on(r) <= t)
+        )
     return out
 
 

@@ -32,13 +32,16 @@ from atft_pipeline.features import (
 )
 from atft_pipeline.features.catalog import FeatureFamily
 from atft_pipeline.features.registry import default_catalog
+from atft_pipeline.stages.windows import lookback_window
 from tests.helpers import (
     BARS,
+    FINS,
     assert_contract,
     assert_matches,
     assert_no_source_values,
     contract_tables,
     history_window,
+    long_gap_codes,
     perturb_after,
     real_tables,
     run,
@@ -52,16 +55,6 @@ PERTURBED_AT = (200, -60)
 # History beyond a family's lookback may move a value by rounding only, except where the
 # family keeps state that forgets its start gradually.
 LOOKBACK_RTOL = {"technical": 1e-4}  # EMA seeds (spans <= 50) have decayed below 1e-4
-# Families whose declared lookback does not yet cover every column; each fails the lookback
-# test (strictly: fixing the family makes the test pass and the mark must go).
-LOOKBACK_GAPS = {
-    "earnings": "earn_days_since_revision is uncapped: a revision older than the 320-session "
-    "lookback is outside a lookback-long history, so the value is null there and its age in "
-    "the backfill",
-    "margin_daily": "mrgd_days_since_alert reaches its 120 cap after 120 of the stock's own bar "
-    "rows, so a stock with a day missing from the feed needs more than the 120-session "
-    "lookback to report the cap (null instead of 120)",
-}
 # Families whose every column comes from a source slower than the bars: without that source
 # their quantities are null and their flags and counts are 0 (``NO_SOURCE_VALUE``).
 SLOW_SOURCE_FAMILIES = (
@@ -80,19 +73,6 @@ def _families() -> list[FeatureFamily]:
 
 def each_family(test):
     return pytest.mark.parametrize("family", _families(), ids=lambda f: f.name)(test)
-
-
-def _with_lookback_gaps() -> list:
-    return [
-        pytest.param(
-            family,
-            id=family.name,
-            marks=[pytest.mark.xfail(reason=LOOKBACK_GAPS[family.name], strict=True)]
-            if family.name in LOOKBACK_GAPS
-            else [],
-        )
-        for family in _families()
-    ]
 
 
 def changed_columns(before: pl.DataFrame, after: pl.DataFrame) -> list[str]:
@@ -162,7 +142,7 @@ def test_nightly_run_equals_backfill(family, at):
     assert not changed, f"the nightly run on {t} differs from the backfill in {changed}"
 
 
-@pytest.mark.parametrize("family", _with_lookback_gaps())
+@each_family
 def test_lookback_sessions_of_history_are_enough(family):
     """With only ``lookback`` sessions of raw partitions before the first emitted date, the
     last 20 dates equal the backfill's (same nulls, values to rounding)."""
@@ -179,6 +159,51 @@ def test_lookback_sessions_of_history_are_enough(family):
         got = part[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
         want = full[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
         assert_matches(got, want, name, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize(
+    "family",
+    [f for f in _families() if "raw_statements" in f.sources],
+    ids=lambda f: f.name,
+)
+def test_nightly_run_without_the_late_statements_equals_backfill(family):
+    """On a day with disclosures after 18:00 (or without a time), the evening's run has not
+    got them (the 24:30 update brings them); its rows still equal the backfill's."""
+    tables = contract_tables()
+    days = sessions_of(tables)
+    time = pl.col("DiscTime").str.slice(0, 5)
+    late_days = (
+        tables[FINS]
+        .filter((time.is_null() | (time > "18:00")) & pl.col("DiscDate").is_in(days[300:]))
+        ["DiscDate"].unique().sort().to_list()
+    )
+    assert len(late_days) >= 3
+    for t in late_days[:3]:
+        nightly = run(family, until(tables, t), [t], days[: days.index(t) + 1])
+        changed = changed_columns(backfill(family.name).filter(pl.col("date") == t), nightly)
+        assert not changed, f"the nightly run on {t} differs from the backfill in {changed}"
+
+
+@pytest.mark.parametrize("name", ["price", "technical"])
+def test_long_halt_nightly_equals_backfill_for_250_day_features(name):
+    """A stock halted for 15 sessions and one missing from the feed for 15 sessions inside
+    the last 250: on the last session, a nightly run (what was published by then, only the
+    family's lookback of raw partitions) gives the backfill's 250-bar values, and they are
+    values, not nulls."""
+    tables = contract_tables()
+    days = sessions_of(tables)
+    t = days[-1]
+    family = default_catalog().family(name)
+    window = lookback_window([t], family.lookback, days[0])
+    nightly = run(family, history_window(until(tables, t), window[0], t), [t], window)
+    full = backfill(name).filter(pl.col("date") == t)
+    long_windows = [s.name for s in family.features if s.lookback >= 249]
+    assert long_windows
+    for code in long_gap_codes(tables):
+        got = nightly.filter(pl.col("code") == code).select(long_windows).row(0)
+        want = full.filter(pl.col("code") == code).select(long_windows).row(0)
+        assert None not in want, f"{code}: a 250-bar window over a 15-session gap is null"
+        assert_matches(np.array(got, float), np.array(want, float), f"{name} {code}", rtol=1e-6)
 
 
 @each_family

@@ -64,8 +64,14 @@ class Doc:
         return "FinancialStatements" in self.doc_type
 
     @property
+    def known(self) -> dt.date:
+        """The fins/summary update carrying it: 18:00 of its day, else 24:30 (next day)."""
+        early = self.time is not None and self.time[:5] <= "18:00"
+        return self.disc if early else self.disc + dt.timedelta(days=1)
+
+    @property
     def order(self):
-        return (self.disc, self.time, self.no)
+        return (self.known, self.time, self.no)
 
     no: str = ""
 
@@ -296,7 +302,23 @@ def statement_docs() -> list[Doc]:
     ]
     for i, doc in enumerate(docs):
         doc.no = f"{doc.disc:%Y%m%d}{i:04d}"
+        if doc.is_fs:
+            _add_equity_fields(doc, i)
+    # after 18:00: the 24:30 update brings it, so it is known from the next day
+    docs[3].time = "19:00:00"
     return docs
+
+
+def _add_equity_fields(doc: Doc, i: int) -> None:
+    """ShEq on every statement (a little below Eq, moving with the quarter); the reported ROE
+    (percent) on full-year statements; parent-only equity and ROE on all but the first FY."""
+    values = doc.values
+    values["ShEq"] = values["Eq"] * 0.9 + 3.0 * i
+    if doc.per == "FY":
+        values["ROE"] = round(100 * values["NP"] / values["ShEq"], 2)
+        if i > 4:
+            values["NCShEq"] = values["ShEq"] * 0.6
+            values["NCROE"] = 3.25
 
 
 def statement_table(code: str, docs: list[Doc]) -> pl.DataFrame:
@@ -341,7 +363,7 @@ def expected_statements(docs: list[Doc], bars: pl.DataFrame, t: dt.date) -> dict
     def to_t(day):  # per-share multiplier from the units of `day` to the units of t
         return math.prod(f for d, f in factors.items() if day < d <= t)
 
-    known = [d for d in docs if d.disc <= t]
+    known = [d for d in docs if d.known <= t]
     fs = [d for d in known if d.is_fs]
     out: dict = {}
     if not fs:
@@ -402,8 +424,20 @@ def expected_statements(docs: list[Doc], bars: pl.DataFrame, t: dt.date) -> dict
     out["stmt_roe"] = pos_div(cur.get("NP") * annual, cur.get("Eq"))
     out["stmt_roa"] = pos_div(cur.get("NP") * annual, cur.get("TA"))
     out["stmt_equity_ratio"] = cur.get("EqAR") or (cur.get("Eq") / cur.get("TA"))
+    out["stmt_roe_sheq"] = pos_div(cur.get("NP") * annual, cur.get("ShEq"))
+    out["stmt_sheq_ratio"] = pos_div(cur.get("ShEq"), cur.get("TA"))
+    out["stmt_noncontrolling_share"] = 1.0 - cur.get("ShEq") / cur.get("Eq")
+    out["stmt_sheq_yoy"] = growth(cur.get("ShEq"), g(py, "ShEq"))
+    with_roe = [d for d in fs if d.get("ROE") is not None]
+    if with_roe:
+        out["stmt_roe_reported"] = frontier(with_roe).get("ROE") / 100
+    with_parent = [d for d in fs if d.get("NCShEq") is not None]
+    if with_parent:
+        p = frontier(with_parent)
+        out["stmt_nc_roe_reported"] = p.get("NCROE") / 100
+        out["stmt_parent_equity_share"] = p.get("NCShEq") / p.get("ShEq")
     out["stmt_fiscal_quarter"] = {"1Q": 1.0, "2Q": 2.0, "3Q": 3.0, "FY": 4.0}[cur.per]
-    out["stmt_days_since_disc"] = float((t - cur.disc).days)
+    out["stmt_days_since_disc"] = float((t - cur.known).days)
 
     # Guidance: per fiscal year, carried-forward values per field with their source date.
     fields = {
@@ -429,10 +463,10 @@ def expected_statements(docs: list[Doc], bars: pl.DataFrame, t: dt.date) -> dict
             speaks = is_div if f == "fdiv" else is_earn
             if doc.is_fs or (speaks and v is not None):
                 state[f] = (v, doc.disc)
-        if chain and chain[-1][0] == doc.disc:
-            chain[-1] = (doc.disc, state)
+        if chain and chain[-1][0] == doc.known:
+            chain[-1] = (doc.known, state)
         else:
-            chain.append((doc.disc, state))
+            chain.append((doc.known, state))
 
     def at_t(entry):
         v, src = entry
@@ -469,6 +503,7 @@ def expected_statements(docs: list[Doc], bars: pl.DataFrame, t: dt.date) -> dict
         out["stmt_pbr"] = pos_div(close, b.get("BPS") * to_t(b.disc))
     shares_t = (cur.get("ShOutFY") - cur.get("TrShFY")) / to_t(cur.disc)
     out["stmt_sales_to_price"] = pos_div(ttm("Sales"), close * shares_t)
+    out["stmt_book_to_market"] = pos_div(cur.get("ShEq"), close * shares_t)
     if py:
         py_shares_in_cur_units = (py.get("ShOutFY") - py.get("TrShFY")) / math.prod(
             f for d, f in factors.items() if py.disc < d <= cur.disc
@@ -785,6 +820,74 @@ def test_weekly_margin_changes_are_split_consistent_and_stale_series_go_null(wee
     assert value(out, D(2022, 7, 5), "44440", "mrgw_long_to_adv") is not None
     assert value(out, D(2022, 7, 6), "44440", "mrgw_long_to_adv") is None
     assert value(out, D(2022, 7, 6), "44440", "mrgw_iss_loan") == 0.0
+
+
+@pytest.fixture(scope="module")
+def regime_switch_case():
+    """One code: weekly rows up to the switch, then daily rows (application date = each
+    session, PubDate = the next session); the weekly-only feed of the same weeks beside it."""
+    days = calendar.trading_days("2021-01-04", "2022-09-30")
+    switch = D(2022, 6, 1)
+    bars = table(BARS, bars_rows("11110", days, seed=5))
+    fridays = [d for d in days if d.weekday() == 4 and d < switch]
+    weekly = weekly_rows("11110", fridays, seed=5)
+    daily = [
+        {**r, "PubDate": days[days.index(r["Date"]) + 1]}
+        for r in weekly_rows("11110", [d for d in days[:-1] if d >= switch], seed=6)
+    ]
+    both = {BARS: bars, WEEKLY: table(WEEKLY, weekly + daily)}
+    weekly_only = {BARS: bars, WEEKLY: table(WEEKLY, weekly)}
+    return (
+        days,
+        switch,
+        bars,
+        table(WEEKLY, weekly + daily),
+        run(margin_weekly.FAMILY, both, days),
+        run(margin_weekly.FAMILY, weekly_only, days),
+    )
+
+
+def test_margin_interest_regime_switch_keeps_weekly_definitions(regime_switch_case):
+    """After the switch each session shows the row published that day (PubDate), and the
+    weekly statistics compare with the previous calendar week's last application date."""
+    days, switch, bars, rows, out, weekly_only = regime_switch_case
+    before = [d for d in days if d < switch]
+    assert out.filter(pl.col("date").is_in(before)).equals(
+        weekly_only.filter(pl.col("date").is_in(before))
+    )
+    vol = bars.sort("Date")["Vo"].to_numpy()
+    bar_days = bars.sort("Date")["Date"].to_list()
+    rows = rows.sort("Date").to_dicts()
+    apps = [r["Date"] for r in rows]
+    checked = 0
+    for t in [d for d in days if d > switch]:
+        i = max(k for k, r in enumerate(rows) if (r["PubDate"] or D(1900, 1, 1)) <= t)
+        r = rows[i]
+        assert r["PubDate"] == t  # the row published at t is the latest one
+        k = bar_days.index(r["Date"])
+        adv = vol[k - 19 : k + 1].mean()
+        week = r["Date"] - dt.timedelta(days=r["Date"].weekday())
+        # the last application date of each earlier calendar week, oldest first
+        ends = [
+            j for j, a in enumerate(apps[:i]) if a < week and (j + 1 == i or
+            apps[j + 1] - dt.timedelta(days=apps[j + 1].weekday())
+            != a - dt.timedelta(days=a.weekday()))
+        ]
+        longs = [rows[j]["LongVol"] for j in ends] + [r["LongVol"]]
+        shorts = [rows[j]["ShrtVol"] for j in ends] + [r["ShrtVol"]]
+        want = {
+            "mrgw_long_to_adv": r["LongVol"] / adv,
+            "mrgw_long_chg_1w": (longs[-1] - longs[-2]) / adv,
+            "mrgw_short_chg_4w": (shorts[-1] - shorts[-5]) / adv,
+            "mrgw_short_logchg_1w": math.log(shorts[-1] / shorts[-2]),
+            "mrgw_long_z26": last_zscore(longs, 26, len(longs)),
+            "mrgw_short_z52": last_zscore(shorts, 52, len(shorts)),
+            "mrgw_weeks_since_pub": 0.0,
+        }
+        for column, expected in want.items():
+            assert close_enough(value(out, t, "11110", column), expected, rel=1e-5), (t, column)
+            checked += 1
+    assert checked > 7 * 80
 
 
 # --------------------------------------------------------------------------------------

@@ -23,6 +23,16 @@ _SPLIT_FACTORS = ((0.5, 0.5), (0.25, 0.1), (0.2, 0.15), (1 / 3, 0.15), (0.1, 0.1
 _HALT_LENGTHS = ((1, 0.7), (2, 0.2), (3, 0.05), (5, 0.05))
 
 
+def _forward_factor(rng: np.random.Generator) -> float:
+    factors = np.array([f for f, _ in _SPLIT_FACTORS])
+    weights = np.array([w for _, w in _SPLIT_FACTORS])
+    return float(rng.choice(factors, p=weights / weights.sum()))
+
+
+def _reverse_factor(rng: np.random.Generator) -> float:
+    return 10.0 if rng.random() < 0.7 else 5.0
+
+
 @dataclass(frozen=True)
 class Split:
     stock: int
@@ -60,15 +70,14 @@ def schedule_actions(
     rev = rng.choice(
         np.setdiff1d(low, fwd), size=min(n_rev, len(np.setdiff1d(low, fwd))), replace=False
     )
-    factors = np.array([f for f, _ in _SPLIT_FACTORS])
-    weights = np.array([w for _, w in _SPLIT_FACTORS])
     splits = []
     for stock in fwd.tolist():
         day = int(rng.integers(universe.listing_day[stock] + 10, universe.delisting_day[stock]))
-        splits.append(Split(stock, day, float(rng.choice(factors, p=weights / weights.sum()))))
+        splits.append(Split(stock, day, _forward_factor(rng)))
     for stock in rev.tolist():
         day = int(rng.integers(universe.listing_day[stock] + 10, universe.delisting_day[stock]))
-        splits.append(Split(stock, day, 10.0 if rng.random() < 0.7 else 5.0))
+        splits.append(Split(stock, day, _reverse_factor(rng)))
+    splits += _window_splits(config, universe, timeline, high, low, {s.stock for s in splits})
     splits.sort(key=lambda s: (s.day, s.stock))
 
     adj_factor = np.ones((t, n))
@@ -88,3 +97,40 @@ def schedule_actions(
     halted[universe.listing_day, np.arange(n)] = False
     halted[adj_factor != 1.0] = False
     return CorporateActions(tuple(splits), adj_factor, halted, np.cumprod(adj_factor, axis=0))
+
+
+def _window_splits(
+    config: MarketConfig,
+    universe: Universe,
+    timeline: Timeline,
+    high: np.ndarray,
+    low: np.ndarray,
+    taken: set[int],
+) -> list[Split]:
+    """``config.event_splits`` more splits with ex-dates in the event window (its own random
+    stream, so the rest of the market is unchanged): forward splits of high-priced and
+    reverse splits of low-priced issues listed through the whole window."""
+    if config.event_window_start is None or config.event_splits == 0:
+        return []
+    rng = stream(config.seed, "actions-events")
+    t = len(timeline)
+    first = timeline.index_on_or_after(config.event_window_start)
+    through = (universe.listing_day + 10 <= first) & (universe.delisting_day >= t - 1)
+    pools = [
+        np.array([s for s in pool.tolist() if through[s] and s not in taken], dtype=np.int64)
+        for pool in (high, low)
+    ]
+    n_fwd = (config.event_splits + 1) // 2
+    fwd = rng.choice(pools[0], size=min(n_fwd, len(pools[0])), replace=False)
+    rev_pool = np.setdiff1d(pools[1], fwd)
+    rev = rng.choice(rev_pool, size=min(config.event_splits - n_fwd, len(rev_pool)), replace=False)
+    sessions = np.arange(first, max(first + 1, t - 1))  # ex-dates before the last session
+    n_events = len(fwd) + len(rev)
+    days = np.sort(rng.choice(sessions, size=n_events, replace=n_events > len(sessions)))
+    forward = [_forward_factor(rng) for _ in fwd]
+    reverse = [_reverse_factor(rng) for _ in rev]
+    # alternate forward and reverse splits through the window
+    stocks = [s for pair in zip(fwd.tolist(), rev.tolist()) for s in pair]
+    stocks += fwd.tolist()[len(rev):] + rev.tolist()[len(fwd):]
+    by_stock = dict(zip(fwd.tolist() + rev.tolist(), forward + reverse, strict=True))
+    return [Split(s, int(d), by_stock[s]) for s, d in zip(stocks, days.tolist(), strict=True)]

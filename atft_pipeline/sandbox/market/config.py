@@ -42,6 +42,31 @@ class MarketConfig(BaseModel):
         ),
     )
 
+    # --- events a nightly simulation must cross -----------------------------------------
+    event_window_start: dt.date | None = Field(
+        None,
+        description=(
+            "From this date to the end, plant the events a nightly run must handle: "
+            "event_splits splits and reverse splits, late filings and restatements. None: "
+            "only the events drawn at their usual rates."
+        ),
+    )
+    event_splits: int = Field(
+        4, ge=0, le=50, description="Splits (even) and reverse splits (odd) in the window."
+    )
+    event_late_filing_share: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description=(
+            "Share of after-close disclosures in the window moved after 18:00 or to no time "
+            "(published at the 24:30 update)."
+        ),
+    )
+    event_restatements: int = Field(
+        3, ge=0, le=50, description="Restatements of earlier reports disclosed in the window."
+    )
+
     # --- noise -------------------------------------------------------------------------
     market_vol: float = Field(
         0.18, gt=0, lt=1.5, description="Long-run annualized volatility of the market factor."
@@ -106,6 +131,13 @@ class MarketConfig(BaseModel):
         if (self.end - self.start).days < MIN_TRADING_SPAN_DAYS:
             raise ValueError(
                 f"sandbox market needs at least {MIN_TRADING_SPAN_DAYS} calendar days; got "
+                f"{self.start}..{self.end}"
+            )
+        if self.event_window_start is not None and not (
+            self.start < self.event_window_start < self.end
+        ):
+            raise ValueError(
+                f"event_window_start {self.event_window_start} must lie inside "
                 f"{self.start}..{self.end}"
             )
         if self.market_vol_reaction >= self.market_vol_persistence:

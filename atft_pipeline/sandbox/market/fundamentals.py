@@ -26,7 +26,7 @@ from atft_pipeline.sandbox.market.actions import CorporateActions
 from atft_pipeline.sandbox.market.config import MarketConfig
 from atft_pipeline.sandbox.market.rng import stream, student_t
 from atft_pipeline.sandbox.market.signals import SURPRISE_SCALE
-from atft_pipeline.sandbox.market.timeline import Timeline
+from atft_pipeline.sandbox.market.timeline import Timeline, close_time
 from atft_pipeline.sandbox.market.universe import SECTOR_CODES, Universe
 
 _EPOCH = dt.date(1970, 1, 1).toordinal()
@@ -346,7 +346,10 @@ def generate_statements(
             _add_restatement(rows, rng, columns, sel, restated, gap_first, gap_last, t)
         guidance, guidance_sales = new_guidance, new_sales
 
-    summary, meta = _finish_summary(rows.frame(), universe, timeline)
+    raw = rows.frame()
+    if config.event_window_start is not None:
+        raw = _plant_window_events(raw, config, timeline)
+    summary, meta = _finish_summary(raw, universe, timeline)
     news = meta.select("DiscNo", pl.col("_news").alias("news"))
     return Statements(summary, _earnings_calendar(summary, meta, universe), news)
 
@@ -456,15 +459,70 @@ def _add_restatement(
     if len(idx) == 0:
         return
     pick = position[idx]
-    restated = {name: values[pick] for name, values in original.items()}
+    rows.add(_restated({name: values[pick] for name, values in original.items()}, day, rng))
+
+
+def _restated(
+    original: dict[str, np.ndarray], day: np.ndarray, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """The rows of ``original`` re-disclosed on ``day`` with corrected results."""
+    restated = dict(original)
     restated["DiscDate"] = day
-    restated["_kind"] = np.full(len(idx), KIND_RESTATEMENT)
-    restated["_news"] = np.zeros(len(idx))
-    factor = 1 + 0.02 * rng.standard_normal(len(idx))
+    restated["_kind"] = np.full(len(day), KIND_RESTATEMENT)
+    restated["_news"] = np.zeros(len(day))
+    factor = 1 + 0.02 * rng.standard_normal(len(day))
     for name in ("Sales", "OP", "OdP", "NP"):
         restated[name] = _money(restated[name] * factor)
     restated["EPS"] = np.round(restated["EPS"] * factor, 2)
-    rows.add(restated)
+    return restated
+
+
+# Disclosure times that miss the 18:00 update (None: no time given); published at 24:30.
+_LATE_TIMES = np.array(["18:30:00", "19:00:00", "20:00:00", None], dtype=object)
+_RESTATED_AFTER = 3  # sessions between a report and its restatement, at least
+
+
+def _plant_window_events(raw: pl.DataFrame, config: MarketConfig, timeline: Timeline) -> pl.DataFrame:
+    """Late filings and restatements inside ``config.event_window_start`` .. the end, drawn
+    from their own random stream (the rest of the market is unchanged).
+
+    Late filings: a share of the window's after-close disclosures move after 18:00 (or lose
+    their time), so only the 24:30 update carries them; still after the close, so the
+    announcement-day move keeps its session. Restatements: ``event_restatements`` reports of
+    the window (or the 60 sessions before it) are re-disclosed with corrected results.
+    """
+    rng = stream(config.seed, "fundamentals-events")
+    t = len(timeline)
+    first = timeline.index_on_or_after(config.event_window_start)
+    closes = np.array([close_time(day) for day in timeline.days], dtype=object)
+    day = raw["DiscDate"].to_numpy()
+    times = raw["DiscTime"].to_numpy()
+    after_close = np.array(
+        [tm is not None and tm >= closes[d] for tm, d in zip(times, day, strict=True)]
+    )
+    late = (day >= first) & after_close & (rng.random(len(day)) < config.event_late_filing_share)
+    late_times = _LATE_TIMES[rng.integers(0, len(_LATE_TIMES), len(day))]
+    raw = raw.with_columns(
+        pl.Series("DiscTime", np.where(late, late_times, times).tolist(), dtype=pl.String)
+    )
+
+    reports = np.flatnonzero(
+        (raw["_kind"].to_numpy() == KIND_REPORT)
+        & (day >= first - 60)
+        & (day < t - 1 - _RESTATED_AFTER)
+    )
+    pick = np.sort(rng.choice(reports, size=min(config.event_restatements, len(reports)), replace=False))
+    if len(pick) == 0:
+        return raw
+    earliest = np.maximum(day[pick] + _RESTATED_AFTER, first)
+    new_day = earliest + np.floor(rng.random(len(pick)) * (t - 1 - earliest)).astype(np.int64)
+    picked = raw[pick]
+    results = {c: picked[c].to_numpy() for c in ("Sales", "OP", "OdP", "NP", "EPS")}
+    restated = _restated(results, new_day, rng)
+    extra = picked.with_columns(
+        _series(name, values).cast(raw.schema[name]) for name, values in restated.items()
+    )
+    return pl.concat([raw, extra])
 
 
 def _finish_summary(

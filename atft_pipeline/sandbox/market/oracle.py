@@ -150,7 +150,10 @@ def _public_inputs(
     cutoff = timeline.days[last]
     bars = tables["equities/bars/daily"].filter(pl.col("Date") <= cutoff)
     fins = tables["fins/summary"].filter(pl.col("DiscDate") <= cutoff)
-    margin = tables["markets/margin-interest"]
+    # The margin signal reads week-end balances two sessions after their application date in
+    # both regimes (in the daily one, the week-end row was public a session earlier).
+    week_ends = pl.Series([timeline.days[d] for d in timeline.week_ends], dtype=pl.Date)
+    margin = tables["markets/margin-interest"].filter(pl.col("Date").is_in(week_ends.implode()))
 
     (close, adj), listed = _dense(bars, "Date", ["C", "AdjFactor"], timeline, codes, np.nan)
     adj = np.where(listed, adj, 1.0)
@@ -177,7 +180,7 @@ def replay_oracle(
     """The oracle recomputed from published tables (bars, weekly margin, statements) alone.
 
     With ``through``, only rows public on or before that date are used (bars by Date,
-    statements by DiscDate, weekly margin by its publication 2 sessions after Date) and the
+    statements by DiscDate, week-end margin 2 sessions after its Date) and the
     oracle is returned for dates up to it.
     """
     last = len(timeline) - 1 if through is None else timeline.index_on_or_before(through)

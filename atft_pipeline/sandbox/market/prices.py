@@ -92,7 +92,7 @@ class EarningsInputs:
         )
         after_close = np.array(
             [
-                time >= close_time(day)
+                time is None or time >= close_time(day)  # no time given: after the close
                 for day, time in moved.select("DiscDate", "DiscTime").iter_rows()
             ],
             dtype=np.int64,

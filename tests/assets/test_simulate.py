@@ -1,0 +1,53 @@
+"""Nights run as the schedules request them, against the stand-in's clock, add up to a one-shot
+backfill fetched after the last night (``atft simulate``; docs/nightly.md)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+from dagster import build_schedule_context
+
+from assets.definitions import build_definitions
+from assets.jobs import STATEMENTS_CATCHUP_JOB
+from assets.partitions import TOKYO
+from assets.simulate import schedule_ticks
+from atft_pipeline.nightly.compare import frame_difference
+from atft_pipeline.settings import Settings
+
+
+def test_catchup_schedule_refetches_the_previous_session_before_the_evening(tmp_path):
+    defs = build_definitions(Settings(home=tmp_path, start_date=dt.date(2024, 1, 4)))
+    repository = defs.get_repository_def()
+    schedule = repository.get_schedule_def("statements_catchup_schedule")
+    assert schedule.job_name == STATEMENTS_CATCHUP_JOB
+    selected = repository.get_job(STATEMENTS_CATCHUP_JOB).asset_layer.executable_asset_keys
+    assert {k.to_user_string() for k in selected} == {"raw_statements"}
+    # Tuesday 2024-05-07 04:45, after Golden Week: the previous session is Thursday 05-02.
+    context = build_schedule_context(
+        scheduled_execution_time=dt.datetime(2024, 5, 7, 4, 45, tzinfo=TOKYO), repository_def=repository
+    )
+    assert [r.partition_key for r in schedule.evaluate_tick(context).run_requests] == ["2024-05-02"]
+
+
+def test_ticks_follow_the_schedules_crons_in_tokyo_time(tmp_path):
+    defs = build_definitions(Settings(home=tmp_path, start_date=dt.date(2024, 1, 4)))
+    ticks = schedule_ticks(defs, dt.datetime(2024, 5, 10, 12), dt.datetime(2024, 5, 11, 12))  # Fri night
+    assert [(t.strftime("%a %H:%M"), s.name) for t, s in ticks] == [
+        ("Fri 19:30", "nightly_update_schedule"),
+        ("Fri 19:45", "targets_refresh_schedule"),
+        ("Sat 04:30", "options_morning_schedule"),
+        ("Sat 04:45", "statements_catchup_schedule"),
+        ("Sat 09:00", "weekly_retrain_schedule"),
+    ]
+
+
+def test_frame_difference_is_exact_for_keys_and_relative_for_floats():
+    base = pl.DataFrame({"code": ["A", "B"], "n": [1, 2], "x": [1.0, float("nan")], "y": [None, 2e-300]})
+    assert frame_difference(base, base.reverse()) is None  # row order does not matter
+    assert frame_difference(base, base.with_columns(pl.col("x") * (1 + 5e-10))) is None
+    assert "'x'" in frame_difference(base, base.with_columns(pl.col("x") * (1 + 2e-9)))
+    assert "'n'" in frame_difference(base, base.with_columns(pl.col("n") + 1))
+    assert "'y'" in frame_difference(base, base.with_columns(pl.col("y").fill_null(0.0)))
+    assert "'y'" in frame_difference(base, base.with_columns(pl.col("y") * 2))  # tiny is not zero
+    assert "rows" in frame_difference(base, base.head(1))
