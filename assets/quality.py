@@ -6,7 +6,6 @@ MLflow run (experiment ``quality_benchmark``). Run config (all optional): the fi
 ``QualityBenchConfig`` that set the scale.
 """
 
-from __future__ import annotations
 
 import datetime as dt
 
