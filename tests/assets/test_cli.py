@@ -170,7 +170,8 @@ def test_short_range_on_a_fresh_home_fetches_its_history(home, sandbox, tmp_path
     config = _config(tmp_path, "dataset:\n  families: [price, sector]\n")
     assert main(["run", "--start", "2023-06-01", "--end", "2023-06-30", "--config", config]) == 0
     out = capsys.readouterr().out
-    assert "fetching 260 sessions of history before 2023-06-01 for the features' lookback" in out
+    price = resolve_scope(Settings(home=home)).catalog.family("price").lookback
+    assert f"fetching {price} sessions of history before 2023-06-01 for the features' lookback" in out
     lines = _stage_lines(out)
     for stage in ("raw_daily_quotes", "raw_listed_info", "features_price", "features_sector", "targets",
                   "ml_dataset"):
@@ -180,8 +181,8 @@ def test_short_range_on_a_fresh_home_fetches_its_history(home, sandbox, tmp_path
     store = PartitionStore(home / "data")
     june = [d.isoformat() for d in calendar.trading_days(dt.date(2023, 6, 1), dt.date(2023, 6, 30))]
     assert store.partitions("ml_dataset") == june
-    first = calendar.shift_trading_days(dt.date(2023, 6, 1), -260).isoformat()
-    assert store.partitions("raw_daily_quotes")[0] == first  # price's 260-session lookback
+    first = calendar.shift_trading_days(dt.date(2023, 6, 1), -price).isoformat()
+    assert store.partitions("raw_daily_quotes")[0] == first  # price's lookback
     assert store.partitions("raw_listed_info")[0] == calendar.shift_trading_days(dt.date(2023, 6, 1), -60).isoformat()
     assert store.partitions("raw_statements")[0] == "2023-06-01"  # no enabled family reads its history
     assert store.read("features_price", "2023-06-01")["logret_250d"].drop_nulls().len() > 0
