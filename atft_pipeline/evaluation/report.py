@@ -124,10 +124,20 @@ def _colors(models: Sequence[str]) -> dict[str, str]:
     return {m: f"C{i % 10}" for i, m in enumerate(models)}
 
 
+# Every tick names its year: the concise formatter's offset text is taken from the last tick,
+# which can lie past the data (a 2023 window read "2024-Jan" under its axis).
+_TICK_FORMATS = ["%Y", "%Y-%m", "%Y-%m-%d", "%m-%d %H:%M", "%H:%M", "%H:%M:%S"]
+
+
 def _date_axis(ax) -> None:
     locator = AutoDateLocator()
     ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    ax.xaxis.set_major_formatter(
+        ConciseDateFormatter(
+            locator, formats=_TICK_FORMATS, zero_formats=_TICK_FORMATS, show_offset=False
+        )
+    )
+    ax.margins(x=0)
 
 
 def _plot_cumulative(book: pl.DataFrame, models: Sequence[str], cost_bp: float, label: str, path: Path) -> Path:

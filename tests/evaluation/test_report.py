@@ -168,3 +168,29 @@ def test_report_refuses_nan_predictions_naming_the_model(
             None,
         )
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("first", "last"),
+    [("2023-08-01", "2023-12-29"), ("2023-11-01", "2023-12-29"), ("2021-01-04", "2023-12-29")],
+)
+def test_date_axis_labels_name_the_data_years_only(first: str, last: str) -> None:
+    """A 2023 window once read "2024-Jan" under its axis (offset text from a tick past the data)."""
+    import datetime as dt
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from atft_pipeline.evaluation.report import _date_axis
+
+    days = pl.date_range(dt.date.fromisoformat(first), dt.date.fromisoformat(last), eager=True)
+    fig = Figure()
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot(days.to_list(), range(days.len()))
+    _date_axis(ax)
+    canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    years = {str(y) for y in range(days[0].year, days[-1].year + 1)}
+    assert labels and all(label[:4] in years for label in labels), labels
+    assert ax.xaxis.get_major_formatter().get_offset() == ""
