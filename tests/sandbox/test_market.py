@@ -542,6 +542,8 @@ def test_short_selling_tables(market):
     assert set(lag) <= {1, 2}
     above = reports["ShrtPosToSO"] >= 0.005
     assert (above | (reports["PrevRptRatio"] >= 0.005)).all()  # else a falling-below report
+    # a ratio of shares outstanding: the raw check (ShrtPosToSO <= 1) never fires on the sandbox
+    assert reports["ShrtPosToSO"].max() <= 0.15
     assert (reports["ShrtPosUnits"] == (reports["ShrtPosShares"] / 100).floor()).all()
     follow = reports.filter(pl.col("PrevRptDate").is_not_null())
     assert (follow["PrevRptDate"] < follow["CalcDate"]).all()
@@ -739,3 +741,11 @@ def test_default_market_size_speed_and_signal():
     ric = market.oracle_rankic()
     assert 0.05 <= ric[1] <= 0.15, ric
     assert all(0.05 <= ric[h] <= 0.2 for h in HORIZONS), ric
+
+
+def test_default_market_short_positions_stay_a_fraction_of_shares_outstanding():
+    """Over the demo's three years an unbounded walk reported positions above 100% of the shares
+    outstanding (173 reports on 138 days), tripping the raw warning check on the sandbox."""
+    reports = generate_market(MarketConfig()).tables["markets/short-sale-report"]
+    assert reports.height > 1000
+    assert 0.05 < reports["ShrtPosToSO"].max() <= 0.15

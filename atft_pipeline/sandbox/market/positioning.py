@@ -45,6 +45,8 @@ ALERT_RESTRICT_SESSIONS = 20  # alerts lasting longer become margin regulations
 ALERT_CORRECTION_RATE = 0.003
 SHORT_REPORT_THRESHOLD = 0.5  # percent of shares outstanding
 SHORT_REPORT_STEP = 0.1
+_SHORT_CAP_PERCENT = 15.0  # the largest single position, percent of shares outstanding
+_LOG_SHORT_CAP = float(np.log(_SHORT_CAP_PERCENT))
 
 # Fictional short sellers: (name, address, discretionary manager, its address, fund name).
 _SHORT_SELLERS = (
@@ -409,6 +411,10 @@ def short_sale_report_table(
             & (universe.listing_day[stock] <= max(day, 0))
             & (day <= universe.delisting_day[stock])
         )
+        # A position is a share of the shares outstanding: the walk reflects below the cap so
+        # a drifting seller never reports more than _SHORT_CAP_PERCENT (the raw check on
+        # ShrtPosToSO <= 1 holds on the sandbox as on real data).
+        log_ratio = np.where(log_ratio > _LOG_SHORT_CAP, 2 * _LOG_SHORT_CAP - log_ratio, log_ratio)
         ratio = np.round(np.exp(log_ratio), 2)
         above = ratio >= SHORT_REPORT_THRESHOLD
         was_above = last_reported >= SHORT_REPORT_THRESHOLD
