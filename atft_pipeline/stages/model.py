@@ -353,19 +353,23 @@ def evaluation_report(store: PartitionStore, scope: PipelineScope, run_id: str) 
     tracker = MlflowTracker(scope.settings.mlflow_uri, ATFT_MODEL, run_id=mlflow_run)
     for path in [report.path, *report.plots.values()]:
         tracker.log_artifact(path)
-    plots = "\n\n".join(
-        f"### {name}\n\n![{name}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})"
-        for name, p in report.plots.items()
-    )
     return StageOutput(
         report.table,
         metadata={
-            "report": Markdown(report.markdown),
-            "plots": Markdown(plots),
+            "report": Markdown(inline_images(report.markdown, report.plots)),
             "report_path": report.path,
             **{f"plot_{name}": p for name, p in report.plots.items()},
         },
     )
+
+
+def inline_images(markdown: str, plots: dict[str, Path]) -> str:
+    """``markdown`` with each plot's relative link (right beside report.md on disk) replaced by
+    a data URI: the UI renders metadata markdown without the files next to it."""
+    for name, path in plots.items():
+        data = base64.b64encode(path.read_bytes()).decode()
+        markdown = markdown.replace(f"![{name}]({path.name})", f"![{name}](data:image/png;base64,{data})")
+    return markdown
 
 
 def latest_predictions(store: PartitionStore, dates: list[dt.date], scope: PipelineScope) -> StageOutput:

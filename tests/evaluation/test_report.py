@@ -194,3 +194,25 @@ def test_date_axis_labels_name_the_data_years_only(first: str, last: str) -> Non
     years = {str(y) for y in range(days[0].year, days[-1].year + 1)}
     assert labels and all(label[:4] in years for label in labels), labels
     assert ax.xaxis.get_major_formatter().get_offset() == ""
+
+
+def test_report_markdown_for_the_ui_carries_its_images_inline(tmp_path: Path) -> None:
+    """report.md links its plots relatively (they sit beside it); the UI's copy has no files
+    beside it, so every image there is a data URI of the very PNG written to disk."""
+    import base64
+    import re
+
+    from atft_pipeline.stages.model import inline_images
+
+    plots = {}
+    for name in ("daily_rank_ic", "decile_returns"):
+        plots[name] = tmp_path / f"{name}.png"
+        plots[name].write_bytes(PNG_SIGNATURE + name.encode())
+    markdown = "# Report\n\n" + "\n".join(f"![{n}]({p.name})" for n, p in plots.items()) + "\n"
+    inlined = inline_images(markdown, plots)
+    links = re.findall(r"!\[(\w+)\]\(([^)]*)\)", inlined)
+    assert [name for name, _ in links] == list(plots)
+    for name, target in links:
+        assert target.startswith("data:image/png;base64,"), target
+        assert base64.b64decode(target.split(",", 1)[1]) == plots[name].read_bytes()
+    assert inlined.startswith("# Report\n\n")
