@@ -60,7 +60,9 @@ def build_definitions(
         assets=build_assets(scope),
         jobs=[*jobs, build_quality_job(scope)],
         schedules=build_schedules({j.name: j for j in jobs}),
-        sensors=[build_recovery_sensor(list(RAW_SOURCES))],
+        sensors=[
+            build_recovery_sensor(list(RAW_SOURCES), scope.config.orchestration.recovery_sensor_interval_s)
+        ],
         resources={**build_resources(scope.settings), **(resources or {})},
     )
 

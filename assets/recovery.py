@@ -23,10 +23,10 @@ from resources.storage import StorageResource
 RECOVERY_SENSOR = "missing_partition_recovery"
 
 
-def build_recovery_sensor(asset_names: list[str]):
+def build_recovery_sensor(asset_names: list[str], interval_s: int = 300):
     @sensor(
         name=RECOVERY_SENSOR,
-        minimum_interval_seconds=300,
+        minimum_interval_seconds=interval_s,
         default_status=DefaultSensorStatus.RUNNING,
         asset_selection=[AssetKey(a) for a in asset_names],
         description="Requests a run for each materialized partition whose Parquet file is "

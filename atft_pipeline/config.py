@@ -112,6 +112,16 @@ class EvaluationSection(BaseModel):
         return RidgeConfig(**self.ridge)
 
 
+class OrchestrationSection(BaseModel):
+    """How the deployment's daemon drives the pipeline."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Seconds between ticks of the missing-partition recovery sensor: a lost file is restored
+    # within about this long. Each tick lists every raw asset's stored partitions.
+    recovery_sensor_interval_s: int = Field(default=300, ge=5)
+
+
 class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -120,6 +130,7 @@ class PipelineConfig(BaseModel):
     model: ModelSection = ModelSection()
     training: TrainingSection = TrainingSection()
     evaluation: EvaluationSection = EvaluationSection()
+    orchestration: OrchestrationSection = OrchestrationSection()
 
     def check_builds(self) -> None:
         """Build the model and training configs once, so bad overrides fail at load time."""

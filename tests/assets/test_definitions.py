@@ -134,3 +134,22 @@ def test_asset_bodies_are_thin_and_storage_is_reached_one_way():
     assert max(bodies.values()) <= 15, bodies
     for path in (REPO_ROOT / "resources").glob("*.py"):
         assert ".scan(" not in path.read_text() and ".read(" not in path.read_text(), path.name
+
+
+def test_recovery_sensor_interval_comes_from_the_orchestration_config(tmp_path):
+    import pytest
+    from pydantic import ValidationError
+
+    from assets.recovery import RECOVERY_SENSOR
+    from atft_pipeline.config import OrchestrationSection, PipelineConfig
+
+    settings = Settings(home=tmp_path)
+    shipped = build_definitions(settings).get_sensor_def(RECOVERY_SENSOR)
+    assert shipped.minimum_interval_seconds == 300
+    config = PipelineConfig(orchestration=OrchestrationSection(recovery_sensor_interval_s=30))
+    sensor = build_definitions(settings, config=config).get_sensor_def(RECOVERY_SENSOR)
+    assert sensor.minimum_interval_seconds == 30
+    with pytest.raises(ValidationError, match="greater than or equal to 5"):
+        OrchestrationSection(recovery_sensor_interval_s=1)
+    with pytest.raises(ValidationError, match="recovery_interval"):
+        PipelineConfig.model_validate({"orchestration": {"recovery_interval": 30}})

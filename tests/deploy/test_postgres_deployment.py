@@ -11,9 +11,9 @@ the deployment starts from stored data; then, through the deployment:
 3. ``weekly_retrain`` (stats, ATFT-GAT-FAN, LightGBM, predictions, report).
 
 Runs, events and materializations are checked in the Postgres tables themselves, the MLflow
-run in its store. The sensor keeps its shipped 300-s interval: it ticks once when the daemon
-starts, so the recovery waits for the next one (with the data build, most of the test's wall
-time). weekly_retrain runs after the recovery, so that the events between the deletion and
+run in its store. The sensor ticks every RECOVERY_INTERVAL_S seconds here (configured through
+``orchestration.recovery_sensor_interval_s`` in the code location's config file; 300 s when
+shipped), and the code location's sensor is checked to carry it. weekly_retrain runs after the recovery, so that the events between the deletion and
 the recovery's end are the recovery's alone.
 """
 
@@ -43,7 +43,13 @@ from assets.recovery import RECOVERY_SENSOR
 from assets.runner import materialize_range
 from assets.serve import Deployment, free_port, graphql
 from atft_pipeline import calendar
-from atft_pipeline.config import DatasetConfig, PipelineConfig, SplitSpec, dump_config
+from atft_pipeline.config import (
+    DatasetConfig,
+    OrchestrationSection,
+    PipelineConfig,
+    SplitSpec,
+    dump_config,
+)
 from atft_pipeline.sandbox.market import MarketConfig, generate_market
 from atft_pipeline.sandbox.server import ServerSettings, create_app, serve_in_thread
 from atft_pipeline.settings import SANDBOX_API_KEY, Settings
@@ -51,6 +57,7 @@ from atft_pipeline.storage import PartitionStore
 
 START, END = dt.date(2021, 1, 4), dt.date(2021, 5, 31)
 RAW = "raw_short_selling"
+RECOVERY_INTERVAL_S = 15
 FAMILY = "short_selling"
 LOCATION = {"repositoryLocationName": "atft_pipeline", "repositoryName": "__repository__"}
 FINAL_BACKFILL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
@@ -139,6 +146,8 @@ def test_backfill_sensor_recovery_and_retrain_through_the_deployment(
     config = PipelineConfig(
         dataset=DatasetConfig(families=["price", FAMILY]),  # two families keep the build short
         splits=SplitSpec(warmup_days=20, val_fraction=0.2, test_fraction=0.2, max_train_days=40),
+        # the recovery then waits seconds, not the shipped 300-s interval, for the next tick
+        orchestration=OrchestrationSection(recovery_sensor_interval_s=RECOVERY_INTERVAL_S),
     )
     with serve_in_thread(app) as server:
         for name, value in {
@@ -167,6 +176,8 @@ def test_backfill_sensor_recovery_and_retrain_through_the_deployment(
         assert built.success, [(s.asset, s.error) for s in built.stages if not s.success]
         assert len(store.partitions(DATASET_ASSET)) == len(calendar.trading_days(START, END))
 
+        sensor = build_definitions(settings).get_sensor_def(RECOVERY_SENSOR)  # from config.yaml
+        assert sensor.minimum_interval_seconds == RECOVERY_INTERVAL_S
         days = [d.isoformat() for d in calendar.trading_days(START, END)][-25:-20]
         before = {(a, d): store.path(a, d).read_bytes() for a in (RAW, family_asset) for d in days}
 
