@@ -23,7 +23,7 @@ from resources.storage import StorageResource
 RECOVERY_SENSOR = "missing_partition_recovery"
 
 
-def build_recovery_sensor(asset_names: list[str], interval_s: int = 300):
+def build_recovery_sensor(asset_names: list[str], interval_s: int):
     @sensor(
         name=RECOVERY_SENSOR,
         minimum_interval_seconds=interval_s,

@@ -17,6 +17,7 @@ renamed into place; ``report.md`` is written last, so a report that exists is co
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import uuid
@@ -118,6 +119,21 @@ def _save(fig: Figure, path: Path) -> Path:
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     _write_atomic(path, buffer.getvalue())
     return path
+
+
+def _image_link(name: str, target: str) -> str:
+    return f"![{name}]({target})"
+
+
+def inline_images(markdown: str, plots: dict[str, Path]) -> str:
+    """``markdown`` with each plot's relative link (right beside report.md on disk) replaced by
+    a data URI: the UI renders metadata markdown without the files next to it."""
+    for name, path in plots.items():
+        data = base64.b64encode(path.read_bytes()).decode()
+        markdown = markdown.replace(
+            _image_link(name, path.name), _image_link(name, f"data:image/png;base64,{data}")
+        )
+    return markdown
 
 
 def _colors(models: Sequence[str]) -> dict[str, str]:
@@ -384,7 +400,7 @@ def _markdown(
             "",
         ]
     lines += [f"## Plots ({plot_label})", ""]
-    lines += [f"![{name}]({path.name})" for name, path in plots.items()]
+    lines += [_image_link(name, path.name) for name, path in plots.items()]
     lines += [
         "",
         "## Definitions (docs/evaluation.md)",

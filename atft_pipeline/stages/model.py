@@ -8,7 +8,6 @@ lazily: the code location stays light.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 from dataclasses import dataclass
@@ -341,7 +340,7 @@ def validation_predictions(
 def evaluation_report(store: PartitionStore, scope: PipelineScope, run_id: str) -> StageOutput:
     """The metrics table and plots under ``ATFT_HOME/reports/<run>``, also logged as artifacts
     of the model's MLflow run; the plots are embedded in the metadata for the Dagster UI."""
-    from atft_pipeline.evaluation.report import build_report
+    from atft_pipeline.evaluation.report import build_report, inline_images
     from atft_pipeline.training import MlflowTracker
 
     out_dir = scope.settings.home.resolve() / "reports" / run_id[:8]
@@ -361,15 +360,6 @@ def evaluation_report(store: PartitionStore, scope: PipelineScope, run_id: str) 
             **{f"plot_{name}": p for name, p in report.plots.items()},
         },
     )
-
-
-def inline_images(markdown: str, plots: dict[str, Path]) -> str:
-    """``markdown`` with each plot's relative link (right beside report.md on disk) replaced by
-    a data URI: the UI renders metadata markdown without the files next to it."""
-    for name, path in plots.items():
-        data = base64.b64encode(path.read_bytes()).decode()
-        markdown = markdown.replace(f"![{name}]({path.name})", f"![{name}](data:image/png;base64,{data})")
-    return markdown
 
 
 def latest_predictions(store: PartitionStore, dates: list[dt.date], scope: PipelineScope) -> StageOutput:

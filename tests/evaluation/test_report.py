@@ -202,7 +202,7 @@ def test_report_markdown_for_the_ui_carries_its_images_inline(tmp_path: Path) ->
     import base64
     import re
 
-    from atft_pipeline.stages.model import inline_images
+    from atft_pipeline.evaluation.report import inline_images
 
     plots = {}
     for name in ("daily_rank_ic", "decile_returns"):
