@@ -133,12 +133,12 @@ def _materialize(settings, scope, store, plan, log, console):
     from dagster import DagsterInstance
 
     from assets.definitions import build_definitions
-    from assets.instance import ensure_dagster_home, relax_sqlite_durability
+    from assets.instance import configure_dagster_process, ensure_dagster_home
     from assets.runner import materialize_range
     from atft_pipeline.names import LATEST_ASSET
 
     dagster_home = ensure_dagster_home(settings)
-    relax_sqlite_durability()
+    configure_dagster_process()
     with log.capture("definitions"):  # Dagster's import-time notices go to the log too
         defs = build_definitions(settings, config=scope.config)
     with DagsterInstance.from_config(str(dagster_home)) as instance:
@@ -281,7 +281,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from assets.instance import ensure_dagster_home
+    from assets.instance import dagster_environment, ensure_dagster_home
 
     home = ensure_dagster_home(Settings.from_env())
     print(f"Dagster UI on http://{args.host}:{args.port} (instance {home})")
@@ -295,7 +295,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "--port",
         str(args.port),
     ]
-    return subprocess.call(command, cwd=REPO_ROOT, env={**os.environ, "DAGSTER_HOME": str(home)})
+    return subprocess.call(command, cwd=REPO_ROOT, env={**os.environ, **dagster_environment(), "DAGSTER_HOME": str(home)})
 
 
 def main(argv: list[str] | None = None) -> int:

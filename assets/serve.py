@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from assets.instance import dagster_environment
 from atft_pipeline.settings import Settings
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the directory holding ``assets``
@@ -90,6 +91,7 @@ class Deployment:
             )
         return {
             **os.environ,
+            **dagster_environment(),
             "ATFT_HOME": str(self.settings.home.resolve()),
             "ATFT_POSTGRES_URL": self.settings.postgres_url.get_secret_value(),
             "ATFT_CODE_SERVER_HOST": self.host,

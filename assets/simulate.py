@@ -277,7 +277,7 @@ def run_simulation(settings: Settings, request: SimulationRequest, config: Pipel
     """``atft simulate``: the nights, their summary, and (``check_backfill``) the equality
     table against a one-shot backfill; 0 when every run succeeded and everything is equal."""
     from assets.definitions import build_definitions
-    from assets.instance import ensure_dagster_home, relax_sqlite_durability
+    from assets.instance import configure_dagster_process, ensure_dagster_home
     from atft_pipeline.config import dump_config
     from atft_pipeline.stages.scope import config_path, resolve_scope
 
@@ -285,7 +285,7 @@ def run_simulation(settings: Settings, request: SimulationRequest, config: Pipel
     last_night = settings.default_end_date if request.first_night is None else None
     first_night = request.first_night or last_night - dt.timedelta(days=request.nights - 1)
     last_night = first_night + dt.timedelta(days=request.nights - 1)
-    relax_sqlite_durability()
+    configure_dagster_process()
     with stand_in(settings, request.seed, request.n_stocks) as settings:
         if config is not None:
             config.check_builds()

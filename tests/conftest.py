@@ -11,11 +11,11 @@ os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WO
 
 import pytest
 
-from assets.instance import relax_sqlite_durability
+from assets.instance import configure_dagster_process
 from tests.helpers import REPO_ROOT
 
-# Dagster's SQLite test instances commit once per event; tests need no fsync per commit.
-relax_sqlite_durability()
+# Tests write Dagster events as atft does: batched, no fsync per SQLite commit.
+configure_dagster_process()
 
 REALDATA = REPO_ROOT.parent / "shared" / "realdata" / "tse_2013_2018"
 

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from dagster import DagsterInstance, instance_for_test
+
+from assets.instance import event_log_storage_config
 from atft_pipeline import calendar
 from atft_pipeline.dataset.normalization import compute_normalization_stats
 from atft_pipeline.dataset.raw_frames import raw_frames_from_tables
@@ -602,3 +607,17 @@ def feature_columns(frame: pl.DataFrame) -> list[str]:
 def make_stats(frame: pl.DataFrame, train_end: dt.date | None = None) -> pl.DataFrame:
     rows = frame.lazy() if train_end is None else frame.lazy().filter(pl.col("date") <= train_end)
     return compute_normalization_stats(rows, feature_columns(frame))
+
+
+# --------------------------------------------------------------------------------------
+# Dagster
+
+
+@contextmanager
+def atft_test_instance() -> Iterator[DagsterInstance]:
+    """A temporary Dagster instance that stores events as an ``ATFT_HOME`` instance does
+    (batched, ``assets/event_storage.py``)."""
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as home:
+        overrides = {"event_log_storage": event_log_storage_config(Path(home))}
+        with instance_for_test(overrides=overrides, temp_dir=home) as instance:
+            yield instance

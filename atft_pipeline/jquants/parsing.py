@@ -109,17 +109,30 @@ def rows_to_frame(
 
     Missing keys become nulls; keys the registry does not know are not columns of the frame
     (the registry is the contract) but are never lost silently: ``unknown_fields`` names
-    them and the client reports them. Values are gathered per column as text
-    and parsed by one vectorized Polars select, so a page of thousands of rows parses in
-    milliseconds.
+    them and the client reports them. Polars reads every value as text and one vectorized
+    select parses the columns, so a page of thousands of rows parses in milliseconds.
     """
     rows = [_flatten_nested(endpoint, r) for r in rows] if endpoint.nested else list(rows)
     fields = endpoint.fields_for(plan)
-    text = pl.DataFrame(
-        {f.name: _text_values(f, [r.get(f.name) for r in rows]) for f in fields},
-        schema={f.name: pl.String for f in fields},
-    )
-    return text.select([_parse_expr(f) for f in fields])
+    # Every value as text (numbers, booleans "true"/"false"); "" (the API's blank) is null
+    # like a missing key. Polars converts JSON's values in one pass; rows built in-process
+    # may hold other objects (dates), which go through str().
+    schema = {f.name: pl.String for f in fields}
+    try:
+        text = pl.from_dicts(rows, schema=schema, strict=False)
+    except pl.exceptions.ComputeError:
+        text = pl.DataFrame({f.name: [_as_text(r.get(f.name)) for r in rows] for f in fields}, schema=schema)
+    return text.select([_parse_expr(f, _blank_as_null(pl.col(f.name))) for f in fields])
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None or isinstance(value, bool):
+        return None if value is None else str(value).lower()
+    return str(value)
+
+
+def _blank_as_null(column: pl.Expr) -> pl.Expr:
+    return pl.when(column != "").then(column)
 
 
 def unknown_fields(endpoint: Endpoint, rows: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -129,16 +142,16 @@ def unknown_fields(endpoint: Endpoint, rows: Iterable[Mapping[str, Any]]) -> lis
     one must be noticed, not dropped without a trace. A nested object counts as known when
     its own name is; its members are checked against the registry's flags.
     """
-    known = set(endpoint.field_names)
+    rows = list(rows)
+    names: set[str] = set().union(*(row.keys() for row in rows))
+    found = names - set(endpoint.field_names)
     nested_name, nested_flags = endpoint.nested or (None, ())
-    found: set[str] = set()
-    for row in rows:
-        for name, value in row.items():
-            if name == nested_name:
-                if isinstance(value, Mapping):
-                    found.update(f"{name}.{k}" for k in value if k not in nested_flags)
-            elif name not in known:
-                found.add(name)
+    if nested_name in found:
+        found.discard(nested_name)
+        members = set().union(
+            *(v.keys() for row in rows if isinstance(v := row.get(nested_name), Mapping))
+        )
+        found.update(f"{nested_name}.{k}" for k in members if k not in nested_flags)
     return sorted(found)
 
 
@@ -150,18 +163,9 @@ def missing_key_fields(endpoint: Endpoint, rows: Iterable[Mapping[str, Any]]) ->
     return sorted(missing)
 
 
-def _text_values(field: Field, values: list[Any]) -> list[str | None]:
-    """Wire values as text: numbers via str(), booleans "1"/"0"; "" (the API's blank) -> null."""
-    return [
-        None if v is None or v == "" else ("1" if v is True else "0" if v is False else str(v))
-        for v in values
-    ]
-
-
-def _parse_expr(field: Field) -> pl.Expr:
-    col = pl.col(field.name)
+def _parse_expr(field: Field, col: pl.Expr) -> pl.Expr:
     if field.kind is Kind.STR:
-        return col
+        return col.alias(field.name)
     text = col.str.strip_chars()
     if field.kind is Kind.NUM:
         number = text.str.replace_all(",", "", literal=True).cast(pl.Float64, strict=False)

@@ -220,12 +220,12 @@ def test_a_failing_blocking_check_prints_its_description(tmp_path):
         Definitions,
         MaterializeResult,
         asset,
-        instance_for_test,
     )
 
     from assets.partitions import trading_day_partitions
     from assets.runner import materialize_range
     from atft_pipeline.storage import PartitionStore
+    from tests.helpers import atft_test_instance
 
     partitions = trading_day_partitions(dt.date(2023, 1, 4), dt.date(2023, 1, 31))
 
@@ -241,7 +241,7 @@ def test_a_failing_blocking_check_prints_its_description(tmp_path):
         raise AssertionError("must not run")
 
     lines: list[str] = []
-    with instance_for_test() as instance:
+    with atft_test_instance() as instance:
         result = materialize_range(
             Definitions(assets=[table, downstream]), instance, ["table", "downstream"], dt.date(2023, 1, 4),
             dt.date(2023, 1, 4), PartitionStore(tmp_path), progress=lines.append,

@@ -7,7 +7,6 @@ import datetime as dt
 
 import polars as pl
 import pytest
-from dagster import instance_for_test
 
 from assets.definitions import build_definitions
 from assets.runner import materialize_range
@@ -18,6 +17,7 @@ from atft_pipeline.sandbox.server import ServerSettings, create_app, serve_in_th
 from atft_pipeline.settings import Settings
 from atft_pipeline.stages.scope import resolve_scope
 from atft_pipeline.storage import PartitionStore
+from tests.helpers import atft_test_instance
 
 START, END = dt.date(2021, 1, 4), dt.date(2021, 12, 30)
 
@@ -30,7 +30,7 @@ def test_the_whole_graph_materializes_and_reports(tmp_path):
         splits=SplitSpec(warmup_days=60, val_fraction=0.2, test_fraction=0.2, max_train_days=40)
     )
     app = create_app(market.tables, settings=ServerSettings(), oracle=market.oracle)
-    with serve_in_thread(app) as server, instance_for_test() as instance:
+    with serve_in_thread(app) as server, atft_test_instance() as instance:
         settings = Settings(
             home=tmp_path, start_date=START, plan="premium", api_key="sandbox", base_url=server.base_url
         )

@@ -6,7 +6,7 @@ import datetime as dt
 
 import polars as pl
 import pytest
-from dagster import AssetKey, build_sensor_context, instance_for_test
+from dagster import AssetKey, build_sensor_context
 
 from assets.definitions import build_definitions
 from assets.recovery import RECOVERY_SENSOR
@@ -21,6 +21,7 @@ from atft_pipeline.settings import Settings
 from atft_pipeline.stages.raw import SCHEMA_CHECK
 from atft_pipeline.storage import PartitionStore
 from resources.jquants import JQuantsResource
+from tests.helpers import atft_test_instance
 
 START, END = dt.date(2023, 1, 4), dt.date(2023, 2, 28)
 RAW_ASSETS = list(RAW_SOURCES)
@@ -35,7 +36,7 @@ def market():
 
 @pytest.fixture
 def instance():
-    with instance_for_test() as inst:
+    with atft_test_instance() as inst:
         yield inst
 
 
@@ -194,7 +195,7 @@ def test_realdata_replays_through_the_raw_assets_for_its_whole_range(tmp_path, r
     tables = read_replay(realdata_dir)
     start, end = dt.date(2013, 11, 1), dt.date(2018, 11, 16)
     settings_today = ServerSettings(today=end, plan="premium")
-    with serve_in_thread(create_app(tables, settings=settings_today)) as server, instance_for_test() as inst:
+    with serve_in_thread(create_app(tables, settings=settings_today)) as server, atft_test_instance() as inst:
         defs = _defs(tmp_path, server.base_url, start=start)
         assets = [CALENDAR_ASSET, "raw_daily_quotes", "raw_listed_info", "raw_topix"]
         result = materialize_range(defs, inst, assets, start, end, _store(tmp_path), progress=_quiet)

@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import pytest
-from dagster import instance_for_test
 from sqlalchemy import create_engine, text
 
 from assets.definitions import build_definitions
@@ -54,6 +53,7 @@ from atft_pipeline.sandbox.market import MarketConfig, generate_market
 from atft_pipeline.sandbox.server import ServerSettings, create_app, serve_in_thread
 from atft_pipeline.settings import SANDBOX_API_KEY, Settings
 from atft_pipeline.storage import PartitionStore
+from tests.helpers import atft_test_instance
 
 START, END = dt.date(2021, 1, 4), dt.date(2021, 5, 31)
 RAW = "raw_short_selling"
@@ -167,7 +167,7 @@ def test_backfill_sensor_recovery_and_retrain_through_the_deployment(
         store = PartitionStore(settings.data_root)
 
         # The stored dataset the deployment starts from (not recorded in its Postgres).
-        with instance_for_test() as scratch:
+        with atft_test_instance() as scratch:
             built = materialize_range(
                 build_definitions(settings, config=config), scratch,
                 _dataset_assets(scope),

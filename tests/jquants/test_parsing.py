@@ -117,40 +117,52 @@ def test_premium_only_fields_are_dropped_for_lower_plans():
     assert premium["MC"].item() == 2050.0 and premium.width == 42
 
 
-@pytest.mark.parametrize(
-    ("wire", "expected"),
-    [
-        (2047, 2047.0), (2047.5, 2047.5), ("123.5", 123.5), ("1,234", 1234.0),
-        (" -20 ", -20.0), ("1e3", 1000.0), ("0.004", 0.004), ("", None), ("-", None),
-        ("*", None), (None, None), ("abc", None), (True, None), (math.inf, None),
-        ("NaN", None), (float("nan"), None), ({"v": 1}, None),
-    ],
-)
+NUMBER_WIRE = [
+    (2047, 2047.0), (2047.5, 2047.5), ("123.5", 123.5), ("1,234", 1234.0),
+    (" -20 ", -20.0), ("1e3", 1000.0), ("0.004", 0.004), ("", None), ("-", None),
+    ("*", None), (None, None), ("abc", None), (True, None), (math.inf, None),
+    ("NaN", None), (float("nan"), None), ({"v": 1}, None), (1e-7, 1e-7), (12345678901234, 12345678901234.0),
+]
+DATE_WIRE = [
+    ("2024-01-05", dt.date(2024, 1, 5)), ("20240105", dt.date(2024, 1, 5)),
+    ("2024-01-05T00:00:00", dt.date(2024, 1, 5)),
+    (dt.datetime(2024, 1, 5, 9), dt.date(2024, 1, 5)),
+    (dt.date(2024, 1, 5), dt.date(2024, 1, 5)), ("", None), ("-", None), (None, None),
+    ("2024-13-01", None),
+]
+FLAG_WIRE = [
+    ("1", True), ("0", False), ("true", True), ("false", False), ("TRUE", True), (1, True),
+    (0, False), (False, False), (True, True), ("", None), (None, None), ("x", None),
+]
+
+
+@pytest.mark.parametrize(("wire", "expected"), NUMBER_WIRE)
 def test_parse_number(wire, expected):
     assert parse_number(wire) == expected
 
 
-@pytest.mark.parametrize(
-    ("wire", "expected"),
-    [
-        ("2024-01-05", dt.date(2024, 1, 5)), ("20240105", dt.date(2024, 1, 5)),
-        ("2024-01-05T00:00:00", dt.date(2024, 1, 5)),
-        (dt.datetime(2024, 1, 5, 9), dt.date(2024, 1, 5)),
-        (dt.date(2024, 1, 5), dt.date(2024, 1, 5)), ("", None), ("-", None), (None, None),
-        ("2024-13-01", None),
-    ],
-)
+@pytest.mark.parametrize(("wire", "expected"), DATE_WIRE)
 def test_parse_date(wire, expected):
     assert parse_date(wire) == expected
 
 
-@pytest.mark.parametrize(
-    ("wire", "expected"),
-    [("1", True), ("0", False), ("true", True), ("false", False), ("TRUE", True), (1, True),
-     (0, False), (False, False), ("", None), (None, None), ("x", None)],
-)
+@pytest.mark.parametrize(("wire", "expected"), FLAG_WIRE)
 def test_parse_flag(wire, expected):
     assert parse_flag(wire) is expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "cases"), [(Kind.NUM, NUMBER_WIRE), (Kind.DATE, DATE_WIRE), (Kind.FLAG, FLAG_WIRE)]
+)
+@pytest.mark.parametrize("json_only", [True, False])
+def test_a_page_parses_each_value_like_the_scalar_parser(kind, cases, json_only):
+    """rows_to_frame parses a whole column at once; each value ends as the scalar parser says,
+    for pages of JSON values and for rows holding other objects (dates, dicts)."""
+    endpoint, field = next((e, f) for e in ENDPOINTS.values() for f in e.fields if f.kind is kind)
+    if json_only:
+        cases = [(w, e) for w, e in cases if w is None or isinstance(w, str | int | float | bool)]
+    frame = rows_to_frame(endpoint, [{field.name: wire} for wire, _ in cases], Plan.PREMIUM)
+    assert frame[field.name].to_list() == [expected for _, expected in cases]
 
 
 @pytest.mark.parametrize("path", sorted(ENDPOINTS))
