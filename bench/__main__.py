@@ -1,10 +1,10 @@
-"""Run one benchmark: ``python -m bench {features,graph,training,demo,honest_eval,quality}`` (see BENCHMARKS.md)."""
+"""Run one benchmark: ``python -m bench {features,graph,training,demo,honest_eval,quality,stages}`` (see BENCHMARKS.md)."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import demo, features, graph, honest_eval, quality, training
+from bench import demo, features, graph, honest_eval, quality, stages, training
 
 BENCHMARKS = {
     "features": features.main,
@@ -13,6 +13,7 @@ BENCHMARKS = {
     "demo": demo.main,
     "honest_eval": honest_eval.main,
     "quality": quality.main,
+    "stages": stages.main,
 }
 
 

@@ -9,6 +9,7 @@ stand-in server, so the same registry defines both directions.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -122,7 +123,14 @@ def rows_to_frame(
         text = pl.from_dicts(rows, schema=schema, strict=False)
     except pl.exceptions.ComputeError:
         text = pl.DataFrame({f.name: [_as_text(r.get(f.name)) for r in rows] for f in fields}, schema=schema)
-    return text.select([_parse_expr(f, _blank_as_null(pl.col(f.name))) for f in fields])
+    return text.select(_parse_exprs(endpoint, plan))
+
+
+@functools.cache
+def _parse_exprs(endpoint: Endpoint, plan: Plan) -> list[pl.Expr]:
+    """The typed columns of ``endpoint`` for ``plan`` from their text (built once: building
+    the expressions cost as much as running them on a page)."""
+    return [_parse_expr(f, _blank_as_null(pl.col(f.name))) for f in endpoint.fields_for(plan)]
 
 
 def _as_text(value: Any) -> str | None:

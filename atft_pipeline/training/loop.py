@@ -385,7 +385,7 @@ class _Trainer:
             phase.name,
             epoch,
             train_loss,
-            metric,
+            "n/a" if metric is None else f"{metric:.4f}",
             " (best)" if improved else "",
             record["seconds"],
         )
