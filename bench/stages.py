@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from atft_pipeline.names import CALENDAR_ASSET
+from atft_pipeline.names import CALENDAR_ASSET, DATASET_ASSET, STATS_ASSET, TARGETS_ASSET
 
 REALDATA_RANGE = (dt.date(2013, 11, 1), dt.date(2018, 11, 16))
 REALDATA_ASSETS = ["raw_daily_quotes", "raw_listed_info", "raw_topix"]
@@ -35,25 +35,23 @@ def _timed_compute() -> Iterator[dict[str, float]]:
     from resources.storage import StorageResource
 
     spent: dict[str, float] = defaultdict(float)
-    current = {"asset": ""}
     wrapped = [
         (raw, "raw_source", lambda args: args[2].asset),
         (raw, "trading_calendar", lambda args: CALENDAR_ASSET),
         (features, "feature_family", lambda args: args[1].asset),
-        (features, "targets", lambda args: "targets"),
-        (dataset, "ml_dataset", lambda args: "ml_dataset"),
-        (dataset, "normalization_stats", lambda args: "normalization_stats"),
+        (features, "targets", lambda args: TARGETS_ASSET),
+        (dataset, "ml_dataset", lambda args: DATASET_ASSET),
+        (dataset, "normalization_stats", lambda args: STATS_ASSET),
     ]
     originals = [(module, name, getattr(module, name)) for module, name, _ in wrapped]
 
     def timer(function: Callable, asset_of: Callable) -> Callable:
         def timed(*args, **kwargs):
-            current["asset"] = asset_of(args)
             started = time.perf_counter()
             try:
                 return function(*args, **kwargs)
             finally:
-                spent[current["asset"]] += time.perf_counter() - started
+                spent[asset_of(args)] += time.perf_counter() - started
 
         return timed
 
@@ -126,8 +124,8 @@ def _sandbox(home: Path, stock_storage: bool) -> list[tuple]:
         settings = sandbox_settings(Settings(home=home), server.base_url).model_copy(
             update={"plan": Plan.PREMIUM, "start_date": SANDBOX_START}
         )
-        scope = resolve_scope(settings, None)
-        assets = scope.pipeline_assets()[: scope.pipeline_assets().index("normalization_stats") + 1]
+        pipeline = resolve_scope(settings, None).pipeline_assets()
+        assets = pipeline[: pipeline.index(STATS_ASSET) + 1]
         if stock_storage:
             assets = [CALENDAR_ASSET, "raw_daily_quotes", "features_price"]
         return _run(settings, assets, SANDBOX_START, SANDBOX_END, stock_storage)

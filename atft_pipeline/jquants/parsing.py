@@ -130,17 +130,16 @@ def rows_to_frame(
 def _parse_exprs(endpoint: Endpoint, plan: Plan) -> list[pl.Expr]:
     """The typed columns of ``endpoint`` for ``plan`` from their text (built once: building
     the expressions cost as much as running them on a page)."""
-    return [_parse_expr(f, _blank_as_null(pl.col(f.name))) for f in endpoint.fields_for(plan)]
+    return [_parse_expr(f) for f in endpoint.fields_for(plan)]
 
 
 def _as_text(value: Any) -> str | None:
-    if value is None or isinstance(value, bool):
-        return None if value is None else str(value).lower()
+    """A value as Polars writes JSON's as text (booleans "true"/"false")."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return str(value)
-
-
-def _blank_as_null(column: pl.Expr) -> pl.Expr:
-    return pl.when(column != "").then(column)
 
 
 def unknown_fields(endpoint: Endpoint, rows: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -171,7 +170,9 @@ def missing_key_fields(endpoint: Endpoint, rows: Iterable[Mapping[str, Any]]) ->
     return sorted(missing)
 
 
-def _parse_expr(field: Field, col: pl.Expr) -> pl.Expr:
+def _parse_expr(field: Field) -> pl.Expr:
+    raw = pl.col(field.name)
+    col = pl.when(raw != "").then(raw)  # "" (the API's blank) is null
     if field.kind is Kind.STR:
         return col.alias(field.name)
     text = col.str.strip_chars()

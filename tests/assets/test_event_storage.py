@@ -3,9 +3,6 @@ partition states, asset records and planned/failed partitions, read back by Dags
 
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
-
 import pytest
 from dagster import (
     AssetCheckKey,
@@ -25,6 +22,7 @@ from dagster._core.test_utils import instance_for_test
 
 from assets.event_storage import BatchingSqliteEventLogStorage
 from assets.instance import EVENT_BATCH_ENV
+from tests.helpers import atft_test_instance
 
 DAYS = DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-03-01")
 
@@ -39,19 +37,9 @@ def daily_thing(context):
 DEFS = Definitions(assets=[daily_thing])
 
 
-@contextmanager
 def _instance(batching: bool):
-    overrides = (
-        {"event_log_storage": {"module": "assets.event_storage", "class": "BatchingSqliteEventLogStorage",
-                               "config": {"base_dir": "PLACEHOLDER"}}}
-        if batching else {}
-    )
-    with instance_for_test() as scratch:
-        base = os.path.join(scratch.root_directory, "events")
-    if batching:
-        overrides["event_log_storage"]["config"]["base_dir"] = base
-    with instance_for_test(overrides=overrides) as instance:
-        yield instance
+    """An instance on atft's batching event log, or on Dagster's own."""
+    return atft_test_instance() if batching else instance_for_test()
 
 
 def _materialize(instance: DagsterInstance, first: str, last: str) -> bool:
