@@ -124,7 +124,7 @@ def run_pipeline(settings: Settings, start: dt.date, end: dt.date, config=None, 
         console.line(note)
     log_path = settings.home.resolve() / "logs" / f"{dt.datetime.now():%Y%m%d-%H%M%S}.log"
     console.line(f"Dagster's logs: {log_path}")
-    result = _materialize(settings, scope, store, plan, StageLog(log_path, echo=verbose, detail=console.detail), console)
+    result = _materialize(settings, scope, store, plan, StageLog(log_path, echo=verbose, progress=console.progress), console)
     print_summary(result, settings, store, log_path, console)
     return 0 if result.success else 1
 
@@ -212,13 +212,14 @@ def _cell(value) -> str:
 
 
 class Console:
-    """The human output of a run: whole lines, plus training progress that a terminal shows
-    in place and a log file or pipe gets once per training phase."""
+    """The human output of a run: whole lines, plus the progress of the running stage, which a
+    terminal shows in place (one line, redrawn) and a log file or pipe gets only where it is
+    worth a line (a training phase's last epoch; counters are left to the stage's own line)."""
 
     def __init__(self, stream=None) -> None:
         self.stream = stream or sys.stdout
         self.live = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.pending: tuple[str, str] | None = None  # (phase key, line) not yet printed
+        self.pending: tuple[str, str] | None = None  # (progress key, line) not yet printed
         self.shown = False  # a live line is on screen
 
     def line(self, text: str) -> None:
@@ -230,19 +231,19 @@ class Console:
             for part in wrapped:
                 print(part, file=self.stream, flush=True)
 
-    def detail(self, stage: str, message: str) -> None:
-        if " epoch " not in message:  # only training epochs are progress worth a line
-            return
-        text = f"    {stage}: {message}"
+    def progress(self, update) -> None:
+        """Show one ``StageProgress`` of the running stage."""
+        text = f"    {update.stage}: {update.message}"
         if self.live:
             self.stream.write("\r\033[K" + text[:99])
             self.stream.flush()
             self.shown = True
             return
-        key = message.split(" epoch ")[0]
-        if self.pending is not None and self.pending[0] != key:
+        if not update.keep:
+            return
+        if self.pending is not None and self.pending[0] != update.key:
             print(self.pending[1], file=self.stream, flush=True)
-        self.pending = (key, text)
+        self.pending = (update.key, text)
 
     def _settle(self) -> None:
         if self.shown:

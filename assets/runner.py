@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, Definitions, RunsFilter
 from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
@@ -35,6 +36,7 @@ from dagster._core.storage.tags import (
 
 from atft_pipeline import calendar
 from atft_pipeline.names import DATASET_ASSET, TARGETS_ASSET
+from atft_pipeline.progress import progress_of
 from atft_pipeline.stages.features import TARGET_REACH
 from atft_pipeline.storage import PartitionStore, home_lock, lost_partitions
 
@@ -80,19 +82,28 @@ class RangeResult:
         return [s for s in self.stages if not s.success and not s.skipped]
 
 
+class StageProgress(NamedTuple):
+    """One progress record of a running stage (``atft_pipeline.progress``)."""
+
+    stage: str
+    key: str  # what progresses: a later update with the same key replaces this one
+    message: str
+    keep: bool  # the last update of a key deserves a line where nothing can be redrawn
+
+
 @dataclass
 class StageLog:
     """Where a stage's Dagster output goes: appended to ``path`` (also to the terminal with
-    ``echo``); INFO records of the library's loggers (training epochs) go to ``detail`` as
-    ``(stage, message)`` so the caller can show progress."""
+    ``echo``); progress records of the library's loggers (fetch and write counters, training
+    epochs) go to ``progress`` so the caller can show them while the stage runs."""
 
     path: Path
     echo: bool = False
-    detail: Callable[[str, str], None] = lambda stage, message: None
+    progress: Callable[[StageProgress], None] = lambda update: None
 
     @contextmanager
     def capture(self, stage: str) -> Iterator[None]:
-        relay = _Relay(stage, self.detail)
+        relay = _Relay(stage, self.progress)
         library = logging.getLogger("atft_pipeline")
         level = library.level
         library.addHandler(relay)
@@ -109,12 +120,14 @@ class StageLog:
 
 
 class _Relay(logging.Handler):
-    def __init__(self, stage: str, detail: Callable[[str, str], None]) -> None:
+    def __init__(self, stage: str, progress: Callable[[StageProgress], None]) -> None:
         super().__init__(logging.INFO)
-        self.stage, self.detail = stage, detail
+        self.stage, self.progress = stage, progress
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.detail(self.stage, record.getMessage())
+        marked = progress_of(record)
+        if marked is not None:
+            self.progress(StageProgress(self.stage, marked[0], record.getMessage(), marked[1]))
 
 
 class _Tee:

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import polars as pl
 from dagster import ConfigurableResource
 
+from atft_pipeline.progress import Counter
 from atft_pipeline.storage import PartitionStore
 
 
@@ -52,8 +53,10 @@ class StorageResource(ConfigurableResource):
                 f"asset {asset!r}: output partitions do not match the run's partitions "
                 f"(missing {missing[:5]}, unexpected {extra[:5]})"
             )
+        counter = Counter(f"{asset} partitions written", len(keys))
         for key in keys:
             store.write(asset, key, frames[key])
+            counter.advance()
         return {
             "files": len(keys),
             "rows": sum(f.height for f in frames.values()),

@@ -33,6 +33,7 @@ from scipy.special import ndtri
 from atft_pipeline.dataset.normalization import cross_sectional_normalize
 from atft_pipeline.evaluation.metrics import PREDICTION_COLUMNS, QUANTILE_COLUMNS, QUANTILE_LEVELS, ic_summary
 from atft_pipeline.features.catalog import HORIZONS
+from atft_pipeline.progress import Counter
 
 LIGHTGBM_MODEL = "lightgbm"
 RIDGE_MODEL = "ridge"
@@ -356,9 +357,12 @@ def train_lightgbm_baseline(
     horizons: Sequence[int] = HORIZONS,
 ) -> LightGBMBaseline:
     """One independently early-stopped model per horizon (``target_{h}d``)."""
-    return LightGBMBaseline(
-        {h: train_lightgbm(train, val, feature_columns, _target_column(h), config) for h in horizons}
-    )
+    counter = Counter("LightGBM horizons trained", len(horizons), every_s=0.0)
+    models: dict[int, LightGBMModel] = {}
+    for h in horizons:
+        models[h] = train_lightgbm(train, val, feature_columns, _target_column(h), config)
+        counter.advance()
+    return LightGBMBaseline(models)
 
 
 # --------------------------------------------------------------------------- ridge

@@ -46,6 +46,7 @@ from atft_pipeline.jquants.errors import (
 )
 from atft_pipeline.jquants.parsing import missing_key_fields, rows_to_frame, unknown_fields
 from atft_pipeline.jquants.ratelimit import Clock, RateLimiter, Sleep
+from atft_pipeline.progress import Counter
 
 logger = logging.getLogger("atft_pipeline.jquants")
 
@@ -323,6 +324,7 @@ class JQuantsClient:
         in order, its frame or the ``JQuantsError`` it ended with (after its retries)."""
         resolved = resolve_endpoint(endpoint)
         queries = [build_query(resolved, params) for params in params_list]
+        counter = Counter(f"{resolved.path} queries", len(queries))
 
         async def one(query: dict[str, str]) -> pl.DataFrame | JQuantsError:
             try:
@@ -330,6 +332,8 @@ class JQuantsClient:
                 return frame
             except JQuantsError as error:
                 return error
+            finally:
+                counter.advance()
 
         return await _gather_or_cancel([one(q) for q in queries])
 

@@ -43,6 +43,7 @@ from atft_pipeline.evaluation.metrics import METRIC_COLUMNS, evaluate
 from atft_pipeline.model.atft_gat_fan import ATFTGATFAN
 from atft_pipeline.model.config import ModelConfig
 from atft_pipeline.model.losses import CombinedLoss
+from atft_pipeline.progress import progress_extra
 from atft_pipeline.storage import atomic_write_text
 from atft_pipeline.training.checkpoint import (
     LAST,
@@ -388,6 +389,7 @@ class _Trainer:
             "n/a" if metric is None else f"{metric:.4f}",
             " (best)" if improved else "",
             record["seconds"],
+            extra=progress_extra(f"phase {phase.name}", keep=True),
         )
         for callback in self.callbacks:
             callback.on_epoch_end(record)

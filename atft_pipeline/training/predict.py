@@ -17,6 +17,7 @@ import torch
 
 from atft_pipeline.evaluation.metrics import PREDICTION_COLUMNS, QUANTILE_COLUMNS, QUANTILE_LEVELS
 from atft_pipeline.model.atft_gat_fan import ATFTGATFAN
+from atft_pipeline.progress import Counter
 from atft_pipeline.training.device import autocast, is_out_of_memory, release_memory
 from atft_pipeline.training.panel import Panel
 
@@ -80,6 +81,7 @@ def predict(
     was_training = model.training
     model.eval()
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    counter = Counter(f"{split_name} dates predicted", int(dates.size))
     try:
         with torch.no_grad():
             cursor, size = 0, dates_per_batch
@@ -93,6 +95,7 @@ def predict(
                     failed = chunk.size
                 else:
                     cursor += chunk.size
+                    counter.advance(int(chunk.size))
                     continue
                 release_memory(panel.device)
                 size = max(1, failed // 2)
