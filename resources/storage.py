@@ -53,7 +53,7 @@ class StorageResource(ConfigurableResource):
                 f"asset {asset!r}: output partitions do not match the run's partitions "
                 f"(missing {missing[:5]}, unexpected {extra[:5]})"
             )
-        counter = Counter(f"{asset} partitions written", len(keys))
+        counter = Counter("partitions written", len(keys))
         for key in keys:
             store.write(asset, key, frames[key])
             counter.advance()

@@ -81,12 +81,12 @@ class _Terminal(io.StringIO):
 def test_a_terminal_redraws_one_progress_line_and_clears_it_for_the_next_stage_line():
     screen = _Terminal()
     console = Console(screen)
-    console.progress(StageProgress("ml_dataset", "ml_dataset partitions written", "ml_dataset partitions written 5/9", False))
-    console.progress(StageProgress("ml_dataset", "ml_dataset partitions written", "ml_dataset partitions written 9/9", False))
+    console.progress(StageProgress("ml_dataset", "partitions written", "partitions written 5/9", False))
+    console.progress(StageProgress("ml_dataset", "partitions written", "partitions written 9/9", False))
     console.line("  ml_dataset ok")
     assert screen.getvalue() == (
-        "\r\033[K    ml_dataset: ml_dataset partitions written 5/9"
-        "\r\033[K    ml_dataset: ml_dataset partitions written 9/9"
+        "\r\033[K    ml_dataset: partitions written 5/9"
+        "\r\033[K    ml_dataset: partitions written 9/9"
         "\r\033[K  ml_dataset ok\n"
     )
 
