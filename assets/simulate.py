@@ -41,7 +41,9 @@ from atft_pipeline import calendar
 from atft_pipeline.names import CALENDAR_ASSET, DATASET_ASSET, LATEST_ASSET, TARGETS_ASSET
 from atft_pipeline.nightly.clock import ServerClock, night_span
 from atft_pipeline.config import PipelineConfig
+from atft_pipeline.errors import UsageError
 from atft_pipeline.jquants.endpoints import Plan
+from atft_pipeline.planning import too_short_for_splits
 from atft_pipeline.nightly.compare import AssetComparison, compare_stores, equality_table
 from atft_pipeline.sandbox.embedded import SANDBOX_SEED, SANDBOX_STOCKS
 from atft_pipeline.settings import Settings
@@ -195,6 +197,14 @@ def simulate_nights(
     last_night = first_night + dt.timedelta(days=nights - 1)
     result = SimulationResult(first_night, last_night)
     history_end = calendar.shift_trading_days(first_night, -1)  # the last session before it
+    # Every night predicts with a model trained on this history: without one, every night
+    # would fail at the same stage, so say so before fetching anything.
+    why = too_short_for_splits(scope, calendar.trading_days(scope.start, history_end))
+    if why:
+        raise UsageError(
+            f"the history before the first night ({scope.start}..{history_end}) cannot train "
+            f"the model: {why}. Set ATFT_START_DATE earlier or --start later."
+        )
     if history_end >= scope.start:
         clock.set(night_span(first_night)[0])
         progress(f"history {scope.start}..{history_end}, as known at {night_span(first_night)[0]}")

@@ -96,7 +96,7 @@ def plan_run(
         ahead = len([d for d in raw_days[TARGETS_SOURCE] if d > days[-1]])
         notes.append(f"fetching {ahead} sessions of {TARGETS_SOURCE} after {days[-1]} for the targets")
     skipped = {}
-    why = _too_short(scope, dataset_days)
+    why = too_short_for_splits(scope, dataset_days)
     if why:
         skipped = {asset: "ml_dataset too short for the splits (above)" for asset in MODEL_STAGES}
         notes.append(f"model stages skipped: {why}")
@@ -141,7 +141,7 @@ def _history_notes(scope, days, raw_days, lookback) -> list[str]:
     return notes
 
 
-def _too_short(scope: PipelineScope, dataset_days: list[dt.date]) -> str:
+def too_short_for_splits(scope: PipelineScope, dataset_days: list[dt.date]) -> str:
     """Why the train/validation/test splits cannot be cut from ``dataset_days`` ('' if they
     can)."""
     try:

@@ -6,13 +6,20 @@ from __future__ import annotations
 import datetime as dt
 
 import polars as pl
+import pytest
+from dagster import DagsterInstance
 
 from assets.definitions import build_definitions
 from assets.jobs import STATEMENTS_CATCHUP_JOB, previous_session_partition
 from assets.partitions import TOKYO
-from assets.simulate import schedule_ticks
+from assets.simulate import schedule_ticks, simulate_nights
 from atft_pipeline.nightly.compare import frame_difference
+from atft_pipeline.config import load_config
+from atft_pipeline.errors import UsageError
 from atft_pipeline.settings import Settings
+from atft_pipeline.stages.scope import resolve_scope
+from atft_pipeline.storage import PartitionStore
+from tests.helpers import REPO_ROOT
 
 
 def test_catchup_schedule_refetches_the_previous_session_before_the_evening(tmp_path):
@@ -47,3 +54,25 @@ def test_frame_difference_is_exact_for_keys_and_relative_for_floats():
     assert "'y'" in frame_difference(base, base.with_columns(pl.col("y").fill_null(0.0)))
     assert "'y'" in frame_difference(base, base.with_columns(pl.col("y") * 2))  # tiny is not zero
     assert "rows" in frame_difference(base, base.head(1))
+
+
+
+def test_a_history_too_short_to_train_stops_before_anything_runs(tmp_path):
+    """The demo configuration leaves its first 260 sessions out of training: a history of 112
+    sessions (2023-06-01..2023-11-10) cannot train the model every night predicts with, so the
+    simulation stops at once, naming the settings, instead of failing every night."""
+    settings = Settings(home=tmp_path, start_date=dt.date(2023, 6, 1))
+    scope = resolve_scope(settings, load_config(REPO_ROOT / "configs" / "demo.yaml"))
+    ran: list[str] = []
+    with DagsterInstance.ephemeral() as instance, pytest.raises(UsageError) as error:
+        simulate_nights(
+            build_definitions(settings, config=scope.config), instance, scope,
+            PartitionStore(tmp_path / "data"), clock=None, first_night=dt.date(2023, 11, 13),
+            nights=40, progress=ran.append,
+        )
+    assert str(error.value).startswith(
+        "the history before the first night (2023-06-01..2023-11-10) cannot train the model: "
+        "ml_dataset will have 112 session(s), too few"
+    )
+    assert "ATFT_START_DATE" in str(error.value)
+    assert ran == [] and not list((tmp_path / "data").glob("*"))
