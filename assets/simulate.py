@@ -19,7 +19,7 @@ import os
 import resource
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +36,14 @@ from dagster._core.storage.tags import RUN_KEY_TAG, SCHEDULE_NAME_TAG, SENSOR_NA
 from dagster._utils.schedules import cron_string_iterator
 
 from assets.partitions import TOKYO
-from assets.runner import RUNNER_TAG, RangeResult, _failure_message, finalize_abandoned_runs, materialize_range
+from assets.runner import (
+    RUNNER_TAG,
+    RangeResult,
+    StageLog,
+    _failure_message,
+    finalize_abandoned_runs,
+    materialize_range,
+)
 from atft_pipeline import calendar
 from atft_pipeline.names import CALENDAR_ASSET, DATASET_ASSET, LATEST_ASSET, TARGETS_ASSET
 from atft_pipeline.nightly.clock import ServerClock, night_span
@@ -101,8 +108,10 @@ class NightlySimulator:
         instance: DagsterInstance,
         clock: ServerClock,
         progress: Callable[[str], None] = print,
+        log: StageLog | None = None,
     ) -> None:
         self.defs = defs
+        self.log = log
         self.repository = defs.get_repository_def()
         self.instance = instance
         self.clock = clock
@@ -159,13 +168,14 @@ class NightlySimulator:
             **({RUN_KEY_TAG: request.run_key} if request.run_key else {}),
         }
         started = time.perf_counter()
-        outcome = job.execute_in_process(
-            instance=self.instance,
-            partition_key=request.partition_key,
-            asset_selection=request.asset_selection,
-            tags=tags,
-            raise_on_error=False,
-        )
+        with self.log.capture(origin) if self.log is not None else nullcontext():
+            outcome = job.execute_in_process(
+                instance=self.instance,
+                partition_key=request.partition_key,
+                asset_selection=request.asset_selection,
+                tags=tags,
+                raise_on_error=False,
+            )
         seconds = time.perf_counter() - started
         error = "" if outcome.success else _failure_message(outcome)
         partition = request.partition_key or _range_label(request.tags)
@@ -191,6 +201,7 @@ def simulate_nights(
     first_night: dt.date,
     nights: int,
     progress: Callable[[str], None] = print,
+    log: StageLog | None = None,
 ) -> SimulationResult:
     """Backfill the history before ``first_night`` (fetched at its noon), then ``nights``
     consecutive nights (calendar days; the schedules skip the closed ones)."""
@@ -210,11 +221,11 @@ def simulate_nights(
         progress(f"history {scope.start}..{history_end}, as known at {night_span(first_night)[0]}")
         result.bootstrap = materialize_range(
             defs, instance, scope.pipeline_assets(), scope.start, history_end, store,
-            latest_only=[LATEST_ASSET], progress=progress,
+            latest_only=[LATEST_ASSET], progress=progress, log=log,
         )
         if not result.bootstrap.success:
             return result
-    simulator = NightlySimulator(defs, instance, clock, progress)
+    simulator = NightlySimulator(defs, instance, clock, progress, log)
     with home_lock(instance.root_directory):
         finalize_abandoned_runs(instance, progress)
         for offset in range(nights):
@@ -236,6 +247,7 @@ def backfill_and_compare(
     clock: ServerClock,
     last_night: dt.date,
     progress: Callable[[str], None] = print,
+    log: StageLog | None = None,
 ) -> tuple[RangeResult, list[AssetComparison]]:
     """One backfill of ``scope.start``..``last_night`` fetched after the last night, then the
     comparison of every compared asset's stored partitions."""
@@ -245,7 +257,8 @@ def backfill_and_compare(
     progress(f"one-shot backfill {scope.start}..{last_session}, as known at {as_of}")
     assets = compared_assets(scope)
     backfill = materialize_range(
-        backfill_defs, backfill_instance, assets, scope.start, last_session, backfill_store, progress=progress
+        backfill_defs, backfill_instance, assets, scope.start, last_session, backfill_store,
+        progress=progress, log=log,
     )
     return backfill, compare_stores(nightly_store, backfill_store, assets, unpartitioned=[CALENDAR_ASSET])
 
@@ -305,8 +318,11 @@ def run_simulation(settings: Settings, request: SimulationRequest, config: Pipel
         store = PartitionStore(settings.data_root)
         clock = ServerClock(settings.base_url, settings.api_key)
         print(f"simulating {request.nights} nights {first_night}..{last_night} against {settings.base_url}")
+        # Dagster's own lines go to a file, as for `atft run`; the terminal gets one per run.
+        log = StageLog(settings.home.resolve() / "logs" / f"simulate-{dt.datetime.now():%Y%m%d-%H%M%S}.log")
+        print(f"Dagster's logs: {log.path}")
         with DagsterInstance.from_config(str(ensure_dagster_home(settings))) as instance:
-            result = simulate_nights(defs, instance, scope, store, clock, first_night, request.nights)
+            result = simulate_nights(defs, instance, scope, store, clock, first_night, request.nights, log=log)
         ok = print_nights(result, store)
         if request.check_backfill and ok:
             home = request.backfill_home or settings.home.with_name(settings.home.name + "-backfill")
@@ -317,7 +333,7 @@ def run_simulation(settings: Settings, request: SimulationRequest, config: Pipel
             backfill_store = PartitionStore(backfill_settings.data_root)
             with DagsterInstance.from_config(str(ensure_dagster_home(backfill_settings))) as instance:
                 backfill, comparisons = backfill_and_compare(
-                    backfill_defs, instance, scope, store, backfill_store, clock, last_night
+                    backfill_defs, instance, scope, store, backfill_store, clock, last_night, log=log
                 )
             ok = backfill.success and all(c.equal for c in comparisons)
             if not backfill.success:
