@@ -30,7 +30,10 @@ def trading_day_partitions(start: dt.date, last: dt.date | None = None) -> Daily
         # end_date is exclusive: the day after the last session ends the last partition
         end_date=(last + dt.timedelta(days=1)).isoformat() if last else None,
         timezone="Asia/Tokyo",
-        end_offset=0 if last else 1,
+        # Tonight's partition must exist before its day's window closes at midnight (the 19:30
+        # schedule asks for it), also on a data set with a last session: the simulated nights
+        # evaluate schedules at times inside the sandbox's range.
+        end_offset=1,
         exclusions=[*_WEEKEND_CRONS, *(dt.datetime(d.year, d.month, d.day, tzinfo=TOKYO) for d in holidays)],
     )
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from dagster import AssetKey, build_schedule_context
 
 from assets.definitions import build_definitions
@@ -89,9 +90,25 @@ def test_lookback_mapping_counts_trading_days_across_golden_week():
     ]
 
 
-def test_nightly_schedule_targets_that_evenings_partition(tmp_path):
-    # a J-Quants deployment: its partitions run to tonight (a sandbox's end on its last session)
-    defs = build_definitions(Settings(home=tmp_path, start_date=dt.date(2024, 1, 4), api_key="x"))
+@pytest.mark.parametrize(
+    ("start", "evening", "closed"),
+    [
+        # a J-Quants deployment: its partitions run to tonight
+        (dt.date(2024, 1, 4), dt.datetime(2024, 5, 7, 19, 30), dt.datetime(2024, 5, 6, 19, 30)),
+        # the sandbox: its partitions end on its last session, and an evening inside its range
+        # (as `atft simulate` evaluates them) still finds that evening's partition
+        (dt.date(2022, 3, 1), dt.datetime(2023, 11, 13, 19, 30), dt.datetime(2023, 11, 23, 19, 30)),
+    ],
+    ids=["jquants", "sandbox"],
+)
+def test_nightly_schedule_targets_that_evenings_partition(tmp_path, start, evening, closed):
+    api = {"api_key": "x"} if start.year == 2024 else {"api_key": "sandbox", "base_url": "http://127.0.0.1:9/v2"}
+    settings = Settings(home=tmp_path, start_date=start, **api)
+    assert settings.is_sandbox == (start.year != 2024)
+    defs = build_definitions(settings)
+    if settings.is_sandbox:  # and no partition after the sandbox's last session
+        partitions = defs.get_assets_def(AssetKey("raw_daily_quotes")).partitions_def
+        assert partitions.get_last_partition_key() == "2023-12-29"
     repository = defs.get_repository_def()
     schedule = repository.get_schedule_def("nightly_update_schedule")
     assert schedule.job_name == NIGHTLY_JOB
@@ -100,9 +117,9 @@ def test_nightly_schedule_targets_that_evenings_partition(tmp_path):
         context = build_schedule_context(scheduled_execution_time=when, repository_def=repository)
         return schedule.evaluate_tick(context)
 
-    requests = tick(dt.datetime(2024, 5, 7, 19, 30, tzinfo=TOKYO))
-    assert [r.partition_key for r in requests.run_requests] == ["2024-05-07"]
-    skipped = tick(dt.datetime(2024, 5, 6, 19, 30, tzinfo=TOKYO))  # Children's Day (observed)
+    requests = tick(evening.replace(tzinfo=TOKYO))
+    assert [r.partition_key for r in requests.run_requests] == [evening.date().isoformat()]
+    skipped = tick(closed.replace(tzinfo=TOKYO))  # a holiday: Children's Day, Labour Thanksgiving
     assert not skipped.run_requests and "trading day" in skipped.skip_message
 
 
