@@ -50,8 +50,8 @@ from atft_pipeline.nightly.clock import ServerClock, night_span
 from atft_pipeline.config import PipelineConfig
 from atft_pipeline.errors import UsageError
 from atft_pipeline.jquants.endpoints import Plan
-from atft_pipeline.planning import too_short_for_splits
 from atft_pipeline.nightly.compare import AssetComparison, compare_stores, equality_table
+from atft_pipeline.planning import too_short_for_splits
 from atft_pipeline.sandbox.embedded import SANDBOX_SEED, SANDBOX_STOCKS
 from atft_pipeline.settings import Settings
 from atft_pipeline.stages.scope import PipelineScope
@@ -209,22 +209,22 @@ def simulate_nights(
     result = SimulationResult(first_night, last_night)
     history_end = calendar.shift_trading_days(first_night, -1)  # the last session before it
     # Every night predicts with a model trained on this history: without one, every night
-    # would fail at the same stage, so say so before fetching anything.
+    # would fail at the same stage, so say so before fetching anything (an empty history
+    # stops here too).
     why = too_short_for_splits(scope, calendar.trading_days(scope.start, history_end))
     if why:
         raise UsageError(
             f"the history before the first night ({scope.start}..{history_end}) cannot train "
             f"the model: {why}. Set ATFT_START_DATE earlier or --start later."
         )
-    if history_end >= scope.start:
-        clock.set(night_span(first_night)[0])
-        progress(f"history {scope.start}..{history_end}, as known at {night_span(first_night)[0]}")
-        result.bootstrap = materialize_range(
-            defs, instance, scope.pipeline_assets(), scope.start, history_end, store,
-            latest_only=[LATEST_ASSET], progress=progress, log=log,
-        )
-        if not result.bootstrap.success:
-            return result
+    clock.set(night_span(first_night)[0])
+    progress(f"history {scope.start}..{history_end}, as known at {night_span(first_night)[0]}")
+    result.bootstrap = materialize_range(
+        defs, instance, scope.pipeline_assets(), scope.start, history_end, store,
+        latest_only=[LATEST_ASSET], progress=progress, log=log,
+    )
+    if not result.bootstrap.success:
+        return result
     simulator = NightlySimulator(defs, instance, clock, progress, log)
     with home_lock(instance.root_directory):
         finalize_abandoned_runs(instance, progress)
