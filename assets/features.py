@@ -32,13 +32,17 @@ def build_feature_asset(family: FeatureFamily, start: dt.date, last: dt.date | N
         name=family.asset,
         group_name=FEATURES_GROUP,
         partitions_def=trading_day_partitions(start, last),
-        deps=[AssetDep(s, partition_mapping=trading_day_lookback(family.lookback)) for s in family.sources],
+        deps=[AssetDep(s, partition_mapping=trading_day_lookback(family.history)) for s in family.sources],
         backfill_policy=BackfillPolicy.single_run(),
         kinds={"polars", "parquet"},
-        description=f"{family.description} A partition reads the {family.lookback} sessions "
-        f"before it of {', '.join(family.sources)}: materialize those from {family.lookback} "
+        description=f"{family.description} A partition reads up to {family.history} sessions "
+        f"before it of {', '.join(family.sources)}: materialize those from {family.history} "
         "sessions earlier (`atft run` does) or the first partitions see less history.",
-        metadata={"columns": len(family.features), "lookback_days": family.lookback},
+        metadata={
+            "columns": len(family.features),
+            "lookback_days": family.lookback,
+            "history_days": family.history,
+        },
     )
     def _feature_asset(context: AssetExecutionContext, storage: StorageResource):
         dates = partition_dates(context.partition_keys)

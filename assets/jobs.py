@@ -69,7 +69,7 @@ def build_jobs(scope: PipelineScope):
             RAW_HISTORY_JOB,
             selection=AssetSelection.assets(*raw),
             description="Every entitled raw source; backfill it over a date range. The feature "
-            f"families read up to {max((f.lookback for f in scope.enabled_families), default=0)} "
+            f"families read up to {max((f.history for f in scope.enabled_families), default=0)} "
             "sessions before a day: backfill raw history from that far before the range.",
         ),
         define_asset_job(

@@ -111,7 +111,7 @@ def _source_lookbacks(scope: PipelineScope) -> dict[str, int]:
     lookback = {s: scope.config.dataset.min_history_days for s in META_SOURCES}
     for family in scope.enabled_families:
         for source in family.sources:
-            lookback[source] = max(lookback.get(source, 0), family.lookback)
+            lookback[source] = max(lookback.get(source, 0), family.history)
     return lookback
 
 
@@ -127,8 +127,8 @@ def _history_notes(scope, days, raw_days, lookback) -> list[str]:
             f"{days[0]} is ATFT_START_DATE: the first {longest.lookback} sessions' features see "
             "less history than their lookback (splits.warmup_days leaves them out of training)"
         ]
-    families = sorted(scope.enabled_families, key=lambda f: -f.lookback)[:3]
-    named = ", ".join(f"{f.name} {f.lookback}" for f in families)
+    families = sorted(scope.enabled_families, key=lambda f: -f.history)[:3]
+    named = ", ".join(f"{f.name} {f.history}" for f in families)
     notes = [
         f"fetching {before} sessions of history before {days[0]} for the features' lookback "
         f"({named}{', ...' if len(scope.enabled_families) > 3 else ''})"

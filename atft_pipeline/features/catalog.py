@@ -18,6 +18,10 @@ import polars as pl
 META_COLUMNS: tuple[str, ...] = ("date", "code", "sector33", "market_segment", "universe")
 HORIZONS: tuple[int, ...] = (1, 5, 10, 20)
 TARGET_COLUMNS: tuple[str, ...] = tuple(f"target_{h}d" for h in HORIZONS)
+# A recursive family's window starts on the first session of the year that holds the session
+# ``lookback`` before the date (``stages.windows.seed_anchor``), so it reaches back at most a
+# year of sessions further than its lookback; JPX years have fewer than 250 sessions.
+SEED_ANCHOR_REACH = 250
 
 
 @dataclass(frozen=True)
@@ -53,10 +57,21 @@ class FeatureFamily:
     features: tuple[FeatureSpec, ...]
     compute: Callable[[FeatureInputs], pl.LazyFrame]  # -> date, code, *feature columns
     description: str = ""
+    # True when a value depends on where the loaded window starts, not only on its lookback:
+    # exponential averages seeded at a series' first bar, running sums. Such a family computes
+    # each date from a window starting on a fixed anchor, the same in a nightly run and in a
+    # backfill (a window starting ``lookback`` sessions back would seed differently every day).
+    recursive: bool = False
 
     @property
     def asset(self) -> str:
         return f"features_{self.name}"
+
+    @property
+    def history(self) -> int:
+        """Sessions of raw partitions a date may read: its lookback, plus the anchor's reach
+        for a recursive family."""
+        return self.lookback + (SEED_ANCHOR_REACH if self.recursive else 0)
 
     @property
     def columns(self) -> list[str]:

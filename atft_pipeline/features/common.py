@@ -33,6 +33,19 @@ def safe_div(num: pl.Expr, den: pl.Expr) -> pl.Expr:
 
 
 # What ``bars`` reads from ``raw_daily_quotes``.
+# Decimals a value keeps before it is ranked against others. Adjusted prices are rescaled to
+# the end of whichever window a run loads, so two returns that are equal on paper (two stocks
+# unchanged over five sessions) can come out 0 in one run and 1e-17 in another; ranking the
+# raw floats would break that tie differently in a nightly run and a backfill.
+RANK_DECIMALS = 12
+
+
+def rank_average(expr: pl.Expr) -> pl.Expr:
+    """``expr.rank("average")`` over values rounded to ``RANK_DECIMALS``: ties that rounding
+    noise split are kept as ties."""
+    return expr.round(RANK_DECIMALS).rank("average")
+
+
 BAR_COLUMNS = (
     *("Date", "Code", "AdjO", "AdjH", "AdjL", "AdjC", "AdjVo"),
     *("C", "Vo", "Va", "AdjFactor", "UL", "LL"),

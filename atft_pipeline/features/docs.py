@@ -25,16 +25,22 @@ def catalog_markdown(catalog: FeatureCatalog) -> str:
         "backfill (which reads everything) give the same row. Windows that count a stock's bars",
         "are null when their bars span more than the lookback of sessions (a long halt, days",
         "missing from the feed); counts and day distances run over sessions and are capped at,",
-        "or null beyond, the lookback.",
+        "or null beyond, the lookback. A *recursive* family (exponential averages seeded at a",
+        "series' first bar) computes a date from the first session of the year holding the",
+        "session `lookback` before it, the same window nightly and in a backfill; it reads up to",
+        "`history` sessions.",
         "",
-        "| family | asset | columns | lookback | raw sources (minimum plan) |",
-        "|---|---|---:|---:|---|",
+        "| family | asset | columns | lookback | history | raw sources (minimum plan) |",
+        "|---|---|---:|---:|---:|---|",
     ]
     for fam in families:
         sources = ", ".join(
             f"`{s}` ({RAW_SOURCES[s].plan.value})" if s in RAW_SOURCES else f"`{s}`" for s in fam.sources
         )
-        lines.append(f"| {fam.name} | `{fam.asset}` | {len(fam.features)} | {fam.lookback} | {sources} |")
+        history = f"{fam.history} (recursive)" if fam.recursive else str(fam.history)
+        lines.append(
+            f"| {fam.name} | `{fam.asset}` | {len(fam.features)} | {fam.lookback} | {history} | {sources} |"
+        )
     for fam in families:
         lines += ["", f"## {fam.name}", "", fam.description or "", "", "| column | dtype | lookback | description |", "|---|---|---:|---|"]
         for spec in fam.features:

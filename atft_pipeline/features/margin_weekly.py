@@ -47,7 +47,7 @@ def cs_rank(expr: pl.Expr) -> pl.Expr:
     """Cross-sectional percentile rank in [0, 1] within each date (average ties); null for
     null values and on dates with fewer than two values."""
     return common.by_date(
-        common.safe_div(expr.rank("average") - 1.0, (expr.count() - 1).cast(pl.Float64))
+        common.safe_div(common.rank_average(expr) - 1.0, (expr.count() - 1).cast(pl.Float64))
     )
 
 

@@ -88,7 +88,7 @@ def _in_sector_rank(col: str) -> pl.Expr:
     """Percentile rank in [0, 1] among the sector's members with a value (average ties)."""
     group = ["date", "sector33"]
     count = pl.col(col).count().over(group)
-    rank = pl.col(col).rank("average").over(group)
+    rank = common.rank_average(pl.col(col)).over(group)
     return (
         pl.when(pl.col("sector33").is_not_null() & (count >= RANK_MIN_MEMBERS))
         .then((rank - 1.0) / (count - 1.0))
@@ -160,7 +160,7 @@ def _by_sector(expr: pl.Expr) -> pl.Expr:
 
 def _percentile_among_sectors(col: str) -> pl.Expr:
     count = pl.col(col).count().over(SESSION)
-    rank = pl.col(col).rank("average").over(SESSION)
+    rank = common.rank_average(pl.col(col)).over(SESSION)
     return pl.when(count >= RANK_MIN_MEMBERS).then((rank - 1.0) / (count - 1.0)).otherwise(None)
 
 

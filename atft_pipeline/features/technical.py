@@ -309,7 +309,8 @@ def compute(inputs: FeatureInputs) -> pl.LazyFrame:
 FAMILY = FeatureFamily(
     name="technical",
     sources=SOURCES,
-    lookback=YEAR + HALT_ROOM,  # 52-week high/low; EMAs (span <= 50) have converged well before
+    lookback=YEAR + HALT_ROOM,  # 52-week high/low
+    recursive=True,  # EMAs, Wilder averages and OBV start from the window's first bar
     features=_SPECS,
     compute=compute,
     description=(

@@ -1,12 +1,15 @@
 """Feature-family and target stages: read the raw window, compute the requested dates only.
 
-A family's history window is its catalog ``lookback`` (the same number the asset's partition
-mapping uses), so a nightly run and a backfill read the same history for the same date.
+A family's history window is its catalog ``lookback`` (the asset's partition mapping covers
+``history``), and a recursive family's window starts on a fixed anchor, so a nightly run and a
+backfill compute the same value for the same date.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+
+import polars as pl
 
 from atft_pipeline import calendar
 from atft_pipeline.dataset.raw_frames import load_raw_window
@@ -14,7 +17,7 @@ from atft_pipeline.dataset.targets import compute_targets, last_traded_counts
 from atft_pipeline.features.catalog import HORIZONS, TARGET_COLUMNS, FeatureFamily
 from atft_pipeline.features.registry import compute_family
 from atft_pipeline.stages import StageOutput
-from atft_pipeline.stages.windows import frames_by_partition, lookback_window, stored_keys
+from atft_pipeline.stages.windows import frames_by_partition, history_windows, stored_keys
 from atft_pipeline.storage import PartitionStore
 
 TARGETS_SOURCE = "raw_daily_quotes"
@@ -24,9 +27,13 @@ TARGET_REACH = 1 + max(HORIZONS)  # sessions after t that targets look at
 def feature_family(
     store: PartitionStore, family: FeatureFamily, dates: list[dt.date], first_partition: dt.date
 ) -> StageOutput:
-    window = lookback_window(dates, family.lookback, first_partition)
-    raw = load_raw_window(store, family.sources, window)
-    frame = compute_family(family, raw, dates, window)
+    windows = history_windows(dates, family.lookback, first_partition, family.recursive)
+    frame = pl.concat(
+        [
+            compute_family(family, load_raw_window(store, family.sources, window), group, window)
+            for group, window in windows
+        ]
+    )
     cells = max(frame.height * len(family.columns), 1)
     null_share = frame.select(family.columns).null_count().sum_horizontal().item() / cells
     return StageOutput(
@@ -36,7 +43,7 @@ def feature_family(
             "columns": len(family.columns),
             "codes": frame["code"].n_unique(),
             "null_share": round(null_share, 4),
-            "history_days": len(window),
+            "history_days": len(calendar.trading_days(windows[0][1][0], dates[-1])),
         },
     )
 

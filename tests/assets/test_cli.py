@@ -91,7 +91,7 @@ def test_plan_fetches_each_sources_history_and_skips_models_a_short_range_cannot
     scope = resolve_scope(Settings(home=tmp_path))
     plan = plan_run(scope, dt.date(2023, 6, 1), dt.date(2023, 6, 30))
     quotes, options = plan.raw_days["raw_daily_quotes"], plan.raw_days["raw_index_options"]
-    longest = max(f.lookback for f in scope.enabled_families if "raw_daily_quotes" in f.sources)
+    longest = max(f.history for f in scope.enabled_families if "raw_daily_quotes" in f.sources)
     assert quotes[0] == calendar.shift_trading_days(plan.start, -longest)
     assert len([d for d in quotes if d < plan.start]) == longest
     assert len([d for d in quotes if d > plan.end]) == 21  # targets look 21 sessions ahead

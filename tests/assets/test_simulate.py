@@ -54,6 +54,19 @@ def test_frame_difference_is_exact_for_keys_and_relative_for_floats():
     assert "'y'" in frame_difference(base, base.with_columns(pl.col("y").fill_null(0.0)))
     assert "'y'" in frame_difference(base, base.with_columns(pl.col("y") * 2))  # tiny is not zero
     assert "rows" in frame_difference(base, base.head(1))
+    # every differing column is named, not only the first
+    both = frame_difference(base, base.with_columns(pl.col("n") + 1, pl.col("x") * 2))
+    assert "'n'" in both and "'x'" in both
+
+
+def test_cancellation_residue_near_zero_is_equal_to_zero():
+    """A rolling sum that is 0 on paper: 0.0 in one run, 1e-17 in the other, in a column whose
+    values are ~0.01. A difference of 1e-9 of the column's scale still counts."""
+    sums = pl.DataFrame({"code": ["A", "B", "C"], "ret_20": [0.0, 0.012, -0.031]})
+    residue = sums.with_columns(pl.when(pl.col("code") == "A").then(1e-17).otherwise(pl.col("ret_20")).alias("ret_20"))
+    assert frame_difference(sums, residue) is None
+    shifted = sums.with_columns(pl.when(pl.col("code") == "A").then(1e-10).otherwise(pl.col("ret_20")).alias("ret_20"))
+    assert "'ret_20'" in frame_difference(sums, shifted)
 
 
 

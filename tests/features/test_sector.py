@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from atft_pipeline.features import sector
+from atft_pipeline.features import common, sector
 from atft_pipeline.jquants.reference import SECTOR33
 from tests.helpers import (
     BARS,
@@ -292,3 +292,12 @@ def test_real_data(realdata_dir):
         ]
         got = last.filter(pl.col("code") == panel.codes[peers[0]])["sec_ret_5d"].item()
         assert got == pytest.approx(np.nanmean(panel.ret(5)[t, peers]), rel=1e-5)
+
+
+def test_rank_keeps_ties_that_rounding_noise_splits():
+    """Two returns equal on paper, computed from prices adjusted to different window ends
+    (a nightly run, a backfill), may differ in the last bit: they still tie."""
+    frame = pl.DataFrame({"x": [0.0, 1e-17, 0.5, 0.1 + 0.2, 0.3, None]})
+    got = frame.select(common.rank_average(pl.col("x")))["x"].to_list()
+    assert got == [1.5, 1.5, 5.0, 3.5, 3.5, None]
+    assert frame.select(pl.col("x").rank("average"))["x"].to_list() != got  # raw floats split them
