@@ -68,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=SANDBOX_SEED, help="sandbox market seed")
     simulate.set_defaults(handler=cmd_simulate)
 
+    tune = sub.add_parser(
+        "tune", help="Optuna study over the model/training configuration (validation only, resumable)"
+    )
+    tune.add_argument("--search", type=Path, default=REPO_ROOT / "configs" / "tuning.yaml",
+                      help="search file: study, trials, pruner, parameters (default: configs/tuning.yaml)")
+    tune.add_argument("--trials", type=int, help="finished trials the study should end with")
+    _add_verbose(tune)
+    tune.set_defaults(handler=cmd_tune)
+
     from assets.serve import build_parser as build_serve_parser  # `atft serve` (README "Deploying")
 
     build_serve_parser(sub.add_parser("serve", help="code server, webserver and daemon on Postgres"))
@@ -279,6 +288,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
     config = load_config(args.config) if args.config else None
     return run_simulation(Settings.from_env(), request, config)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from assets.tuning import run_tuning
+
+    return run_tuning(Settings.from_env(), str(args.search), args.trials, verbose=args.verbose)
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

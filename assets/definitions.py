@@ -21,6 +21,7 @@ from assets.model import build_model_assets
 from assets.quality import build_quality_job
 from assets.raw import build_raw_assets
 from assets.recovery import build_recovery_sensor
+from assets.tuning import build_tuning_job
 from atft_pipeline.config import PipelineConfig
 from atft_pipeline.jquants.sources import RAW_SOURCES
 from atft_pipeline.settings import Settings
@@ -58,7 +59,7 @@ def build_definitions(
     jobs = build_jobs(scope)
     return Definitions(
         assets=build_assets(scope),
-        jobs=[*jobs, build_quality_job(scope)],
+        jobs=[*jobs, build_quality_job(scope), build_tuning_job(scope)],
         schedules=build_schedules({j.name: j for j in jobs}),
         sensors=[
             build_recovery_sensor(list(RAW_SOURCES), scope.config.orchestration.recovery_sensor_interval_s)

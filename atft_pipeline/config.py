@@ -80,13 +80,20 @@ class TrainingSection(BaseModel):
 
     preset: Literal["demo", "production"] = "demo"
     overrides: dict[str, Any] = Field(default_factory=dict)
+    # Multiplies the peak learning rate of every phase (after the overrides): one knob for
+    # the optimiser's step size that keeps the phases' ratios (tuned by `atft tune`).
+    lr_scale: float = Field(default=1.0, gt=0)
     # The 1-day return feature behind the per-date stock graphs (price family).
     graph_return_column: str = "logret_1d"
 
     def build(self):
         from atft_pipeline.training.config import TrainingConfig
 
-        return getattr(TrainingConfig, self.preset)(**self.overrides)
+        config = getattr(TrainingConfig, self.preset)(**self.overrides)
+        if self.lr_scale == 1.0:
+            return config
+        phases = tuple(p.model_copy(update={"lr": p.lr * self.lr_scale}) for p in config.phases)
+        return config.model_copy(update={"phases": phases})
 
 
 class EvaluationSection(BaseModel):

@@ -390,3 +390,16 @@ def report_summary(store: PartitionStore) -> pl.DataFrame | None:
         return None
     table = store.read(REPORT_ASSET).filter(pl.col("horizon") == 1)
     return table.select([c for c in _SUMMARY_COLUMNS if c in table.columns]).sort("split", "model")
+
+
+def tune_atft(store: PartitionStore, scope: PipelineScope, space, storage_url: str, tags: dict[str, str]):
+    """The hyperparameter study (``atft_pipeline.tuning``) on the stored dataset and stats;
+    its files under ``ATFT_HOME/tuning/<study>``."""
+    from atft_pipeline.tuning import run_study
+
+    dataset, days = stored_dataset(store)
+    return run_study(
+        dataset, scope.feature_columns, store.read(STATS_ASSET), days, scope.config, space,
+        storage_url=storage_url, out_dir=scope.settings.home.resolve() / "tuning" / space.study,
+        tracking_uri=scope.settings.mlflow_uri, tags=tags,
+    )

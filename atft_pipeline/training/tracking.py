@@ -194,6 +194,9 @@ class MlflowTracker:
     def log_artifact(self, path: Path) -> None:
         self._client.log_artifact(self._run_id, str(path))
 
+    def set_tag(self, key: str, value: str) -> None:
+        self._client.set_tag(self._run_id, key, value)
+
     def finish(self, status: str = "FINISHED") -> None:
         self._client.set_terminated(self._run_id, status)
 

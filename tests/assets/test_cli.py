@@ -50,6 +50,14 @@ def test_unknown_config_key_names_the_key_and_the_valid_ones(home, tmp_path, cap
     assert not home.exists()  # nothing ran, nothing was written
 
 
+def test_tune_with_a_bad_search_file_or_no_dataset_is_one_line(home, tmp_path, capsys):
+    search = _config(tmp_path, "study: s\ntrials: 2\nparameters:\n  - {key: model.widht, type: int, low: 1, high: 2}\n")
+    err = _usage_error(capsys, ["tune", "--search", search])
+    assert "search key 'model.widht'" in err
+    err = _usage_error(capsys, ["tune"])  # configs/tuning.yaml is valid; the home has no dataset
+    assert "no stored ml_dataset" in err and "atft run" in err
+
+
 def test_end_before_start(home, capsys):
     err = _usage_error(capsys, ["run", "--start", "2023-06-01", "--end", "2023-05-01"])
     assert "--end 2023-05-01 is before --start 2023-06-01" in err

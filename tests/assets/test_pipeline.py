@@ -10,7 +10,8 @@ import pytest
 
 from assets.definitions import build_definitions
 from assets.runner import materialize_range
-from atft_pipeline.config import PipelineConfig, SplitSpec
+from assets.tuning import TUNING_JOB
+from atft_pipeline.config import PipelineConfig, SplitSpec, load_config
 from atft_pipeline.names import LATEST_ASSET
 from atft_pipeline.sandbox.market import MarketConfig, generate_market
 from atft_pipeline.sandbox.server import ServerSettings, create_app, serve_in_thread
@@ -65,3 +66,22 @@ def test_the_whole_graph_materializes_and_reports(tmp_path):
     assert latest.filter(pl.col("horizon") == 1)["rank"].sort().to_list()[:3] == [1, 2, 3]
     model_record = store.read("atft_model")
     assert model_record["catalog_hash"][0] == scope.catalog_hash
+
+    # The hyperparameter search job on the stored dataset (the UI's path: the Definitions'
+    # job with its run config); its best configuration is a file `atft run --config` takes.
+    search = tmp_path / "search.yaml"
+    search.write_text(
+        "study: pipeline-test\ntrials: 2\nseed: 1\n"
+        "parameters:\n  - {key: training.lr_scale, type: float, low: 1.0, high: 4.0, log: true}\n"
+    )
+    with atft_test_instance() as instance:
+        outcome = defs.resolve_job_def(TUNING_JOB).execute_in_process(
+            run_config={"ops": {"hyperparameter_search_study": {"config": {"search": str(search)}}}},
+            instance=instance,
+        )
+    assert outcome.success
+    best = tmp_path / "tuning" / "pipeline-test" / "best.yaml"
+    tuned = load_config(best)
+    assert 1.0 <= tuned.training.lr_scale <= 4.0
+    assert tuned.splits == config.splits  # everything else is the home's configuration
+    assert (tmp_path / "dagster" / "optuna.db").exists()  # the study beside the local instance
