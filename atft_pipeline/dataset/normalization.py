@@ -1,17 +1,33 @@
-"""Robust normalization statistics over *all* training rows, and their application.
+"""Robust normalization statistics over *all* training rows, and the model's input values.
 
 Per feature: median, scale = MAD · 1.4826 (the normal-consistent MAD), clip bounds
 (median ± ``clip_scales`` · scale), null fraction and the row count. The statistics are exact
 (no sampling, no "first N files"): the training window is scanned lazily a block of columns at a
 time, so peak memory is ``rows × block`` values rather than the whole dataset.
+
+``model_inputs`` is the one mapping from dataset values to model inputs (``InputNormalization``):
+the training panel applies it to every row it holds, so training, validation and prediction
+see the same transform.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import polars as pl
+
+# How a feature value becomes a model input:
+# * "time_series": the training window's robust statistics (``apply_normalization``), one
+#   fixed affine map per feature;
+# * "cross_sectional_z": per date, the z-score over that date's stocks, clipped;
+# * "cross_sectional_rank": per date, the normal score of the value's rank among that date's
+#   stocks, Φ⁻¹((rank − 0.5) / n), ties averaged.
+# Both cross-sectional forms use only the same date's rows (no look-ahead) and remove what all
+# stocks share that day (a market-wide feature becomes 0), leaving the ranking signal.
+InputNormalization = Literal["time_series", "cross_sectional_z", "cross_sectional_rank"]
+INPUT_NORMALIZATIONS: tuple[str, ...] = get_args(InputNormalization)
 
 MAD_TO_STD = 1.4826
 STATS_SCHEMA = {
@@ -85,17 +101,76 @@ def apply_normalization(rows: pl.LazyFrame, stats: pl.DataFrame) -> pl.LazyFrame
     return rows.with_columns(exprs)
 
 
-def cross_sectional_normalize(rows: pl.LazyFrame, columns: Sequence[str], clip: float = 5.0) -> pl.LazyFrame:
-    """Per-date z-score of each column across that date's stocks (for training inputs).
+def _finite(column: str) -> pl.Expr:
+    """The column as Float64 with NaN and ±inf turned into null (missing)."""
+    x = pl.col(column).cast(pl.Float64)
+    return pl.when(x.is_finite()).then(x)
 
-    Uses only same-date values, so it adds no look-ahead; a date where a column is constant
-    yields 0 for its non-null rows, and nulls stay null.
+
+def cross_sectional_normalize(
+    rows: pl.LazyFrame, columns: Sequence[str], clip: float = 5.0
+) -> pl.LazyFrame:
+    """Per-date z-score (std with ddof=1) of each column across that date's rows, clipped to
+    ±``clip``.
+
+    Uses only same-date values, so it adds no look-ahead. A null, NaN or infinite value is
+    missing: it takes no part in its date's mean and std and comes out null; a date where a
+    column is constant (or has one value) yields 0 for its non-missing rows.
     """
     exprs = []
     for c in columns:
-        x = pl.col(c).cast(pl.Float64)
+        x = _finite(c)
         mean = x.mean().over("date")
         std = x.std().over("date")
         z = pl.when(std > 0).then((x - mean) / std).otherwise(pl.when(x.is_not_null()).then(0.0))
         exprs.append(z.clip(-clip, clip).cast(pl.Float32).alias(c))
     return rows.with_columns(exprs)
+
+
+def _normal_quantile(u: pl.Series) -> pl.Series:
+    from scipy.special import ndtri  # on first use: the Dagster code location imports this module
+
+    return pl.Series(u.name, ndtri(u.to_numpy()), dtype=pl.Float64).fill_nan(None)
+
+
+def cross_sectional_normal_scores(rows: pl.LazyFrame, columns: Sequence[str]) -> pl.LazyFrame:
+    """Per-date normal score of each column: Φ⁻¹((rank − 0.5) / n) with the rank among that
+    date's n non-missing values (ties share their mean rank).
+
+    Scores lie within ±Φ⁻¹(1 − 0.5/n), so no clip is needed; a date where a column is constant
+    yields 0. A null, NaN or infinite value is missing (not ranked, not counted, null out).
+    """
+    exprs = []
+    for c in columns:
+        x = _finite(c)
+        u = (x.rank("average").over("date") - 0.5) / x.count().over("date")
+        score = u.map_batches(_normal_quantile, return_dtype=pl.Float64, is_elementwise=True)
+        exprs.append(score.cast(pl.Float32).alias(c))
+    return rows.with_columns(exprs)
+
+
+def model_inputs(
+    rows: pl.LazyFrame,
+    columns: Sequence[str],
+    stats: pl.DataFrame,
+    method: InputNormalization,
+    clip: float = 5.0,
+) -> pl.LazyFrame:
+    """The model inputs of ``columns``: ``method``'s values (see ``InputNormalization``), then
+    a missing value becomes 0; Float32, only ``columns``, in that order.
+
+    0 is "a typical value" in every method: the training median for ``time_series`` (whose
+    statistics ``stats`` must cover ``columns``), the date's mean or median stock for the
+    cross-sectional ones. These need a ``date`` column and treat every row of a date as its
+    cross-section; ``clip`` bounds the z-scores of ``cross_sectional_z``.
+    """
+    columns = list(columns)
+    if method == "time_series":
+        values = apply_normalization(rows, stats.filter(pl.col("feature").is_in(columns)))
+    elif method == "cross_sectional_z":
+        values = cross_sectional_normalize(rows, columns, clip)
+    elif method == "cross_sectional_rank":
+        values = cross_sectional_normal_scores(rows, columns)
+    else:
+        raise ValueError(f"unknown input normalization {method!r}; one of {INPUT_NORMALIZATIONS}")
+    return values.select(pl.col(columns).fill_null(0.0).cast(pl.Float32))

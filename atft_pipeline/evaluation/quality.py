@@ -167,6 +167,7 @@ def atft_predictions(
     panel = Panel.from_dataset(
         frame, stats, return_column=config.training.graph_return_column,
         window=model_config.window, graph=graph_config(model_config),
+        input_normalization=model_config.input_normalization,
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     train(panel, splits, model_config, training_config, run_dir, JsonTracker(run_dir / "metrics.jsonl"))

@@ -14,6 +14,7 @@ from atft_pipeline.model.losses import (
     per_date_rank_ic_surrogate,
     pinball_loss,
     rank_within_groups,
+    transform_targets,
 )
 from atft_pipeline.model.static import StaticContexts, StaticCovariateEncoder
 from atft_pipeline.model.temporal import (
@@ -53,4 +54,5 @@ __all__ = [
     "per_date_rank_ic_surrogate",
     "pinball_loss",
     "rank_within_groups",
+    "transform_targets",
 ]

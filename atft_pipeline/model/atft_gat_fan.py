@@ -91,7 +91,9 @@ class ATFTGATFAN(nn.Module):
         )
         self.temporal = TemporalFusionBlock(c.hidden, c.lstm_layers, c.attn_heads, c.dropout)
         self.graph = GraphAttentionBlock(c.hidden, c.gat_heads, c.gat_dropout, c.edge_dropout)
-        self.heads = QuantileHeads(c.hidden, c.horizons, c.quantiles, c.dropout, c.target_daily_std)
+        self.heads = QuantileHeads(
+            c.hidden, c.horizons, c.quantiles, c.initial_target_std, c.dropout
+        )
         self.phase = PHASES["baseline"]
         self.set_phase(phase)
 

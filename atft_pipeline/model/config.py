@@ -7,11 +7,13 @@ production presets differ only in sizes; both go through the same code.
 
 from __future__ import annotations
 
+import math
 from itertools import pairwise
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from atft_pipeline.dataset.normalization import InputNormalization
 from atft_pipeline.features.catalog import HORIZONS
 from atft_pipeline.jquants.reference import MARKET_SEGMENTS, SECTOR33, SECTOR33_OTHER
 
@@ -24,6 +26,12 @@ UNKNOWN_SEGMENT_ID = len(SEGMENT_IDS)
 N_SECTORS = len(SECTOR_IDS)
 N_SEGMENTS = len(SEGMENT_IDS) + 1
 
+# How the training loss sees each date's targets (LossConfig.target_transform): "raw" returns,
+# "demean"-ed returns (the date's mean subtracted), or unit-scale scores: "zscore" (minus the
+# mean, over the std) and "normal_score" (Φ⁻¹((rank − 0.5)/n), ties averaged).
+TargetTransform = Literal["raw", "demean", "zscore", "normal_score"]
+UNIT_SCALE_TRANSFORMS: frozenset[str] = frozenset({"zscore", "normal_score"})
+
 
 class ModelConfig(BaseModel):
     """Sizes and switches of :class:`~atft_pipeline.model.atft_gat_fan.ATFTGATFAN`."""
@@ -31,6 +39,12 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     n_features: int = Field(ge=1, description="input variables per step (from the catalog)")
+    input_normalization: InputNormalization = Field(
+        "time_series",
+        description="how dataset values become inputs (atft_pipeline.dataset.normalization): "
+        "training-window robust statistics, or per date across stocks (z-score or rank normal "
+        "score)",
+    )
     window: int = Field(20, ge=2, description="time steps T of each input window")
     hidden: int = Field(64, ge=2, description="model width")
     lstm_layers: int = Field(1, ge=1)
@@ -54,7 +68,13 @@ class ModelConfig(BaseModel):
         0.02,
         gt=0.0,
         description="typical cross-sectional std of a 1-day target; only used to initialise "
-        "quantile spreads (horizon h starts at std·√h)",
+        "quantile spreads (horizon h starts at std·√h) when target_scale is 'returns'",
+    )
+    target_scale: Literal["returns", "unit"] = Field(
+        "returns",
+        description="the scale of the targets the loss sees: 'returns' (target_transform raw "
+        "or demean; heads start at target_daily_std·√h) or 'unit' (zscore or normal_score: "
+        "every horizon's targets have std 1 per date, so every head starts at spread 1)",
     )
 
     @model_validator(mode="after")
@@ -120,6 +140,15 @@ class ModelConfig(BaseModel):
         )
         return cls(**(values | overrides))
 
+    @property
+    def initial_target_std(self) -> tuple[float, ...]:
+        """Per horizon, the spread the quantile heads start at: target_daily_std·√h for
+        return targets (h-day returns add up roughly independent daily ones), 1 for unit-scale
+        targets (standardized per date, whatever the horizon)."""
+        if self.target_scale == "unit":
+            return tuple(1.0 for _ in self.horizons)
+        return tuple(self.target_daily_std * math.sqrt(h) for h in self.horizons)
+
     def parameter_count(self) -> int:
         """Parameters of the model this config builds (built on the meta device: no memory)."""
         import torch
@@ -142,6 +171,16 @@ class LossConfig(BaseModel):
     predictions ~50× the pinball gradient per unit weight — and optimiser steps on a
     scale-free objective inflate the prediction scale, which only the pinball term anchors.
     Hence small weights; tune them on validation RankIC.
+
+    ``target_transform`` maps each date's targets before every term (per horizon, over the
+    stocks with a known target; ``losses.transform_targets``). It changes only what training
+    fits: validation metrics and written predictions are scored against the raw targets, and
+    ranking metrics do not care about the predictions' scale. With ``zscore`` or
+    ``normal_score`` the predictions and quantiles are in per-date score units (quantiles of
+    the date's cross-section, not return quantiles), the model must start its heads at unit
+    scale (``ModelConfig.target_scale = "unit"``; ``train`` refuses a mismatch), and since the
+    predictions' spread is ~1 instead of ~0.02 the ranking terms pull ~50× less against the
+    pinball term at the same weights.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -155,6 +194,11 @@ class LossConfig(BaseModel):
     )
     min_stocks_per_date: int = Field(
         10, ge=2, description="dates with fewer valid stocks are left out of correlations"
+    )
+    target_transform: TargetTransform = Field(
+        "raw",
+        description="per date and horizon, over the stocks with a known target, before every "
+        "loss term (see TargetTransform); validation and predictions use the raw targets",
     )
 
     @model_validator(mode="after")

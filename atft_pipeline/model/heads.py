@@ -39,8 +39,9 @@ class QuantileHeads(nn.Module):
     ``Linear(hidden, H·Q)`` (block h belongs to horizon h alone), computed in one product.
 
     Initialisation puts the outputs on the targets' scale: horizon h starts with predictions
-    of spread ≈ σ_h = ``target_daily_std``·√h and quantile gaps of a N(0, σ_h²). Without it
-    the heads would start some 30× too wide for daily returns (unit-scale outputs)
+    of spread ≈ σ_h = ``target_std[h]`` and quantile gaps of a N(0, σ_h²)
+    (``ModelConfig.initial_target_std``: daily std·√h for returns, 1 for per-date scores).
+    Without it the heads would start some 30× too wide for daily returns (unit-scale outputs)
     and spend many optimiser steps shrinking.
     """
 
@@ -49,8 +50,8 @@ class QuantileHeads(nn.Module):
         hidden: int,
         horizons: Sequence[int],
         quantiles: Sequence[float],
+        target_std: Sequence[float],
         dropout: float = 0.0,
-        target_daily_std: float = 0.02,
     ) -> None:
         super().__init__()
         self.n_horizons = len(horizons)
@@ -58,13 +59,15 @@ class QuantileHeads(nn.Module):
         self.median_index = list(quantiles).index(0.5)
         self.shared = GatedResidualNetwork(hidden, hidden, hidden, dropout)
         self.projection = nn.Linear(hidden, self.n_horizons * self.n_quantiles)
-        self._initialise(hidden, horizons, quantiles, target_daily_std)
+        if len(target_std) != self.n_horizons or any(s <= 0 for s in target_std):
+            raise ValueError(f"need one positive target_std per horizon, got {target_std}")
+        self._initialise(hidden, quantiles, target_std)
 
     @torch.no_grad()
     def _initialise(
-        self, hidden: int, horizons: Sequence[int], quantiles: Sequence[float], daily_std: float
+        self, hidden: int, quantiles: Sequence[float], target_std: Sequence[float]
     ) -> None:
-        sigma = torch.tensor([daily_std * math.sqrt(h) for h in horizons])  # [H]
+        sigma = torch.tensor(target_std, dtype=torch.float32)  # [H]
         z = torch.special.ndtri(torch.tensor(quantiles, dtype=torch.float64)).float()  # [Q]
         gaps = torch.zeros(self.n_quantiles)
         m = self.median_index

@@ -14,6 +14,9 @@ Conventions shared by every function here:
 * Per-horizon results are averaged over dates, then combined over horizons with
   ``horizon_weights`` (equal by default) renormalised over horizons that have data.
 * A term with no usable data is an exact 0 that keeps the autograd graph intact.
+
+``CombinedLoss`` first maps each (date, horizon)'s targets with ``transform_targets``
+(``LossConfig.target_transform``); the terms then see the transformed targets.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from atft_pipeline.model.config import LossConfig
+from atft_pipeline.model.config import LossConfig, TargetTransform
 
 _EPS = 1e-12
 
@@ -127,6 +130,55 @@ def rank_within_groups(values: Tensor, groups: Tensor, n_groups: int, valid: Ten
     ranks = torch.empty_like(rank)
     ranks[order] = run_mean[run]
     return torch.where(valid, ranks.to(values.dtype), torch.nan)
+
+
+def transform_targets(
+    target: Tensor,
+    date_index: Tensor,
+    transform: TargetTransform,
+    *,
+    n_dates: int | None = None,
+    valid: Tensor | None = None,
+) -> Tensor:
+    """``target [N, H]`` mapped within each (date, horizon) over its valid cells.
+
+    * ``raw``: unchanged (the same tensor);
+    * ``demean``: minus the mean;
+    * ``zscore``: minus the mean, over the std (ddof 0); 0 where the std is 0 (one stock, or
+      all equal);
+    * ``normal_score``: Φ⁻¹((rank − 0.5) / n), ranks 1..n with ties averaged — a date's targets
+      become the same n standard-normal scores whatever their distribution, so fat-tailed days
+      and horizons weigh alike.
+
+    A cell that is NaN or outside ``valid`` takes no part and comes back NaN. Only the cells of
+    the same date and horizon enter a cell's value (nothing crosses dates). Computed in float64,
+    returned in ``target``'s dtype; not differentiable (targets are data).
+    """
+    if transform == "raw":
+        return target
+    if target.dim() != 2 or target.shape[0] != date_index.shape[0]:
+        raise ValueError(
+            f"target must be [N, H] with N = len(date_index); got {tuple(target.shape)}, "
+            f"date_index {tuple(date_index.shape)}"
+        )
+    groups, n_dates = _date_groups(date_index, n_dates, target.shape[1])
+    n_groups = n_dates * target.shape[1]
+    ok = _valid_mask(target, valid).flatten()
+    weight = ok.double()
+    y = torch.where(ok, target.flatten().double(), 0.0)
+    count = _group_sum(weight, groups, n_groups)
+    if transform == "normal_score":
+        rank = rank_within_groups(y, groups, n_groups, ok)
+        out = torch.special.ndtri((rank - 0.5) / count[groups].clamp_min(1.0))
+    elif transform in ("demean", "zscore"):
+        out = _group_centered(y, groups, n_groups, weight, count)
+        if transform == "zscore":
+            std = torch.sqrt(_group_sum(out * out, groups, n_groups) / count.clamp_min(1.0))[groups]
+            # a constant date's centred values are rounding noise, not a spread to scale up
+            out = torch.where(std > _EPS, out / std.clamp_min(_EPS), 0.0)
+    else:
+        raise ValueError(f"unknown target transform {transform!r}")
+    return torch.where(ok, out, torch.nan).view_as(target).to(target.dtype)
 
 
 def _mean_over_dates(values: Tensor, ok: Tensor, horizon_weights: Tensor | None) -> Tensor:
@@ -297,6 +349,11 @@ class CombinedLoss(nn.Module):
       Sharpe over the batch's dates (all three maximised, computed on ``point``);
     * ``total`` = w_q·quantile − w_r·rank_ic − w_i·ic − w_s·S/√(1 + S²), S = sharpe.
 
+    Every term sees the targets after ``config.target_transform`` (per date and horizon, see
+    ``transform_targets``): with ``zscore`` / ``normal_score`` the quantile heads learn
+    quantiles of the date's standardized score, not of the return (the model then needs
+    ``ModelConfig.target_scale = "unit"``), and the Sharpe term's "returns" are scores.
+
     The Sharpe term enters squashed: S/√(1 + S²) rises monotonically with S (maximising it
     maximises S) but is bounded, so its gradient fades once S is large. Raw mean/std over
     a few dates has a 1/std gradient; when a batch's daily returns happen to be alike it
@@ -334,6 +391,9 @@ class CombinedLoss(nn.Module):
     ) -> dict[str, Tensor]:
         c = self.config
         quantiles, point, target = quantiles.float(), point.float(), target.float()
+        target = transform_targets(
+            target, date_index, c.target_transform, n_dates=n_dates, valid=valid
+        )
         common = dict(
             n_dates=n_dates,
             valid=valid,

@@ -79,6 +79,7 @@ def _panel(dataset: pl.DataFrame, stats: pl.DataFrame, config: PipelineConfig, m
         return_column=config.training.graph_return_column,
         window=model_config.window,
         graph=graph_config(model_config),
+        input_normalization=model_config.input_normalization,
     )
 
 

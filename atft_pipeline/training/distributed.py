@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         panel = Panel.from_dataset(
             dataset, stats, return_column=config.training.graph_return_column,
             window=model_config.window, graph=graph_config(model_config),
+            input_normalization=model_config.input_normalization,
         )
         run_dir = args.run_dir if parallel.is_main else args.run_dir / f"rank-{parallel.rank}"
         tracker = JsonTracker(run_dir / "metrics.jsonl")

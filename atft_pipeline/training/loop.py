@@ -41,7 +41,7 @@ from torch import Tensor
 from atft_pipeline.dataset.splits import SplitConfig
 from atft_pipeline.evaluation.metrics import METRIC_COLUMNS, evaluate
 from atft_pipeline.model.atft_gat_fan import ATFTGATFAN
-from atft_pipeline.model.config import ModelConfig
+from atft_pipeline.model.config import UNIT_SCALE_TRANSFORMS, ModelConfig
 from atft_pipeline.model.losses import CombinedLoss
 from atft_pipeline.progress import progress_extra
 from atft_pipeline.storage import atomic_write_text
@@ -201,6 +201,7 @@ def train(
     run_dir = Path(run_dir)
     device = resolve_device(training_config.device)
     _check_graph_settings(panel, model_config)
+    _check_target_scale(model_config, training_config)
     train_idx = panel.date_indices(splits.train.start, splits.train.end)
     val_idx = panel.date_indices(splits.val.start, splits.val.end)
     if train_idx.size == 0 or val_idx.size == 0:
@@ -229,6 +230,17 @@ def _check_graph_settings(panel: Panel, model_config: ModelConfig) -> None:
     expected = graph_config(model_config)
     if panel.graph != expected:
         raise ValueError(f"panel graph settings {panel.graph} differ from the model's {expected}")
+
+
+def _check_target_scale(model_config: ModelConfig, training_config: TrainingConfig) -> None:
+    """The heads must start on the scale of the targets the loss sees."""
+    transform = training_config.loss.target_transform
+    expected = "unit" if transform in UNIT_SCALE_TRANSFORMS else "returns"
+    if model_config.target_scale != expected:
+        raise ValueError(
+            f"loss target_transform {transform!r} trains on {expected!r}-scale targets, but "
+            f"the model's target_scale is {model_config.target_scale!r}"
+        )
 
 
 class _Trainer:

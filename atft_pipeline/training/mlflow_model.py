@@ -41,7 +41,12 @@ def score_last_date(
 
     window = model.config.window
     panel = Panel.from_dataset(
-        rows, stats, return_column=return_column, window=window, graph=graph_config(model.config)
+        rows,
+        stats,
+        return_column=return_column,
+        window=window,
+        graph=graph_config(model.config),
+        input_normalization=model.config.input_normalization,
     )
     last = rows["date"].max()
     indices = panel.date_indices(last, last)

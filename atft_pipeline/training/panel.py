@@ -8,10 +8,12 @@ whatever device the panel lives on — no DataLoader, no worker processes, no pi
 
 Conventions:
 
-* ``features [D, N, F]`` float32: robust-normalized with the training-window statistics
-  (``apply_normalization``: clip to median ± c·scale, then (x − median) / scale), after which
-  a null becomes 0 — the training median, i.e. "a typical value". Nothing else is filled or
-  transformed; a NaN/inf left after normalization is a contract violation and is refused.
+* ``features [D, N, F]`` float32: ``model_inputs`` of the dataset values with the model's
+  ``input_normalization`` — by default robust-normalized with the training-window statistics
+  (clip to median ± c·scale, then (x − median) / scale); per date over every row of that date
+  for the cross-sectional methods. A null becomes 0, "a typical value". A NaN in the dataset
+  is a contract violation and is refused. Training, validation and prediction all read their
+  inputs from a panel, so this is the only place the transform happens.
 * A (date, stock) without a row (not listed yet, delisted, no bar) has zero features, so the
   window step of a stock that had no row that day is the same "typical value" as a null; steps
   before the panel's first date are zero too. Rows outside the universe keep their real
@@ -36,7 +38,7 @@ import polars as pl
 import torch
 from torch import Tensor
 
-from atft_pipeline.dataset.normalization import apply_normalization, stats_hash
+from atft_pipeline.dataset.normalization import InputNormalization, model_inputs, stats_hash
 from atft_pipeline.features.catalog import HORIZONS, META_COLUMNS, TARGET_COLUMNS
 from atft_pipeline.features.graph_builder import GraphConfig, correlation_graph
 from atft_pipeline.jquants.reference import SECTOR33_OTHER
@@ -109,6 +111,7 @@ class Panel:
         window: int,
         graph: GraphConfig,
         stats_hash: str,
+        input_normalization: InputNormalization = "time_series",
     ) -> None:
         d, n, f = features.shape
         for name, tensor, shape in (
@@ -137,6 +140,7 @@ class Panel:
         self.window = window
         self.graph = graph
         self.stats_hash = stats_hash
+        self.input_normalization = input_normalization
         # Graphs are built on the host from these copies (numpy), once per date, then cached
         # on the panel's device.
         self._host_valid = valid.cpu().numpy()
@@ -154,12 +158,16 @@ class Panel:
         return_column: str,
         window: int,
         graph: GraphConfig,
+        input_normalization: InputNormalization = "time_series",
     ) -> Panel:
         """Pivot an ``ml_dataset`` frame (meta, catalog features, targets) into a panel.
 
         Feature columns are every column that is neither meta nor target, in frame order;
         ``stats`` (``compute_normalization_stats`` over the training window) must cover each.
         ``return_column`` names the raw 1-day return feature behind the stock graphs.
+        ``input_normalization`` must be the model's (``check_model_fits_panel`` refuses a
+        mismatch); the cross-sectional methods take each date's cross-section from the rows
+        of ``frame``, so it must hold every stock of a date, in the universe or not.
         """
         missing = [c for c in (*META_COLUMNS, *TARGET_COLUMNS) if c not in frame.columns]
         if missing:
@@ -221,24 +229,16 @@ class Panel:
         stats = stats.filter(pl.col("feature").is_in(feature_columns))
         for start in range(0, len(feature_columns), _FEATURE_BLOCK):
             block = feature_columns[start : start + _FEATURE_BLOCK]
-            normalized = (
-                apply_normalization(
-                    frame.lazy().select(block), stats.filter(pl.col("feature").is_in(block))
-                )
-                .select(pl.col(block).fill_null(0.0))
-                .collect()
-            )
-            values = normalized.to_numpy().astype(np.float32, copy=False)
-            if not np.isfinite(values).all():
-                bad = [
-                    c
-                    for c, ok in zip(block, np.isfinite(values).all(axis=0), strict=True)
-                    if not ok
-                ]
+            has_nan = frame.select(pl.col(block).cast(pl.Float64).is_nan().any()).row(0)
+            if any(has_nan):
+                bad = [c for c, nan in zip(block, has_nan, strict=True) if nan]
                 raise PanelError(
-                    f"ml_dataset feature column(s) {bad} hold NaN/inf (only null is allowed)"
+                    f"ml_dataset feature column(s) {bad} hold NaN (only null is allowed)"
                 )
-            features[d_idx, n_idx, start : start + len(block)] = values
+            normalized = model_inputs(
+                frame.lazy().select("date", *block), block, stats, input_normalization
+            ).collect()
+            features[d_idx, n_idx, start : start + len(block)] = normalized.to_numpy()
 
         return cls(
             features=torch.from_numpy(features),
@@ -253,6 +253,7 @@ class Panel:
             window=window,
             graph=graph,
             stats_hash=stats_hash(stats),
+            input_normalization=input_normalization,
         )
 
     # ------------------------------------------------------------------ properties

@@ -46,6 +46,11 @@ def check_model_fits_panel(model: ATFTGATFAN, panel: Panel) -> None:
         problems.append(f"window {c.window} != panel window {panel.window}")
     if tuple(c.horizons) != tuple(panel.horizons):
         problems.append(f"horizons {c.horizons} != dataset horizons {panel.horizons}")
+    if c.input_normalization != panel.input_normalization:
+        problems.append(
+            f"input_normalization {c.input_normalization!r} != the panel's "
+            f"{panel.input_normalization!r}"
+        )
     device = next(model.parameters()).device
     if device != panel.device:
         problems.append(f"model is on {device}, panel on {panel.device}")

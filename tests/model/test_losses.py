@@ -6,7 +6,8 @@ import empyrical
 import numpy as np
 import pytest
 import torch
-from scipy.stats import pearsonr, rankdata, spearmanr
+from pydantic import ValidationError
+from scipy.stats import norm, pearsonr, rankdata, spearmanr
 
 from atft_pipeline.model import (
     CombinedLoss,
@@ -16,6 +17,7 @@ from atft_pipeline.model import (
     per_date_rank_ic_surrogate,
     pinball_loss,
     rank_within_groups,
+    transform_targets,
 )
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -200,6 +202,104 @@ def test_sharpe_needs_two_dates_and_is_scale_free():
     pred, target, date_index = panel(n_dates=4, per_date=20, horizons=1)
     base = float(long_short_sharpe(pred, target, date_index))
     assert float(long_short_sharpe(3 * pred + 1, 10 * target, date_index)) == pytest.approx(base)
+
+
+# --------------------------------------------------------------------------- target transforms
+
+
+def _reference_transform(y: np.ndarray, transform: str) -> np.ndarray:
+    """One (date, horizon)'s finite targets, transformed with numpy / scipy."""
+    if transform == "demean":
+        return y - y.mean()
+    if transform == "zscore":
+        return (y - y.mean()) / y.std() if np.ptp(y) > 0 else np.zeros_like(y)
+    return norm.ppf((rankdata(y) - 0.5) / y.size)
+
+
+def _targets_with_gaps():
+    _, target, date_index = panel(n_dates=4, per_date=13, horizons=3, seed=5)
+    target[[0, 5, 9], 0] = float("nan")
+    target[11, 2] = float("nan")
+    first = (date_index == 1).nonzero().flatten()
+    target[first[:4], 1] = 0.25  # ties
+    target[date_index == 2, 2] = 0.1  # a constant (date, horizon)
+    valid = torch.ones_like(target, dtype=torch.bool)
+    valid[3, 1] = False  # masked without being NaN
+    return target, date_index, valid
+
+
+@pytest.mark.parametrize("transform", ["demean", "zscore", "normal_score"])
+def test_target_transform_matches_numpy_per_date_and_horizon(transform):
+    target, date_index, valid = _targets_with_gaps()
+    out = transform_targets(target, date_index, transform, valid=valid).numpy()
+    y, d, ok = target.numpy(), date_index.numpy(), valid.numpy() & np.isfinite(target.numpy())
+    assert np.isnan(out[~ok]).all()
+    for date in np.unique(d):
+        for h in range(y.shape[1]):
+            rows = (d == date) & ok[:, h]
+            np.testing.assert_allclose(
+                out[rows, h], _reference_transform(y[rows, h], transform), rtol=1e-9, atol=1e-12
+            )
+    constant = out[(d == 2) & ok[:, 2], 2]
+    assert transform == "demean" or (constant == 0).all()  # no spread to scale: 0, not noise
+
+
+def test_normal_score_is_unit_scale_and_ties_share_a_score():
+    target, date_index, valid = _targets_with_gaps()
+    out = transform_targets(target.float(), date_index, "normal_score", valid=valid)
+    assert out.dtype == torch.float32
+    tied = out[(date_index == 1).nonzero().flatten()[:4], 1]
+    assert torch.equal(tied, tied[:1].expand(4)) and not torch.isnan(tied).any()
+    # every (date, horizon) with distinct values holds the same n normal scores, whatever scale
+    scaled = transform_targets(1000.0 * target, date_index, "normal_score", valid=valid)
+    plain = transform_targets(target, date_index, "normal_score", valid=valid)
+    torch.testing.assert_close(scaled, plain, equal_nan=True)
+
+
+@pytest.mark.parametrize("transform", ["demean", "zscore", "normal_score"])
+def test_target_transform_does_not_leak_across_dates(transform):
+    target, date_index, valid = _targets_with_gaps()
+    out = transform_targets(target, date_index, transform, valid=valid)
+    other = date_index != 0
+    changed = target.clone()
+    changed[other] = 7.0 - 5.0 * changed[other]  # other dates: new level, scale and order
+    changed[other.nonzero().flatten()[0], 0] = float("nan")
+    again = transform_targets(changed, date_index, transform, valid=valid)
+    mine = date_index == 0
+    torch.testing.assert_close(again[mine], out[mine], equal_nan=True)
+    assert not torch.allclose(again[other].nan_to_num(), out[other].nan_to_num())
+    # rows of one date need not be contiguous, and their order does not matter
+    perm = torch.randperm(len(target), generator=torch.Generator().manual_seed(1))
+    shuffled = transform_targets(target[perm], date_index[perm], transform, valid=valid[perm])
+    torch.testing.assert_close(shuffled, out[perm], equal_nan=True)
+
+
+def test_raw_is_the_identity_and_unknown_transforms_are_refused():
+    target, date_index, valid = _targets_with_gaps()
+    assert transform_targets(target, date_index, "raw", valid=valid) is target
+    assert LossConfig().target_transform == "raw"
+    with pytest.raises(ValidationError, match="target_transform"):
+        LossConfig(target_transform="rank")
+    with pytest.raises(ValueError, match="unknown target transform"):
+        transform_targets(target, date_index, "rank", valid=valid)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("transform", ["raw", "demean", "zscore", "normal_score"])
+def test_combined_loss_sees_the_transformed_targets(transform):
+    pred, target, date_index = panel(n_dates=3, per_date=12, horizons=2)
+    target[4, 1] = float("nan")
+    quantiles = pred.unsqueeze(-1) + torch.linspace(-1, 1, 5, dtype=torch.float64)
+    weights = dict(rank_ic_weight=0.3, ic_weight=0.2, sharpe_weight=0.1, min_stocks_per_date=5)
+    transformed = CombinedLoss(LossConfig(target_transform=transform, **weights), QUANTILES, 2)
+    raw = CombinedLoss(LossConfig(**weights), QUANTILES, 2)
+    a = transformed(quantiles, quantiles[..., 2], target, date_index)
+    mapped = transform_targets(target, date_index, transform)
+    b = raw(quantiles, quantiles[..., 2], mapped, date_index)
+    for key in a:
+        assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-6), key
+    if transform != "raw":  # the pinball term is not invariant to the transform
+        plain = raw(quantiles, quantiles[..., 2], target, date_index)
+        assert float(a["quantile"]) != pytest.approx(float(plain["quantile"]), rel=1e-3)
 
 
 # --------------------------------------------------------------------------- combined

@@ -83,6 +83,21 @@ def test_config_is_strict_and_frozen():
     assert config.n_segments == len(MARKET_SEGMENTS) + 1
 
 
+def test_input_normalization_and_target_scale_are_validated():
+    config = ModelConfig(n_features=5)
+    assert (config.input_normalization, config.target_scale) == ("time_series", "returns")
+    for method in ("time_series", "cross_sectional_z", "cross_sectional_rank"):
+        assert ModelConfig(n_features=5, input_normalization=method).input_normalization == method
+    with pytest.raises(ValidationError, match="input_normalization"):
+        ModelConfig(n_features=5, input_normalization="cross_sectional")
+    with pytest.raises(ValidationError, match="target_scale"):
+        ModelConfig(n_features=5, target_scale="zscore")
+    # a checkpoint written before these fields existed loads as the old behaviour
+    old = config.model_dump(mode="json")
+    del old["input_normalization"], old["target_scale"]
+    assert ModelConfig.model_validate(old) == config
+
+
 def test_static_id_tables_fill_the_vocabularies():
     assert sorted(SECTOR_IDS.values()) == list(range(N_SECTORS))
     assert SECTOR_IDS[SECTOR33_OTHER] == N_SECTORS - 1 and set(SECTOR33) < set(SECTOR_IDS)
@@ -366,14 +381,22 @@ def test_quantiles_never_cross_and_follow_the_formula():
     torch.testing.assert_close(q[..., 0], raw[..., 2] - sp(raw[..., 1]) - sp(raw[..., 0]))
 
 
-def test_heads_start_at_the_target_scale():
+@pytest.mark.parametrize(
+    ("target_scale", "sigma"),
+    [("returns", 0.02 * np.sqrt([1, 5, 20])), ("unit", np.ones(3))],
+)
+def test_heads_start_at_the_target_scale(target_scale, sigma):
     quantiles = (0.05, 0.25, 0.5, 0.75, 0.95)
-    heads = QuantileHeads(16, (1, 5, 20), quantiles, target_daily_std=0.02)
+    config = ModelConfig(n_features=5, horizons=(1, 5, 20), target_scale=target_scale)
+    np.testing.assert_allclose(config.initial_target_std, sigma)
+    heads = QuantileHeads(16, (1, 5, 20), quantiles, config.initial_target_std)
     with torch.no_grad():
         heads.projection.weight.zero_()  # leave the bias: the initial quantile gaps
     q = heads(torch.randn(3, 16))
-    expected = np.outer(0.02 * np.sqrt([1, 5, 20]), norm.ppf(quantiles))
+    expected = np.outer(sigma, norm.ppf(quantiles))
     np.testing.assert_allclose(q[0].detach().numpy(), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="one positive target_std per horizon"):
+        QuantileHeads(16, (1, 5, 20), quantiles, (1.0, 1.0))
 
 
 # --------------------------------------------------------------------------- full model

@@ -8,12 +8,15 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from scipy.stats import norm, rankdata
 
 from atft_pipeline.dataset.normalization import apply_normalization, stats_hash
 from atft_pipeline.features.catalog import HORIZONS, TARGET_COLUMNS
 from atft_pipeline.features.graph_builder import GraphConfig, correlation_graph
+from atft_pipeline.model import ATFTGATFAN, ModelConfig
 from atft_pipeline.model.config import N_SECTORS, N_SEGMENTS
 from atft_pipeline.training.panel import OTHER_SECTOR_ID, UNKNOWN_SEGMENT_ID, Panel, PanelError
+from atft_pipeline.training.predict import check_model_fits_panel
 from tests.helpers import (
     N_CLUSTERS,
     RETURN_COLUMN,
@@ -209,3 +212,72 @@ def test_bad_inputs_are_refused_with_the_column_named(dataset):
     )
     with pytest.raises(PanelError, match="noise_1"):
         Panel.from_dataset(with_nan, stats, **build)
+
+
+# --------------------------------------------------------------------------- input normalization
+
+
+def _normal_scores(x: np.ndarray) -> np.ndarray:
+    return norm.ppf((rankdata(x) - 0.5) / x.size)
+
+
+def test_rank_inputs_are_normal_scores_over_each_dates_rows(dataset):
+    panel = Panel.from_dataset(
+        dataset, make_stats(dataset), return_column=RETURN_COLUMN, window=5, graph=GRAPH,
+        input_normalization="cross_sectional_rank",
+    )
+    assert panel.input_normalization == "cross_sectional_rank"
+    # date 5: stock 1 has no row yet, stock 2 has a row outside the universe (it still counts)
+    for t in (5, 50):
+        rows = dataset.filter(pl.col("date") == panel.dates[t])
+        stocks = [panel.codes.index(c) for c in rows["code"]]
+        assert 2 in stocks and (t > 30) == (1 in stocks)
+        for f, name in enumerate(panel.feature_columns):
+            x = rows[name].cast(pl.Float64).to_numpy()  # null -> NaN
+            known = np.isfinite(x)
+            expected = np.zeros(x.size)
+            expected[known] = _normal_scores(x[known])
+            got = panel.features[t, stocks, f].numpy()
+            np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6, err_msg=name)
+    assert (panel.features[:30, 1] == 0).all()  # no row: zeros, as in every method
+
+
+@pytest.mark.parametrize("method", ["time_series", "cross_sectional_z", "cross_sectional_rank"])
+def test_a_dates_inputs_do_not_depend_on_other_dates(dataset, method):
+    """Point in time, and the same inputs whether a date is trained on or scored live from its
+    trailing window: a panel over fewer dates holds the same features for the dates it shares."""
+    stats = make_stats(dataset)
+    build = dict(return_column=RETURN_COLUMN, window=5, graph=GRAPH, input_normalization=method)
+    full = Panel.from_dataset(dataset, stats, **build)
+    cut = dataset["date"].unique().sort()[[40, 60]].to_list()
+    part = Panel.from_dataset(dataset.filter(pl.col("date").is_between(*cut)), stats, **build)
+    assert part.codes == full.codes
+    first = full.dates.index(part.dates[0])
+    shared = full.features[first : first + part.n_dates]
+    assert torch.equal(part.features, shared)
+    # and the features do vary: a date's cross-section is not flattened to zeros
+    assert shared[:, :, full.feature_columns.index("signal")].abs().mean() > 0.5
+
+
+@pytest.mark.parametrize("method", ["cross_sectional_z", "cross_sectional_rank"])
+def test_nan_features_are_refused_in_every_method(dataset, method):
+    with_nan = dataset.with_columns(
+        pl.when(pl.col("code") == "13050").then(float("nan")).otherwise(pl.col("noise_1"))
+        .alias("noise_1")
+    )
+    with pytest.raises(PanelError, match="noise_1"):
+        Panel.from_dataset(
+            with_nan, make_stats(dataset), return_column=RETURN_COLUMN, window=5, graph=GRAPH,
+            input_normalization=method,
+        )
+
+
+def test_a_model_is_refused_a_panel_of_another_input_normalization(panel):
+    config = ModelConfig.demo(
+        panel.n_features, window=5, hidden=16, attn_heads=2, gat_heads=(2, 2), fan_top_k=1,
+        input_normalization="cross_sectional_rank",
+    )
+    with pytest.raises(ValueError, match="input_normalization 'cross_sectional_rank'"):
+        check_model_fits_panel(ATFTGATFAN(config), panel)
+    same = config.model_copy(update={"input_normalization": "time_series"})
+    check_model_fits_panel(ATFTGATFAN(same), panel)

@@ -21,7 +21,7 @@ from scipy.stats import spearmanr
 from atft_pipeline.dataset.splits import DateWindow, SplitConfig
 from atft_pipeline.evaluation.metrics import PREDICTION_COLUMNS, QUANTILE_COLUMNS
 from atft_pipeline.features.catalog import HORIZONS
-from atft_pipeline.model import ATFTGATFAN, ModelConfig
+from atft_pipeline.model import ATFTGATFAN, LossConfig, ModelConfig
 from atft_pipeline.training import (
     JsonTracker,
     MlflowTracker,
@@ -488,6 +488,27 @@ def test_mismatched_panel_and_model_are_refused(panel, splits, model_config, tmp
             tmp_path,
             tracker,
         )
+    unit_targets = config({"baseline": 1}, loss=LossConfig(target_transform="normal_score"))
+    with pytest.raises(ValueError, match="target_scale is 'returns'"):
+        train(panel, splits, model_config, unit_targets, tmp_path, tracker)
+    with pytest.raises(ValueError, match="target_transform 'raw'"):
+        train(
+            panel,
+            splits,
+            model_config.model_copy(update={"target_scale": "unit"}),
+            config({"baseline": 1}),
+            tmp_path,
+            tracker,
+        )
+    with pytest.raises(ValueError, match="input_normalization"):
+        train(
+            panel,
+            splits,
+            model_config.model_copy(update={"input_normalization": "cross_sectional_z"}),
+            config({"baseline": 1}),
+            tmp_path,
+            tracker,
+        )
     late = SplitConfig(
         train=DateWindow(start=panel.dates[0], end=panel.dates[60]),
         val=DateWindow(start=dt.date(2025, 1, 6), end=dt.date(2025, 3, 3)),
@@ -495,6 +516,30 @@ def test_mismatched_panel_and_model_are_refused(panel, splits, model_config, tmp
     )
     with pytest.raises(ValueError, match="validation dates"):
         train(panel, late, model_config, config({"baseline": 1}), tmp_path, tracker)
+
+
+def test_rank_inputs_and_normal_score_targets_learn_the_signal(
+    dataset, splits, model_config, tmp_path
+):
+    """The cross-sectional configuration end to end: the panel, the loss and the checkpoint
+    carry it, and the planted signal is still learned; predictions are in score units."""
+    unit = model_config.model_copy(
+        update={"input_normalization": "cross_sectional_rank", "target_scale": "unit"}
+    )
+    panel = Panel.from_dataset(
+        dataset, make_stats(dataset, train_end=splits.train.end), return_column=RETURN_COLUMN,
+        window=WINDOW, graph=graph_config(unit), input_normalization="cross_sectional_rank",
+    )
+    training = config({"baseline": 2}, loss=LossConfig(target_transform="normal_score"))
+    result = train(panel, splits, unit, training, tmp_path, JsonTracker(tmp_path / "m.jsonl"))
+    assert result.best_metric > 0.3
+    model, payload = load_model(result.best_checkpoint)
+    assert model.config == unit
+    assert payload["training_config"]["loss"]["target_transform"] == "normal_score"
+    test_idx = panel.date_indices(splits.test.start, splits.test.end)
+    frame = predict(model, panel, test_idx, "test").filter(pl.col("horizon") == 1)
+    per_date = frame.group_by("date").agg(pl.col("prediction").std())["prediction"]
+    assert per_date.mean() > 0.1  # score units (~1), not return units (~0.02)
 
 
 # --------------------------------------------------------------------------- predictions
