@@ -104,10 +104,10 @@ def run_tuning(settings: Settings, search: str, trials: int | None = None, *, ve
     from assets.definitions import build_definitions
     from assets.instance import configure_dagster_process, ensure_dagster_home
     from assets.runner import StageLog
+    from atft_pipeline.errors import UsageError
     from atft_pipeline.names import DATASET_ASSET
     from atft_pipeline.stages.scope import resolve_scope
     from atft_pipeline.storage import PartitionStore
-    from atft_pipeline.errors import UsageError
     from atft_pipeline.tuning import load_search_space
 
     scope = resolve_scope(settings)

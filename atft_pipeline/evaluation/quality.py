@@ -151,7 +151,7 @@ def atft_predictions(
 ) -> pl.DataFrame:
     """Train ATFT-GAT-FAN once (all phases) and predict val + test with each phase's best
     checkpoint; model names ``ATFT_ABLATIONS``."""
-    from atft_pipeline.training import JsonTracker, Panel, graph_config, load_model, predict, train
+    from atft_pipeline.training import JsonTracker, Panel, load_model, predict, train
     from atft_pipeline.training.checkpoint import best_name
 
     features = feature_columns(dataset)
@@ -164,11 +164,7 @@ def atft_predictions(
     days = sorted(dataset["date"].unique().to_list())
     first = days[max(0, days.index(splits.train.start) - lookback)]
     frame = dataset.filter(pl.col("date").is_between(first, splits.test.end))
-    panel = Panel.from_dataset(
-        frame, stats, return_column=config.training.graph_return_column,
-        window=model_config.window, graph=graph_config(model_config),
-        input_normalization=model_config.input_normalization,
-    )
+    panel = Panel.for_model(frame, stats, model_config, return_column=config.training.graph_return_column)
     run_dir.mkdir(parents=True, exist_ok=True)
     train(panel, splits, model_config, training_config, run_dir, JsonTracker(run_dir / "metrics.jsonl"))
     parts = []

@@ -71,16 +71,9 @@ class TrainedModel:
 
 
 def _panel(dataset: pl.DataFrame, stats: pl.DataFrame, config: PipelineConfig, model_config):
-    from atft_pipeline.training import Panel, graph_config
+    from atft_pipeline.training import Panel
 
-    return Panel.from_dataset(
-        dataset,
-        stats,
-        return_column=config.training.graph_return_column,
-        window=model_config.window,
-        graph=graph_config(model_config),
-        input_normalization=model_config.input_normalization,
-    )
+    return Panel.for_model(dataset, stats, model_config, return_column=config.training.graph_return_column)
 
 
 def train_atft(

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     from atft_pipeline.config import PipelineConfig, load_config
     from atft_pipeline.features.catalog import META_COLUMNS, TARGET_COLUMNS
     from atft_pipeline.storage import PartitionStore
-    from atft_pipeline.training import JsonTracker, Panel, graph_config, train
+    from atft_pipeline.training import JsonTracker, Panel, train
 
     parallel = from_environment()
     try:
@@ -127,10 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         training_config = config.training.build().model_copy(
             update={"device": device_for(parallel)}
         )
-        panel = Panel.from_dataset(
-            dataset, stats, return_column=config.training.graph_return_column,
-            window=model_config.window, graph=graph_config(model_config),
-            input_normalization=model_config.input_normalization,
+        panel = Panel.for_model(
+            dataset, stats, model_config, return_column=config.training.graph_return_column
         )
         run_dir = args.run_dir if parallel.is_main else args.run_dir / f"rank-{parallel.rank}"
         tracker = JsonTracker(run_dir / "metrics.jsonl")

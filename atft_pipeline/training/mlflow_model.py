@@ -36,23 +36,15 @@ def score_last_date(
     model, stats: pl.DataFrame, return_column: str, rows: pl.DataFrame
 ) -> pl.DataFrame:
     """Predictions of ``model`` for every stock of the last date in ``rows``."""
-    from atft_pipeline.training.panel import Panel, graph_config
+    from atft_pipeline.training.panel import Panel
     from atft_pipeline.training.predict import predict
 
-    window = model.config.window
-    panel = Panel.from_dataset(
-        rows,
-        stats,
-        return_column=return_column,
-        window=window,
-        graph=graph_config(model.config),
-        input_normalization=model.config.input_normalization,
-    )
+    panel = Panel.for_model(rows, stats, model.config, return_column=return_column)
     last = rows["date"].max()
     indices = panel.date_indices(last, last)
     if indices.size == 0:
         raise ValueError(
-            f"no stock of {last} can be scored: send its {window - 1} preceding trading days too"
+            f"no stock of {last} can be scored: send its {model.config.window - 1} preceding trading days too"
         )
     return predict(model, panel, indices, "live")
 

@@ -150,6 +150,21 @@ class Panel:
     # ------------------------------------------------------------------ construction
 
     @classmethod
+    def for_model(
+        cls, frame: pl.DataFrame, stats: pl.DataFrame, model: ModelConfig, *, return_column: str
+    ) -> Panel:
+        """``from_dataset`` with the window, graph and input normalization ``model`` expects
+        (what training, prediction and serving build a panel with)."""
+        return cls.from_dataset(
+            frame,
+            stats,
+            return_column=return_column,
+            window=model.window,
+            graph=graph_config(model),
+            input_normalization=model.input_normalization,
+        )
+
+    @classmethod
     def from_dataset(
         cls,
         frame: pl.DataFrame,

@@ -138,16 +138,25 @@ def run_study(
         tags={"optuna_study": space.study, **(tags or {})},
     )
 
+    panels: dict[tuple, Panel] = {}
+
     def objective(trial: optuna.Trial) -> float:
         values = {p.key: p.suggest(trial) for p in space.parameters}
         config = apply_values(base, values)
         splits = trial_splits(config, days, base_splits)
         model_config = config.model.build(len(features))
         training_config = config.training.build()
-        panel = Panel.from_dataset(
-            frame, stats, return_column=config.training.graph_return_column,
-            window=model_config.window, graph=graph_config(model_config),
+        # Trials that differ only in optimiser/loss/size settings share one panel (building
+        # it ranks every feature per date: seconds at demo scale).
+        key = (
+            model_config.window, graph_config(model_config), model_config.input_normalization,
+            config.training.graph_return_column,
         )
+        if key not in panels:
+            panels[key] = Panel.for_model(
+                frame, stats, model_config, return_column=config.training.graph_return_column
+            )
+        panel = panels[key]
         run_dir = out_dir / "trials" / f"{trial.number:04d}"
         child = MlflowTracker(
             tracking_uri, TUNING_EXPERIMENT, run_name=f"{space.study} trial {trial.number}",

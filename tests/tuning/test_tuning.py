@@ -24,6 +24,8 @@ BASE = PipelineConfig.model_validate(
             "overrides": {
                 "window": 10, "hidden": 16, "attn_heads": 2, "gat_heads": [2, 2], "fan_top_k": 1,
                 "graph_window": 20, "graph_k": 4,
+                # as the demo configuration: the trials' panels must be built the model's way
+                "input_normalization": "cross_sectional_rank",
             }
         },
         "training": {
