@@ -9,8 +9,11 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	# torch through pip, which honours the machine's pip settings (a local CPU wheel where one
+	# is provided); then everything else through uv, which downloads and installs in parallel
+	# (about 15 s instead of 1.5-2 min) and keeps the torch already there.
+	$(BIN)/python -m pip install --quiet -c constraints.txt uv torch
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e '.[test]'
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 

@@ -11,7 +11,7 @@ import pytest
 from assets.definitions import build_definitions
 from assets.runner import materialize_range
 from assets.tuning import TUNING_JOB
-from atft_pipeline.config import PipelineConfig, SplitSpec, load_config
+from atft_pipeline.config import EvaluationSection, PipelineConfig, SplitSpec, load_config
 from atft_pipeline.names import LATEST_ASSET
 from atft_pipeline.sandbox.market import MarketConfig, generate_market
 from atft_pipeline.sandbox.server import ServerSettings, create_app, serve_in_thread
@@ -20,7 +20,8 @@ from atft_pipeline.stages.scope import resolve_scope
 from atft_pipeline.storage import PartitionStore
 from tests.helpers import atft_test_instance
 
-START, END = dt.date(2021, 1, 4), dt.date(2021, 12, 30)
+# Eight months: 60 warm-up sessions, then 40 train, ~21 val and ~21 test dates.
+START, END = dt.date(2021, 1, 4), dt.date(2021, 8, 31)
 
 
 @pytest.mark.slow
@@ -28,7 +29,11 @@ START, END = dt.date(2021, 1, 4), dt.date(2021, 12, 30)
 def test_the_whole_graph_materializes_and_reports(tmp_path):
     market = generate_market(MarketConfig(seed=3, n_stocks=25, start=START, end=END))
     config = PipelineConfig(
-        splits=SplitSpec(warmup_days=60, val_fraction=0.2, test_fraction=0.2, max_train_days=40)
+        splits=SplitSpec(warmup_days=60, val_fraction=0.2, test_fraction=0.2, max_train_days=40),
+        # a few larger boosting steps: 40 training dates of 25 stocks
+        evaluation=EvaluationSection(lightgbm={"learning_rate": 0.2, "num_boost_round": 100,
+                                               "min_boost_round": 10,
+                                               "early_stopping_rounds": 10}),
     )
     app = create_app(market.tables, settings=ServerSettings(), oracle=market.oracle)
     with serve_in_thread(app) as server, atft_test_instance() as instance:
@@ -44,7 +49,7 @@ def test_the_whole_graph_materializes_and_reports(tmp_path):
         )
         assert result.success, [(s.asset, s.error) for s in result.stages if not s.success]
 
-    dataset = store.read("ml_dataset", "2021-12-01")
+    dataset = store.read("ml_dataset", "2021-08-02")
     assert dataset.columns == scope.catalog.expected_columns(list(scope.families))
     assert len(scope.feature_columns) >= 300
 
@@ -61,7 +66,7 @@ def test_the_whole_graph_materializes_and_reports(tmp_path):
     assert {"atft_gat_fan", "lightgbm", "ridge", "rule", "oracle"} <= set(report["model"].unique())
     assert list((tmp_path / "reports").glob("*/report.md"))
 
-    latest = store.read(LATEST_ASSET, "2021-12-30")
+    latest = store.read(LATEST_ASSET, END.isoformat())
     assert latest.height > 0 and set(latest["split"].unique()) == {"live"}
     assert latest.filter(pl.col("horizon") == 1)["rank"].sort().to_list()[:3] == [1, 2, 3]
     model_record = store.read("atft_model")

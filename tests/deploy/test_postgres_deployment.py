@@ -5,16 +5,17 @@ A tiny sandbox market is built into ``ATFT_HOME`` first (in-process, throwaway i
 the deployment starts from stored data; then, through the deployment:
 
 1. a 5-partition backfill of ``raw_short_selling`` plus its feature family (daemon: backfill
-   and run queue), rewriting byte-identical files;
-2. 3 of those raw files are deleted; the recovery sensor (daemon: sensors) re-runs exactly
-   those partitions of exactly that asset, restoring the same bytes;
-3. ``weekly_retrain`` (stats, ATFT-GAT-FAN, LightGBM, predictions, report).
+   and run queue), rewriting byte-identical files, and ``weekly_retrain`` (stats,
+   ATFT-GAT-FAN, LightGBM, predictions, report) launched beside it;
+2. once both finished, 3 of those raw files are deleted; the recovery sensor (daemon:
+   sensors) re-runs exactly those partitions of exactly that asset, restoring the same bytes
+   (nothing else runs meanwhile, so the events after the deletion are the recovery's alone);
+3. the backfill is COMPLETED, and weekly_retrain's outputs are where they belong.
 
 Runs, events and materializations are checked in the Postgres tables themselves, the MLflow
 run in its store. The sensor ticks every RECOVERY_INTERVAL_S seconds here (configured through
 ``orchestration.recovery_sensor_interval_s`` in the code location's config file; 300 s when
-shipped), and the code location's sensor is checked to carry it. weekly_retrain runs after the recovery, so that the events between the deletion and
-the recovery's end are the recovery's alone.
+shipped), and the code location's sensor is checked to carry it.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from tests.helpers import atft_test_instance
 
 START, END = dt.date(2021, 1, 4), dt.date(2021, 5, 31)
 RAW = "raw_short_selling"
-RECOVERY_INTERVAL_S = 15
+RECOVERY_INTERVAL_S = 5
 FAMILY = "short_selling"
 LOCATION = {"repositoryLocationName": "atft_pipeline", "repositoryName": "__repository__"}
 FINAL_BACKFILL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
@@ -187,7 +188,9 @@ def test_backfill_sensor_recovery_and_retrain_through_the_deployment(
             deployment.start(timeout=300)
             assert "dagster_webserver_version" in deployment_info(deployment)
 
-            # 1. backfill: 5 partitions of the raw source and its feature family
+            # 1. backfill: 5 partitions of the raw source and its feature family, and
+            # weekly_retrain beside it (the backfill daemon only looks every 30 s; the two
+            # touch different assets, and the backfill rewrites identical bytes).
             # Partitions per asset: exactly these five of each (a partitionNames backfill
             # would extend to every feature partition whose 270-day lookback reads them).
             window = {"range": {"start": days[0], "end": days[-1]}}
@@ -200,17 +203,30 @@ def test_backfill_sensor_recovery_and_retrain_through_the_deployment(
                 ]}},
             )["launchPartitionBackfill"]
             assert launched["__typename"] == "LaunchBackfillSuccess", launched
-            status = _poll(
-                "the backfill",
-                lambda: _final(graphql(deployment.url, BACKFILL_STATUS,
-                                       {"id": launched["backfillId"]})["partitionBackfillOrError"],
-                               FINAL_BACKFILL),
+            backfill_id = launched["backfillId"]
+            started = graphql(
+                deployment.url,
+                LAUNCH_RUN,
+                {"params": {"selector": {**LOCATION, "jobName": WEEKLY_RETRAIN_JOB},
+                            "runConfigData": {}}},
+            )["launchRun"]
+            assert started["__typename"] == "LaunchRunSuccess", started
+            retrain_id = started["run"]["runId"]
+            backfilled = _poll(
+                "the backfill's runs",
+                lambda: _backfill_materializations(engine, backfill_id, len(before)),
                 timeout=600,
             )
-            assert status in {"COMPLETED", "COMPLETED_SUCCESS"}, deployment.log_tail("daemon")
-            backfilled = _materializations(engine)
             assert sorted((a, p) for a, p, _ in backfilled) == sorted(before), backfilled
             assert {(a, d): store.path(a, d).read_bytes() for a, d in before} == before
+            status = _poll(
+                "weekly_retrain",
+                lambda: _final(graphql(deployment.url, RUN_STATUS, {"id": retrain_id})["runOrError"],
+                               FINAL_RUN),
+                timeout=900,
+                interval=2,
+            )
+            assert status == "SUCCESS", deployment.log_tail("code")
 
             # 2. the recovery sensor re-runs exactly the deleted partitions of that asset
             lost = days[1:4]
@@ -220,7 +236,7 @@ def test_backfill_sensor_recovery_and_retrain_through_the_deployment(
                 "the recovery sensor's runs",
                 lambda: _recovery_runs(engine, mark, len(lost)),
                 timeout=900,
-                interval=5,
+                interval=1,
             )
             assert sorted((a, p) for a, p, _ in recovered) == [(RAW, d) for d in lost], recovered
             runs = _runs(engine)
@@ -233,25 +249,18 @@ def test_backfill_sensor_recovery_and_retrain_through_the_deployment(
             for day in lost:
                 assert store.path(RAW, day).read_bytes() == before[(RAW, day)], day
 
-            # 3. weekly_retrain
-            started = graphql(
-                deployment.url,
-                LAUNCH_RUN,
-                {"params": {"selector": {**LOCATION, "jobName": WEEKLY_RETRAIN_JOB},
-                            "runConfigData": {}}},
-            )["launchRun"]
-            assert started["__typename"] == "LaunchRunSuccess", started
-            run_id = started["run"]["runId"]
+            # 3. the backfill ends COMPLETED (its daemon's next tick after the runs), and
+            # weekly_retrain's outputs
             status = _poll(
-                "weekly_retrain",
-                lambda: _final(graphql(deployment.url, RUN_STATUS, {"id": run_id})["runOrError"],
-                               FINAL_RUN),
-                timeout=900,
-                interval=5,
+                "the backfill's status",
+                lambda: _final(graphql(deployment.url, BACKFILL_STATUS,
+                                       {"id": backfill_id})["partitionBackfillOrError"],
+                               FINAL_BACKFILL),
+                timeout=600,
             )
-            assert status == "SUCCESS", deployment.log_tail("code")
-            assert _runs(engine)[run_id] == "SUCCESS"
-            retrained = {a for a, _, r in _materializations(engine) if r == run_id}
+            assert status in {"COMPLETED", "COMPLETED_SUCCESS"}, deployment.log_tail("daemon")
+            assert _runs(engine)[retrain_id] == "SUCCESS"
+            retrained = {a for a, _, r in _materializations(engine) if r == retrain_id}
             assert retrained == {STATS_ASSET, *MODEL_ASSETS}
             checkpoint = store.read("atft_model")["checkpoint"][0]
             assert (tmp_path / "models").exists() and checkpoint.endswith(".pt")
@@ -265,7 +274,7 @@ def test_backfill_sensor_recovery_and_retrain_through_the_deployment(
             mlflow_run = mlflow.get_run(store.read("atft_model")["mlflow_run_id"][0])
             assert mlflow_run.info.status == "FINISHED"
             assert mlflow_run.info.run_name.startswith("atft_gat_fan-")
-            assert mlflow_run.data.tags["dagster_run_id"] == run_id
+            assert mlflow_run.data.tags["dagster_run_id"] == retrain_id
             logged = {a.path for a in mlflow.list_artifacts(mlflow_run.info.run_id)}
             assert {"report.md", Path(checkpoint).name} <= logged, logged
             assert [v.run_id for v in mlflow.search_model_versions("name='atft_gat_fan'")] == [
@@ -301,6 +310,25 @@ def deployment_info(deployment: Deployment) -> dict:
 def _final(result: dict, final: set[str]) -> str | None:
     assert "message" not in result, result
     return result["status"] if result["status"] in final else None
+
+
+def _backfill_materializations(engine, backfill_id: str, expected: int):
+    """The materializations of the backfill's runs once they all succeeded and wrote
+    ``expected`` partitions; None until then."""
+    with engine.connect() as connection:
+        statuses = dict(connection.execute(
+            text("SELECT r.run_id, r.status FROM runs r JOIN run_tags t ON t.run_id = r.run_id "
+                 "WHERE t.key = 'dagster/backfill' AND t.value = :id"),
+            {"id": backfill_id},
+        ).all())
+    if not statuses:
+        return None
+    failed = {r: s for r, s in statuses.items() if s in FINAL_RUN - {"SUCCESS"}}
+    assert not failed, failed
+    if any(s != "SUCCESS" for s in statuses.values()):
+        return None
+    events = [e for e in _materializations(engine) if e[2] in statuses]
+    return events if len(events) >= expected else None
 
 
 def _recovery_runs(engine, since_id: int, expected: int):
