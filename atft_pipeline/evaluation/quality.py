@@ -160,11 +160,10 @@ def atft_predictions(
     model_config = config.model.build(len(features))
     training_config = config.training.build().model_copy(update={"seed": seed})
     # Only the dates the fold needs: its windows plus the input / graph lookback.
-    lookback = max(model_config.window, model_config.graph_window) + 5
-    days = sorted(dataset["date"].unique().to_list())
-    first = days[max(0, days.index(splits.train.start) - lookback)]
-    frame = dataset.filter(pl.col("date").is_between(first, splits.test.end))
-    panel = Panel.for_model(frame, stats, model_config, return_column=config.training.graph_return_column)
+    panel = Panel.for_model(
+        dataset, stats, model_config, return_column=config.training.graph_return_column,
+        span=(splits.train.start, splits.test.end),
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     train(panel, splits, model_config, training_config, run_dir, JsonTracker(run_dir / "metrics.jsonl"))
     parts = []

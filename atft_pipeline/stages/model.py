@@ -70,10 +70,19 @@ class TrainedModel:
         )
 
 
-def _panel(dataset: pl.DataFrame, stats: pl.DataFrame, config: PipelineConfig, model_config):
+def _panel(
+    dataset: pl.DataFrame,
+    stats: pl.DataFrame,
+    config: PipelineConfig,
+    model_config,
+    span: tuple[dt.date, dt.date],
+):
+    """The model's panel over ``span`` (and the history it reads before it) only."""
     from atft_pipeline.training import Panel
 
-    return Panel.for_model(dataset, stats, model_config, return_column=config.training.graph_return_column)
+    return Panel.for_model(
+        dataset, stats, model_config, return_column=config.training.graph_return_column, span=span
+    )
 
 
 def train_atft(
@@ -95,7 +104,7 @@ def train_atft(
 
     model_config = config.model.build(len(features))
     training_config = config.training.build()
-    panel = _panel(dataset, stats, config, model_config)
+    panel = _panel(dataset, stats, config, model_config, (splits.train.start, splits.val.end))
     run_dir.mkdir(parents=True, exist_ok=True)
     name = run_name(
         ATFT_MODEL,
@@ -139,7 +148,8 @@ def predict_atft(
     from atft_pipeline.training import load_model, predict
 
     model, _ = load_model(checkpoint)
-    panel = _panel(dataset, stats, config, model.config)
+    span = (min(start for start, _ in windows.values()), max(end for _, end in windows.values()))
+    panel = _panel(dataset, stats, config, model.config, span)
     parts = []
     for split, (start, end) in windows.items():
         indices = panel.date_indices(start, end)

@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             update={"device": device_for(parallel)}
         )
         panel = Panel.for_model(
-            dataset, stats, model_config, return_column=config.training.graph_return_column
+            dataset, stats, model_config, return_column=config.training.graph_return_column,
+            span=(splits.train.start, splits.val.end),
         )
         run_dir = args.run_dir if parallel.is_main else args.run_dir / f"rank-{parallel.rank}"
         tracker = JsonTracker(run_dir / "metrics.jsonl")

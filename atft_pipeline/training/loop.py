@@ -577,15 +577,13 @@ class _Trainer:
         assert best_phase is not None
         best_path = self.run_dir / best_name(best_phase)
         model, _ = load_model(best_path, self.device)
-        final = horizon_metrics(
-            predict(
-                model,
-                self.panel,
-                self.val_idx,
-                "val",
-                dates_per_batch=self.config.eval_dates_per_batch,
-                bf16=self.config.bf16,
-            )
+        # The best checkpoint holds the weights its epoch validated: that epoch's validation
+        # metrics are the final ones (no second pass over the validation dates).
+        best_epoch = bests[best_phase]["epoch"]
+        final = next(
+            record["val"]
+            for record in self.progress.history
+            if record["phase"] == best_phase and record["epoch"] == best_epoch
         )
         final_path = self.run_dir / FINAL_METRICS
         atomic_write_text(

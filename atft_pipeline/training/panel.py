@@ -61,6 +61,23 @@ def graph_config(model: ModelConfig) -> GraphConfig:
     )
 
 
+def history_sessions(model: ModelConfig) -> int:
+    """Sessions before a date that its input window and its stock graph read."""
+    return max(model.window, model.graph_window) - 1
+
+
+def rows_for_span(
+    frame: pl.DataFrame, span: tuple[dt.date, dt.date], history: int
+) -> pl.DataFrame:
+    """The rows of ``frame`` from ``history`` of its dates before ``span[0]`` through
+    ``span[1]`` (every stock of each date: cross-sectional inputs need the whole date)."""
+    start, end = span
+    dates = frame["date"].unique().sort()
+    first = dates.search_sorted(start)
+    lowest = dates[max(0, min(first, dates.len()) - history)] if dates.len() else start
+    return frame.filter(pl.col("date").is_between(lowest, end))
+
+
 @dataclass(frozen=True)
 class Batch:
     """The stocks of ``n_dates`` dates stacked on the first axis (M rows), date-major then in
@@ -151,10 +168,25 @@ class Panel:
 
     @classmethod
     def for_model(
-        cls, frame: pl.DataFrame, stats: pl.DataFrame, model: ModelConfig, *, return_column: str
+        cls,
+        frame: pl.DataFrame,
+        stats: pl.DataFrame,
+        model: ModelConfig,
+        *,
+        return_column: str,
+        span: tuple[dt.date, dt.date] | None = None,
     ) -> Panel:
         """``from_dataset`` with the window, graph and input normalization ``model`` expects
-        (what training, prediction and serving build a panel with)."""
+        (what training, prediction and serving build a panel with).
+
+        ``span`` (first, last date the panel will be asked about) keeps only the dates the
+        model reads for it: those, and the sessions before the first that its input window and
+        stock graph reach back to (``history_sessions``). The panel's tensors for the span are
+        then the same as a panel of the whole frame; building it costs its span, not the
+        frame's whole history.
+        """
+        if span is not None:
+            frame = rows_for_span(frame, span, history_sessions(model))
         return cls.from_dataset(
             frame,
             stats,

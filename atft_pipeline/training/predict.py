@@ -19,6 +19,7 @@ from atft_pipeline.evaluation.metrics import PREDICTION_COLUMNS, QUANTILE_COLUMN
 from atft_pipeline.model.atft_gat_fan import ATFTGATFAN
 from atft_pipeline.progress import Counter
 from atft_pipeline.training.device import autocast, is_out_of_memory, release_memory
+from atft_pipeline.training.host_memory import reuse_freed_memory
 from atft_pipeline.training.panel import Panel
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,9 @@ def predict(
     model.eval()
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     counter = Counter(f"{split_name} dates predicted", int(dates.size))
+    # on the host, each pass's large activations reuse the previous pass's heap memory
     try:
-        with torch.no_grad():
+        with torch.no_grad(), reuse_freed_memory():
             cursor, size = 0, dates_per_batch
             while cursor < dates.size:
                 chunk = dates[cursor : cursor + size]

@@ -38,3 +38,13 @@ def test_freed_blocks_stay_resident_inside_and_return_after():
         inside = resident_bytes()
     assert resident_bytes() < inside - SIZE // 2  # trimmed on exit
     assert rss_drop_after_free() > SIZE // 2  # defaults restored
+
+
+def test_nested_use_keeps_the_setting_until_the_outermost_exit():
+    """Prediction inside training nests the context: the inner exit must not restore the
+    defaults under the still-running training."""
+    with reuse_freed_memory():
+        with reuse_freed_memory():
+            pass
+        assert rss_drop_after_free() < SIZE // 4  # still kept after the inner exit
+    assert rss_drop_after_free() > SIZE // 2  # restored by the outer one

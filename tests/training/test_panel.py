@@ -281,3 +281,34 @@ def test_a_model_is_refused_a_panel_of_another_input_normalization(panel):
         check_model_fits_panel(ATFTGATFAN(config), panel)
     same = config.model_copy(update={"input_normalization": "time_series"})
     check_model_fits_panel(ATFTGATFAN(same), panel)
+
+
+@pytest.mark.parametrize("method", ["time_series", "cross_sectional_rank"])
+def test_a_span_panel_predicts_exactly_what_the_whole_panel_predicts(dataset, method):
+    """``for_model(span=…)`` keeps the span and the sessions its windows and graphs read
+    before it, so a model predicts the span's dates bit for bit as from the whole history."""
+    from atft_pipeline.training.panel import history_sessions
+    from atft_pipeline.training.predict import predict
+
+    config = ModelConfig.demo(
+        len(feature_columns(dataset)), window=5, hidden=16, attn_heads=2, gat_heads=(2, 2),
+        fan_top_k=1, graph_window=20, graph_k=4, input_normalization=method,
+    )
+    torch.manual_seed(0)
+    model = ATFTGATFAN(config).eval()
+    model.set_phase("gat")  # the graph path: its 20-session correlations reach furthest back
+    stats = make_stats(dataset)
+    days = dataset["date"].unique().sort().to_list()
+    span = (days[50], days[70])
+    whole = Panel.for_model(dataset, stats, config, return_column=RETURN_COLUMN)
+    part = Panel.for_model(dataset, stats, config, return_column=RETURN_COLUMN, span=span)
+    assert part.dates[0] == days[50 - history_sessions(config)] and part.dates[-1] == span[1]
+    assert history_sessions(config) == 19  # the 20-session graph reaches further than the window
+    expected = predict(model, whole, whole.date_indices(*span), "val")
+    got = predict(model, part, part.date_indices(*span), "val")
+    assert expected.height > 0
+    assert got.equals(expected)
+    # A span near the start keeps what there is.
+    early = Panel.for_model(dataset, stats, config, return_column=RETURN_COLUMN,
+                            span=(days[3], days[10]))
+    assert early.dates[0] == days[0] and early.dates[-1] == days[10]
