@@ -11,9 +11,10 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch through pip, which honours the machine's pip settings (a local CPU wheel where one
 	# is provided); then everything else through uv, which downloads and installs in parallel
-	# (about 15 s instead of 1.5-2 min) and keeps the torch already there.
+	# and keeps the torch already there; bytecode is compiled here, once, as pip does, not by
+	# every test worker and server process importing the same modules at once.
 	$(BIN)/python -m pip install --quiet -c constraints.txt uv torch
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e '.[test]'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -c constraints.txt -e '.[test]'
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 
