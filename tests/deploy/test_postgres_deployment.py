@@ -6,7 +6,7 @@ the deployment starts from stored data; then, through the deployment:
 
 1. a 5-partition backfill of ``raw_short_selling`` plus its feature family (daemon: backfill
    and run queue), rewriting byte-identical files, and ``weekly_retrain`` (stats,
-   ATFT-GAT-FAN, LightGBM, predictions, report) launched beside it;
+   ATFT-GAT-FAN, LightGBM, predictions, report; its steps in-process) launched beside it;
 2. once both finished, 3 of those raw files are deleted; the recovery sensor (daemon:
    sensors) re-runs exactly those partitions of exactly that asset, restoring the same bytes
    (nothing else runs meanwhile, so the events after the deletion are the recovery's alone);
@@ -207,8 +207,10 @@ def test_backfill_sensor_recovery_and_retrain_through_the_deployment(
             started = graphql(
                 deployment.url,
                 LAUNCH_RUN,
+                # its steps in the run's own process: the backfill and recovery runs cover the
+                # multiprocess executor, and six more step processes would only add start-ups
                 {"params": {"selector": {**LOCATION, "jobName": WEEKLY_RETRAIN_JOB},
-                            "runConfigData": {}}},
+                            "runConfigData": {"execution": {"config": {"in_process": {}}}}}},
             )["launchRun"]
             assert started["__typename"] == "LaunchRunSuccess", started
             retrain_id = started["run"]["runId"]
