@@ -9,12 +9,12 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# torch through pip, which honours the machine's pip settings (a local CPU wheel where one
-	# is provided); then everything else through uv, which downloads and installs in parallel
-	# and keeps the torch already there; bytecode is compiled here, once, as pip does, not by
-	# every test worker and server process importing the same modules at once.
-	$(BIN)/python -m pip install --quiet -c constraints.txt uv torch
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -c constraints.txt -e '.[test]'
+	# uv downloads, installs and compiles in parallel (a minute instead of two); like pip, it
+	# takes wheels from the machine's PIP_FIND_LINKS (e.g. a local CPU build of torch).
+	# Bytecode is compiled here, once, not by every test worker and server process at once.
+	$(BIN)/python -m pip install --quiet -c constraints.txt uv
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python \
+		$(foreach links,$(PIP_FIND_LINKS),--find-links $(links)) -c constraints.txt -e '.[test]'
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 
