@@ -11,7 +11,8 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# uv downloads, installs and compiles in parallel (a minute instead of two); like pip, it
 	# takes wheels from the machine's PIP_FIND_LINKS (e.g. a local CPU build of torch).
-	# Bytecode is compiled here, once, not by every test worker and server process at once.
+	# Bytecode is compiled here, once: where PYTHONDONTWRITEBYTECODE is set (as on the CI
+	# machines), nothing caches it at import, and every process would compile every module.
 	$(BIN)/python -m pip install --quiet -c constraints.txt uv
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python \
 		$(foreach links,$(PIP_FIND_LINKS),--find-links $(links)) -c constraints.txt -e '.[test]'
