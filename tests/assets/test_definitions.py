@@ -44,6 +44,7 @@ def test_definitions_load_fast_without_heavy_imports(tmp_path):
     assert not report["torch"] and not report["mlflow"], report
 
 
+@pytest.mark.slow
 def test_dagster_definitions_validate_passes(tmp_path):
     dagster = Path(sys.executable).with_name("dagster")
     result = subprocess.run(

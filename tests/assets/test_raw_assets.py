@@ -57,6 +57,7 @@ def _store(tmp_path) -> PartitionStore:
     return PartitionStore(tmp_path / "data")
 
 
+@pytest.mark.slow
 def test_each_raw_asset_is_one_run_and_each_endpoint_date_is_fetched_once(
     tmp_path, market, instance
 ):
@@ -91,6 +92,7 @@ def test_each_raw_asset_is_one_run_and_each_endpoint_date_is_fetched_once(
         assert again.success and server.stats.total == 0
 
 
+@pytest.mark.slow
 def test_recovery_sensor_requests_exactly_the_lost_partitions(tmp_path, market, instance):
     with serve_in_thread(create_app(market.tables, settings=ServerSettings())) as server:
         defs = _defs(tmp_path, server.base_url)
@@ -124,6 +126,7 @@ def test_recovery_sensor_requests_exactly_the_lost_partitions(tmp_path, market, 
         assert not sensor.evaluate_tick(context).run_requests
 
 
+@pytest.mark.slow
 def test_a_failing_endpoint_fails_only_its_asset_and_a_rerun_completes_the_set(
     tmp_path, market, instance
 ):

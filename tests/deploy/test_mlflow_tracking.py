@@ -73,6 +73,7 @@ def mlflow_server(tmp_path_factory, mlflow_postgres_url) -> Iterator[str]:
             server.wait()
 
 
+@pytest.mark.slow
 def test_runs_end_finished_failed_or_killed(mlflow_server):
     from mlflow.tracking import MlflowClient
 

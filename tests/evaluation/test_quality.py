@@ -36,6 +36,7 @@ def test_one_day_components_add_up_to_the_oracle(market):
     assert all(joined[f"{s}_1d"].std() > 0 for s in SIGNALS)
 
 
+@pytest.mark.slow
 def test_baseline_benchmark_tables(tmp_path):
     bench = QualityBenchConfig(
         **SCALE, market_seed=3, warmup_days=60, n_folds=2, train_days=60, val_days=20,

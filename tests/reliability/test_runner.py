@@ -57,6 +57,7 @@ def _runs(home: Path):
     return runs, slots
 
 
+@pytest.mark.slow
 def test_after_kill_9_mid_stage_the_next_run_completes_without_manual_steps(tmp_path):
     assert KILLS[3].startswith("kill -9 of atft run")
     _control(tmp_path, sleep={"source": 120})
@@ -85,6 +86,7 @@ def test_after_kill_9_mid_stage_the_next_run_completes_without_manual_steps(tmp_
         assert lost_partitions(store, asset, store.partitions(asset)) == []
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_whole_run_and_finalizes_its_run_state(tmp_path):
     assert KILLS[4].startswith("SIGTERM")
     _control(tmp_path, sleep={"source": 120})

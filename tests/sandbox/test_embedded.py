@@ -20,6 +20,7 @@ from atft_pipeline.settings import SANDBOX_API_KEY
 from tests.helpers import REPO_ROOT
 
 N_STOCKS = 12
+pytestmark = pytest.mark.slow  # child processes: seconds each
 
 
 def _alive(pid: int) -> bool:
