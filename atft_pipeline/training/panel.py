@@ -73,8 +73,8 @@ def rows_for_span(
     ``span[1]`` (every stock of each date: cross-sectional inputs need the whole date)."""
     start, end = span
     dates = frame["date"].unique().sort()
-    first = dates.search_sorted(start)
-    lowest = dates[max(0, min(first, dates.len()) - history)] if dates.len() else start
+    position = max(0, dates.search_sorted(start) - history)
+    lowest = dates[position] if position < dates.len() else start  # no date reaches the span
     return frame.filter(pl.col("date").is_between(lowest, end))
 
 
