@@ -31,7 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy.special import ndtri
 
 from atft_pipeline.dataset.normalization import cross_sectional_normalize
-from atft_pipeline.evaluation.metrics import PREDICTION_COLUMNS, QUANTILE_COLUMNS, QUANTILE_LEVELS, ic_summary
+from atft_pipeline.evaluation.metrics import (
+    PREDICTION_COLUMNS,
+    QUANTILE_COLUMNS,
+    QUANTILE_LEVELS,
+    MeanDailyRankIC,
+    ic_summary,
+)
 from atft_pipeline.features.catalog import HORIZONS
 from atft_pipeline.progress import Counter
 
@@ -89,6 +95,9 @@ class LightGBMConfig(BaseModel):
             "bagging_freq": self.bagging_freq,
             "lambda_l2": self.lambda_l2,
             "max_bin": self.max_bin,
+            # Features are binned once for every horizon (``BinnedSplits``), before this
+            # horizon's min_data_in_leaf is known: no pre-filtering by it at binning time.
+            "feature_pre_filter": False,
             "seed": self.seed,  # derives the bagging / feature-fraction / data seeds
             "deterministic": True,
             "force_row_wise": True,
@@ -253,14 +262,51 @@ class LightGBMModel:
 def _rank_ic_feval(
     val: pl.DataFrame, target: str
 ) -> Callable[[np.ndarray, lgb.Dataset], tuple[str, float, bool]]:
-    """LightGBM eval function: mean per-date Spearman of the current predictions on val."""
-    base = val.select("date", pl.col(target).alias("target"))
+    """LightGBM eval function: mean per-date Spearman of the current predictions on val
+    (``ic_summary``'s RankIC, computed without a frame per boosting round)."""
+    score_of = MeanDailyRankIC(val["date"].to_numpy(), val[target].cast(pl.Float64).to_numpy())
 
     def feval(preds: np.ndarray, _data: lgb.Dataset) -> tuple[str, float, bool]:
-        score = ic_summary(base.with_columns(prediction=pl.Series(preds)))["rank_ic"]
+        score = score_of(preds)
         return "rank_ic", (score if score is not None else float("-inf")), True
 
     return feval
+
+
+@dataclass(frozen=True)
+class BinnedSplits:
+    """Train and val features binned once for every horizon's model.
+
+    LightGBM's bin boundaries come from the feature values of every train row (a feature is
+    known whether or not a row's h-day outcome is), so the horizons share one binning and each
+    model trains on the subset of rows with a known target. Rows are sorted by ``date, code``:
+    bins and bagging depend on row order, so identical rows in another order would train
+    another model.
+    """
+
+    train: pl.DataFrame
+    val: pl.DataFrame
+    feature_columns: tuple[str, ...]
+    train_set: lgb.Dataset
+    val_set: lgb.Dataset
+    x_val: np.ndarray
+
+    @classmethod
+    def build(
+        cls, train: pl.DataFrame, val: pl.DataFrame, feature_columns: Sequence[str], config: LightGBMConfig
+    ) -> BinnedSplits:
+        names = list(feature_columns)
+        columns = ["date", "code", *names]
+        _require_columns(train, columns, "train frame")
+        _require_columns(val, columns, "val frame")
+        train, val = train.sort("date", "code"), val.sort("date", "code")
+        params = {"max_bin": config.max_bin, "feature_pre_filter": False, "verbosity": -1}
+        train_set = lgb.Dataset(
+            _features(train, names), label=np.zeros(train.height), feature_name=names, params=params
+        ).construct()
+        x_val = _features(val, names)
+        val_set = lgb.Dataset(x_val, label=np.zeros(val.height), reference=train_set, params=params).construct()
+        return cls(train, val, tuple(names), train_set, val_set, x_val)
 
 
 def train_lightgbm(
@@ -269,6 +315,7 @@ def train_lightgbm(
     feature_columns: Sequence[str],
     target: str = "target_1d",
     config: LightGBMConfig | None = None,
+    binned: BinnedSplits | None = None,
 ) -> LightGBMModel:
     """Fit one horizon's model on ``train`` and early-stop it on ``val``.
 
@@ -276,36 +323,35 @@ def train_lightgbm(
     and LightGBM routes them as missing. The label is the per-date normal score of the target
     (``target_transform="normal_score"``) or the raw target. Quantile offsets come from the
     validation residuals when the label is the raw return; a normal-score model predicts a
-    ranking score, so its ``q50`` is the score and the other quantiles are null.
+    ranking score, so its ``q50`` is the score and the other quantiles are null. ``binned``:
+    the same ``train``/``val`` already binned (``BinnedSplits.build``), shared by horizons.
     """
     config = config or LightGBMConfig()
     horizon = _horizon_of(target)
-    columns = ["date", "code", *feature_columns, target]
-    _require_columns(train, columns, "train frame")
-    _require_columns(val, columns, "val frame")
-    # Sorted: LightGBM's bins and bagging depend on row order, so identical rows in another
-    # order would train another model.
-    train = train.filter(pl.col(target).is_not_null()).sort("date", "code")
-    val = val.filter(pl.col(target).is_not_null()).sort("date", "code")
-    for name, part in (("train", train), ("val", val)):
-        if part.height == 0:
+    _require_columns(train, [target], "train frame")
+    _require_columns(val, [target], "val frame")
+    if binned is None:
+        binned = BinnedSplits.build(train, val, feature_columns, config)
+    elif binned.feature_columns != tuple(feature_columns) or binned.train.height != train.height:
+        raise ValueError("binned splits were built from other frames or feature columns")
+    train_rows = np.flatnonzero(binned.train[target].is_not_null().to_numpy())
+    val_rows = np.flatnonzero(binned.val[target].is_not_null().to_numpy())
+    for name, rows in (("train", train_rows), ("val", val_rows)):
+        if rows.size == 0:
             raise ValueError(f"{name} frame has no rows with a known {target!r}")
-    names = list(feature_columns)
+    train, val = binned.train[train_rows], binned.val[val_rows]
     raw = config.target_transform == "raw"
 
     def label(part: pl.DataFrame) -> np.ndarray:
         return part[target].cast(pl.Float64).to_numpy() if raw else normal_scores(part, target)
 
-    train_set = lgb.Dataset(
-        _features(train, names),
-        label=label(train),
-        feature_name=names,
-        params={"max_bin": config.max_bin},
-    )
-    x_val = _features(val, names)
-    val_set = lgb.Dataset(x_val, label=label(val), reference=train_set)
+    params = config.params(_rows_per_date(train))
+    train_set = binned.train_set.subset(train_rows.tolist(), params=params).construct()
+    train_set.set_label(label(train))
+    val_set = binned.val_set.subset(val_rows.tolist(), params=params).construct()
+    val_set.set_label(label(val))
     booster = lgb.train(
-        config.params(_rows_per_date(train)),
+        params,
         train_set,
         num_boost_round=config.num_boost_round,
         valid_sets=[val_set],
@@ -316,7 +362,7 @@ def train_lightgbm(
     best = booster.best_iteration or booster.current_iteration()
     # Keep only the selected trees so the in-memory model and a reloaded one are identical.
     booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
-    predicted = booster.predict(x_val)
+    predicted = booster.predict(binned.x_val[val_rows])
     if raw:
         residuals = val[target].cast(pl.Float64).to_numpy() - predicted
         median = float(np.quantile(residuals, 0.5))
@@ -329,7 +375,7 @@ def train_lightgbm(
     val_rank_ic = ic_summary(
         val.select("date", pl.col(target).alias("target")).with_columns(prediction=pl.Series(predicted))
     )["rank_ic"]
-    return LightGBMModel(horizon, target, tuple(names), booster, best, offsets, val_rank_ic)
+    return LightGBMModel(horizon, target, binned.feature_columns, booster, best, offsets, val_rank_ic)
 
 
 @dataclass(frozen=True)
@@ -358,9 +404,11 @@ def train_lightgbm_baseline(
 ) -> LightGBMBaseline:
     """One independently early-stopped model per horizon (``target_{h}d``)."""
     counter = Counter("LightGBM horizons trained", len(horizons), every_s=0.0)
+    config = config or LightGBMConfig()
+    binned = BinnedSplits.build(train, val, feature_columns, config)
     models: dict[int, LightGBMModel] = {}
     for h in horizons:
-        models[h] = train_lightgbm(train, val, feature_columns, _target_column(h), config)
+        models[h] = train_lightgbm(train, val, feature_columns, _target_column(h), config, binned)
         counter.advance()
     return LightGBMBaseline(models)
 

@@ -221,6 +221,67 @@ def _daily_correlations(frame: pl.DataFrame, by: Sequence[str]) -> pl.LazyFrame:
     )
 
 
+class MeanDailyRankIC:
+    """``ic_summary(...)["rank_ic"]`` of many prediction vectors against one fixed target.
+
+    For scoring every boosting round: the same definition as ``_daily_correlations`` (average
+    ranks for ties, dates with fewer than ``MIN_IC_STOCKS`` valid rows or a constant target
+    left out, a constant-prediction date scored 0), computed with NumPy on the rows as given,
+    without building a frame per call. The target's ranks are computed once; a prediction
+    vector with a non-finite value on a row of known target drops that row and re-ranks.
+    """
+
+    def __init__(self, dates: np.ndarray, target: np.ndarray) -> None:
+        target = np.asarray(target, dtype=np.float64)
+        if np.shape(dates) != target.shape:
+            raise ValueError(f"{np.size(dates)} dates for {target.size} targets")
+        self._size = target.size
+        self._known = np.isfinite(target)
+        self._dates = np.unique(np.asarray(dates)[self._known], return_inverse=True)[1].reshape(-1)
+        self._target = target[self._known]
+        self._target_stats = _centered_ranks(self._target, self._dates)
+
+    def __call__(self, prediction: np.ndarray) -> float | None:
+        prediction = np.asarray(prediction, dtype=np.float64)
+        if prediction.shape != (self._size,):
+            raise ValueError(f"{prediction.size} predictions for {self._size} targets")
+        prediction = prediction[self._known]
+        finite = np.isfinite(prediction)
+        if finite.all():
+            dates, (yc, syy, count) = self._dates, self._target_stats
+        else:
+            dates = np.unique(self._dates[finite], return_inverse=True)[1].reshape(-1)
+            prediction = prediction[finite]
+            yc, syy, count = _centered_ranks(self._target[finite], dates)
+        if dates.size == 0:
+            return None
+        xc, sxx, _ = _centered_ranks(prediction, dates)
+        sxy = np.bincount(dates, xc * yc)
+        scored = (count >= MIN_IC_STOCKS) & (syy > 0)
+        if not scored.any():
+            return None
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rho = np.where(sxx > 0, sxy / np.sqrt(sxx * syy), 0.0)
+        return float(rho[scored].mean())
+
+
+def _centered_ranks(values: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ranks within each group (ties at their average rank) minus their group's mean, the
+    per-group sums of their squares, and the group sizes."""
+    order = np.argsort(values, kind="stable")
+    order = order[np.argsort(groups[order], kind="stable")]
+    ordered, ordered_groups = values[order], groups[order]
+    starts_run = np.ones(values.size, dtype=bool)
+    starts_run[1:] = (ordered[1:] != ordered[:-1]) | (ordered_groups[1:] != ordered_groups[:-1])
+    run = np.cumsum(starts_run) - 1
+    position = np.arange(values.size, dtype=np.float64)  # a per-group offset cancels below
+    ranks = np.empty(values.size)
+    ranks[order] = (np.bincount(run, position) / np.bincount(run))[run]
+    count = np.bincount(groups).astype(np.float64)
+    centered = ranks - (np.bincount(groups, ranks) / count)[groups]
+    return centered, np.bincount(groups, centered * centered), count
+
+
 def _split_dates(frame: pl.DataFrame, by: Sequence[str]) -> pl.LazyFrame:
     """``split keys…, n_split_dates``: dates with a measurable target in each split/horizon.
 

@@ -106,6 +106,27 @@ def test_ic_summary_means_and_icir_by_hand(messy: pl.DataFrame) -> None:
     assert summary["rank_icir"] == pytest.approx(rank_ic.mean() / rank_ic.std(ddof=1), abs=1e-10)
 
 
+def test_mean_daily_rank_ic_equals_scipy_and_ic_summary_in_any_row_order(messy: pl.DataFrame) -> None:
+    expected = np.mean(list(_scipy_daily(messy, stats.spearmanr).values()))
+    shuffled = messy.sample(fraction=1.0, shuffle=True, seed=3)
+    score = metrics.MeanDailyRankIC(
+        shuffled["date"].to_numpy(), shuffled["target"].cast(pl.Float64).to_numpy()
+    )
+    got = score(shuffled["prediction"].cast(pl.Float64).to_numpy())
+    assert got == pytest.approx(expected, abs=1e-12)
+    assert got == pytest.approx(metrics.ic_summary(messy)["rank_ic"], abs=1e-12)
+    # Another prediction vector against the same target: the object holds no state per call.
+    reversed_prediction = -shuffled["prediction"].cast(pl.Float64).to_numpy()
+    assert score(reversed_prediction) == pytest.approx(-expected, abs=1e-12)
+    # Every prediction finite (the cached-target path; the ones above drop rows and re-rank).
+    filled = shuffled.with_columns(pl.col("prediction").fill_null(2.0))
+    assert score(filled["prediction"].cast(pl.Float64).to_numpy()) == pytest.approx(
+        metrics.ic_summary(filled)["rank_ic"], abs=1e-12
+    )
+    with pytest.raises(ValueError, match="predictions for"):
+        score(np.zeros(3))
+
+
 def test_per_date_mean_differs_from_pooled_correlation() -> None:
     # Within each date the ranking is exactly backwards, but the second date's levels are
     # higher on both sides: pooled across dates the correlation looks strongly positive.
