@@ -1,10 +1,10 @@
-"""Run one benchmark: ``python -m bench {features,graph,training,demo,honest_eval,quality,stages}`` (see BENCHMARKS.md)."""
+"""Run one benchmark: ``python -m bench {features,graph,training,demo,honest_eval,quality,stages,nightly}`` (see BENCHMARKS.md)."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import demo, features, graph, honest_eval, quality, stages, training
+from bench import demo, features, graph, honest_eval, nightly, quality, stages, training
 
 BENCHMARKS = {
     "features": features.main,
@@ -14,6 +14,7 @@ BENCHMARKS = {
     "honest_eval": honest_eval.main,
     "quality": quality.main,
     "stages": stages.main,
+    "nightly": nightly.main,
 }
 
 
