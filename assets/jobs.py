@@ -30,6 +30,7 @@ from atft_pipeline.stages.features import TARGET_REACH
 from atft_pipeline.stages.scope import PipelineScope
 
 NIGHTLY_JOB = "nightly_update"
+NIGHTLY_SCHEDULE = "nightly_update_schedule"
 OPTIONS_JOB = "options_morning_update"
 RAW_HISTORY_JOB = "raw_history"
 DATASET_JOB = "dataset_build"
@@ -120,7 +121,7 @@ def _tokyo_schedule(name: str, job, cron: str):
 def build_schedules(jobs_by_name: dict):
     schedules = []
 
-    @_tokyo_schedule("nightly_update_schedule", jobs_by_name[NIGHTLY_JOB], "30 19 * * 1-5")
+    @_tokyo_schedule(NIGHTLY_SCHEDULE, jobs_by_name[NIGHTLY_JOB], "30 19 * * 1-5")
     def nightly_update_schedule(context: ScheduleEvaluationContext):
         partition = tonight_partition(context.scheduled_execution_time)
         if partition is None:

@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-NIGHTLY_SCHEDULE = "nightly_update_schedule"
 BUDGET_S = 60.0
 
 
@@ -36,6 +35,7 @@ def _simulate(home: Path, config_file: Path, first_night: dt.date, nights: int, 
 
     from assets.definitions import build_definitions
     from assets.instance import configure_dagster_process, ensure_dagster_home
+    from assets.jobs import NIGHTLY_SCHEDULE
     from assets.runner import StageLog
     from assets.simulate import NightlySimulator, SimulationResult, simulate_nights
     from atft_pipeline.config import dump_config, load_config
