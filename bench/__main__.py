@@ -1,10 +1,11 @@
-"""Run one benchmark: ``python -m bench {features,graph,training,demo,honest_eval,quality,stages,nightly}`` (see BENCHMARKS.md)."""
+"""Run one benchmark: ``python -m bench NAME [options]``; NAME is a key of ``BENCHMARKS``
+(see BENCHMARKS.md)."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import demo, features, graph, honest_eval, nightly, quality, stages, training
+from bench import demo, features, graph, honest_eval, nightly, peer_graph, quality, stages, training
 
 BENCHMARKS = {
     "features": features.main,
@@ -15,6 +16,7 @@ BENCHMARKS = {
     "quality": quality.main,
     "stages": stages.main,
     "nightly": nightly.main,
+    "peer_graph": peer_graph.main,
 }
 
 
