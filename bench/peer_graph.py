@@ -33,16 +33,28 @@ def _adjusted_returns(bars: pl.DataFrame, codes: list[str]) -> np.ndarray:
 
 def main(argv: list[str]) -> int:
     from atft_pipeline.features.graph_builder import build_correlation_graph
+    from atft_pipeline.model.config import ModelConfig
     from atft_pipeline.sandbox.market.config import MarketConfig
     from atft_pipeline.sandbox.market.generate import generate_market
+    from atft_pipeline.training.panel import graph_config
 
     parser = argparse.ArgumentParser(prog="python -m bench peer_graph")
     parser.add_argument("--stocks", type=int, default=300)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--window", type=int, default=60)
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--threshold", type=float, default=0.3)
+    # the model's own graph settings and its min_obs rule (training.panel.graph_config)
+    fields = ModelConfig.model_fields
+    parser.add_argument("--window", type=int, default=fields["graph_window"].default)
+    parser.add_argument("--k", type=int, default=fields["graph_k"].default)
+    parser.add_argument("--threshold", type=float, default=fields["graph_threshold"].default)
     args = parser.parse_args(argv)
+    settings = graph_config(
+        ModelConfig(
+            n_features=1,
+            graph_window=args.window,
+            graph_k=args.k,
+            graph_threshold=args.threshold,
+        )
+    )
 
     market = generate_market(MarketConfig(n_stocks=args.stocks, seed=args.seed))
     universe = market.hidden.universe
@@ -54,16 +66,16 @@ def main(argv: list[str]) -> int:
     same_sector = universe.sector[stock] == universe.sector[peer]
     print(
         f"{n} stocks, {len(peer)} hidden (stock, peer) pairs ({same_sector.mean():.0%} same "
-        f"sector); graph: window {args.window}, k {args.k}, |rho| >= {args.threshold}"
+        f"sector); graph: {settings}"
     )
     header = ("session", "edges", "degree", "recall", "same", "cross", "random")
     print(" ".join(f"{h:>7}" for h in header))
-    for end in np.linspace(args.window + 1, len(returns), 5).astype(int):
+    for end in np.linspace(settings.window + 1, len(returns), 5).astype(int):
         graph = build_correlation_graph(
-            returns[end - args.window : end],
-            k=args.k,
-            threshold=args.threshold,
-            min_obs=min(40, args.window),
+            returns[end - settings.window : end],
+            k=settings.k,
+            threshold=settings.threshold,
+            min_obs=settings.min_obs,
         )
         adjacency = np.zeros((n, n), dtype=bool)
         adjacency[graph.edge_index[0], graph.edge_index[1]] = True
