@@ -36,7 +36,6 @@ from atft_pipeline.evaluation.metrics import (
     QUANTILE_COLUMNS,
     QUANTILE_LEVELS,
     MeanDailyRankIC,
-    ic_summary,
 )
 from atft_pipeline.features.catalog import HORIZONS
 from atft_pipeline.progress import Counter
@@ -480,11 +479,13 @@ def _fit_ridge(
     x, x_val = x[known], x_val[known_val]
     y = normal_scores(train.filter(known), target)
     gram, moment = x.T @ x, x.T @ y
-    scored = val.filter(known_val).select("date", pl.col(target).alias("target"))
+    scored = val.filter(known_val)
+    # the mean per-date RankIC of ic_summary, with the target's ranks computed once
+    val_rank_ic = MeanDailyRankIC(scored["date"].to_numpy(), scored[target].to_numpy())
     best: tuple[float, float, np.ndarray] | None = None
     for alpha in config.alphas:
         beta = np.linalg.solve(gram + alpha * np.eye(len(feature_columns)), moment)
-        rank_ic = ic_summary(scored.with_columns(prediction=pl.Series(x_val @ beta)))["rank_ic"]
+        rank_ic = val_rank_ic(x_val @ beta)
         rank_ic = float("-inf") if rank_ic is None else rank_ic
         if best is None or rank_ic > best[1]:
             best = (alpha, rank_ic, beta)

@@ -112,6 +112,9 @@ def test_ridge_learns_the_stock_signal_and_picks_its_penalty_on_val(windows):
     assert predictions.height == 2 * (val.height + test.height)
     test_1d = predictions.filter((pl.col("split") == "test") & (pl.col("horizon") == 1))
     assert metrics.ic_summary(test_1d)["rank_ic"] > 0.1
+    # the selection score is the report's mean per-date RankIC of the chosen fit on val
+    val_1d = predictions.filter((pl.col("split") == "val") & (pl.col("horizon") == 1))
+    assert model.val_rank_ic == pytest.approx(metrics.ic_summary(val_1d)["rank_ic"], rel=1e-9)
     assert prediction_health(predictions).passed
     with pytest.raises(ValueError, match="alphas must be > 0"):
         baselines.RidgeConfig(alphas=(0.0,))
