@@ -22,6 +22,7 @@ class QualityRunConfig(Config):
     end: str = "2023-06-30"
     n_folds: int = 3
     seeds: list[int] = [0, 1, 2]
+    ablation: str = "staged"  # or "equal_budget"; QualityBenchConfig validates it
     atft: bool = True
 
 
@@ -39,7 +40,7 @@ def build_quality_job(scope: PipelineScope):
         bench = QualityBenchConfig(
             n_stocks=config.n_stocks, start=dt.date.fromisoformat(config.start),
             end=dt.date.fromisoformat(config.end), n_folds=config.n_folds,
-            seeds=tuple(config.seeds), atft=config.atft,
+            seeds=tuple(config.seeds), atft=config.atft, ablation=config.ablation,
         )
         out = scope.settings.home.resolve() / "reports" / "quality" / context.run_id[:8]
         result = run_quality_benchmark(bench, scope.config, out / "runs", progress=context.log.info)

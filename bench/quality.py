@@ -1,7 +1,8 @@
 """Model quality on a sandbox market: ``python -m bench quality`` (see BENCHMARKS.md).
 
 Walk-forward folds of one synthetic market; oracle, rule, ridge, LightGBM and the
-ATFT-GAT-FAN ablations (after each training phase) with the training configuration of
+ATFT-GAT-FAN ablations (after each training phase, or with ``--ablation equal_budget`` each
+architecture trained from scratch for the same epochs) with the training configuration of
 ``--config`` (the demo's by default), several seeds. Prints the Markdown tables and writes
 them (and the per-fold / per-signal tables as Parquet) to ``--out``; with
 ``--tracking-uri`` (or ``MLFLOW_TRACKING_URI``) also logs one MLflow run. The default scale
@@ -41,6 +42,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(defaults.seeds))
     parser.add_argument("--families", nargs="*", default=None, help="feature families (default: all)")
     parser.add_argument("--no-atft", action="store_true", help="baselines only")
+    parser.add_argument("--ablation", choices=["staged", "equal_budget"], default=defaults.ablation)
     parser.add_argument("--config", type=Path, default=Path("configs/demo.yaml"))
     parser.add_argument("--out", type=Path, default=Path("quality_report"))
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
@@ -50,6 +52,7 @@ def main(argv: list[str]) -> int:
         n_folds=args.folds, train_days=args.train_days, val_days=args.val_days,
         test_days=args.test_days, seeds=tuple(args.seeds),
         families=tuple(args.families) if args.families else None, atft=not args.no_atft,
+        ablation=args.ablation,
     )
     config = load_config(args.config)
     wall = time.perf_counter()

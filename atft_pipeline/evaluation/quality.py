@@ -28,6 +28,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
@@ -43,9 +44,16 @@ from atft_pipeline.features.catalog import META_COLUMNS, TARGET_COLUMNS
 from atft_pipeline.features.registry import compute_family, default_catalog
 from atft_pipeline.sandbox.market.signals import SIGNALS
 
+if TYPE_CHECKING:  # torch loads with the training package: only where a model is trained
+    from atft_pipeline.training.config import TrainingConfig
+
 log = logging.getLogger(__name__)
 
 ATFT_ABLATIONS = {"baseline": "atft_temporal", "fan": "atft_fan", "gat": "atft_gat", "finetune": "atft_full"}
+# The staged ablation credits each phase's gain to its component, but each phase also adds
+# epochs; the equal-budget one separates the two (its ``atft_gat`` is the whole architecture).
+AblationMode = Literal["staged", "equal_budget"]
+EQUAL_BUDGET_VARIANTS = ("baseline", "fan", "gat")
 REPORTED = ("rank_ic", "rank_ic_se", "rank_icir", "sharpe_gross", "sharpe_net")
 
 
@@ -67,6 +75,14 @@ class QualityBenchConfig(BaseModel):
     horizons: tuple[int, ...] = (1, 5)
     families: tuple[str, ...] | None = Field(None, description="feature families (None: all)")
     atft: bool = Field(True, description="train ATFT-GAT-FAN (off: baselines only)")
+    ablation: AblationMode = Field(
+        "staged",
+        description=(
+            "staged: one run per seed through the configured phases, scored after each; "
+            "equal_budget: each architecture (temporal, + FAN, + FAN + GAT) trained from scratch "
+            "with the same epochs and learning rate"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -145,12 +161,28 @@ def _contract(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def equal_budget_schedules(training: TrainingConfig) -> dict[str, TrainingConfig]:
+    """One single-phase schedule per architecture: the configured schedule's total epochs at
+    its first phase's settings (learning rate, warm-up, clipping), so the variants differ in
+    their path alone."""
+    first = training.phases[0]
+    return {
+        variant: training.model_copy(
+            update={
+                "phases": (first.model_copy(update={"name": variant, "epochs": training.total_epochs}),)
+            }
+        )
+        for variant in EQUAL_BUDGET_VARIANTS
+    }
+
+
 def atft_predictions(
     dataset: pl.DataFrame, splits: SplitConfig, config: PipelineConfig, seed: int, run_dir: Path,
-    horizons: Sequence[int],
+    horizons: Sequence[int], ablation: AblationMode = "staged",
 ) -> pl.DataFrame:
-    """Train ATFT-GAT-FAN once (all phases) and predict val + test with each phase's best
-    checkpoint; model names ``ATFT_ABLATIONS``."""
+    """Train ATFT-GAT-FAN and predict val + test with the best checkpoint of each ablation
+    step (model names ``ATFT_ABLATIONS``): ``staged`` trains once through every phase,
+    ``equal_budget`` once per architecture (``equal_budget_schedules``)."""
     from atft_pipeline.training import JsonTracker, Panel, load_model, predict, train
     from atft_pipeline.training.checkpoint import best_name
 
@@ -164,17 +196,20 @@ def atft_predictions(
         dataset, stats, model_config, return_column=config.training.graph_return_column,
         span=(splits.train.start, splits.test.end),
     )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    train(panel, splits, model_config, training_config, run_dir, JsonTracker(run_dir / "metrics.jsonl"))
+    if ablation == "staged":
+        runs = {run_dir: training_config}
+    else:
+        runs = {run_dir / v: c for v, c in equal_budget_schedules(training_config).items()}
     parts = []
-    for phase, name in ATFT_ABLATIONS.items():
-        path = run_dir / best_name(phase)
-        if not path.exists():
-            continue
-        model, _ = load_model(path, panel.device)
-        for split in ("val", "test"):
-            window = getattr(splits, split)
-            parts.append(predict(model, panel, panel.date_indices(window.start, window.end), split, name))
+    for directory, schedule in runs.items():
+        directory.mkdir(parents=True, exist_ok=True)
+        train(panel, splits, model_config, schedule, directory, JsonTracker(directory / "metrics.jsonl"))
+        for phase in (p.name for p in schedule.phases):
+            model, _ = load_model(directory / best_name(phase), panel.device)
+            for split in ("val", "test"):
+                window = getattr(splits, split)
+                dates = panel.date_indices(window.start, window.end)
+                parts.append(predict(model, panel, dates, split, ATFT_ABLATIONS[phase]))
     predictions = pl.concat(parts).filter(pl.col("horizon").is_in(list(horizons)))
     return _contract(predictions)
 
@@ -253,7 +288,10 @@ def run_quality_benchmark(
         seeded = []
         for seed in bench.seeds if bench.atft else ():
             t = time.perf_counter()
-            frame = atft_predictions(dataset, splits, config, seed, work_dir / f"fold{k}" / f"seed{seed}", bench.horizons)
+            frame = atft_predictions(
+                dataset, splits, config, seed, work_dir / f"fold{k}" / f"seed{seed}", bench.horizons,
+                bench.ablation,
+            )
             seeded.append(frame.with_columns(pl.lit(seed, pl.Int64).alias("seed")))
             seconds[f"fold{k}_atft_seed{seed}"] = time.perf_counter() - t
             progress(f"fold {k}: ATFT seed {seed} {seconds[f'fold{k}_atft_seed{seed}']:.0f}s")
@@ -312,7 +350,8 @@ def render_markdown(result: QualityResult, bench: QualityBenchConfig) -> str:
     lines = [
         f"Sandbox market: {bench.n_stocks} stocks, {bench.start} → {bench.end} (seed {bench.market_seed}); "
         f"{bench.n_folds} walk-forward folds of {bench.train_days} train / {bench.val_days} val / "
-        f"{bench.test_days} test sessions; ATFT seeds {list(bench.seeds)}. Test split; SE Newey–West.",
+        f"{bench.test_days} test sessions; ATFT seeds {list(bench.seeds)}, {bench.ablation} ablation. "
+        "Test split; SE Newey–West.",
         "",
         "| model | h | RankIC ± SE (mean of folds) | RankICIR | Sharpe gross / net | share of oracle | folds above every baseline |",
         "|---|---:|---:|---:|---:|---:|---:|",

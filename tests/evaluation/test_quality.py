@@ -62,3 +62,18 @@ def test_baseline_benchmark_tables(tmp_path):
     assert set(result.summary["folds"]) == {2}
     markdown = render_markdown(result, bench)
     assert "| oracle | 1 |" in markdown and "reversal" in markdown
+
+
+def test_equal_budget_schedules_differ_only_in_the_path():
+    from atft_pipeline.evaluation.quality import equal_budget_schedules
+    from atft_pipeline.training.config import TrainingConfig
+
+    staged = TrainingConfig.demo(seed=5)  # four phases of one epoch at different rates
+    schedules = equal_budget_schedules(staged)
+    assert list(schedules) == ["baseline", "fan", "gat"]
+    first = staged.phases[0]
+    for variant, schedule in schedules.items():
+        (phase,) = schedule.phases
+        assert phase.name == variant and phase.epochs == staged.total_epochs == 4
+        assert phase.model_dump(exclude={"name", "epochs"}) == first.model_dump(exclude={"name", "epochs"})
+        assert schedule.model_dump(exclude={"phases"}) == staged.model_dump(exclude={"phases"})
