@@ -62,7 +62,8 @@ def _labelled_rows(
     )
     return (
         rows.sort("Date")
-        .join_asof(master, on="Date", by="Code", strategy="backward")
+        # both sides sorted by Date just above; polars cannot verify it within by-groups
+        .join_asof(master, on="Date", by="Code", strategy="backward", check_sortedness=False)
         .with_columns(
             pl.when(pl.col("_master").is_null())
             .then(pl.lit(NO_MASTER_ROW))

@@ -75,6 +75,7 @@ def compute_targets(
                 right_on="_last_i",
                 by="code",
                 strategy="backward",
+                check_sortedness=False,  # both sides sorted by the key above
             )
             .select(
                 "code",
