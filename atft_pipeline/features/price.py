@@ -39,12 +39,6 @@ from atft_pipeline.features.market import SESSION, session_index
 SOURCES = ("raw_daily_quotes",)
 
 RETURN_HORIZONS = (1, 2, 3, 5, 10, 20, 60, 120, 250)
-# Momentum windows (bars, skipped bars): the log return over `bars` bars that ends `skipped`
-# bars ago. Skipping the latest bars separates intermediate-term momentum from short-term
-# reversal, which a plain 60- or 250-bar return mixes (60 bars ending 5 ago; the "12-1 month"
-# 230 bars ending 20 ago). Each is a difference of two of the returns above, but as a column
-# of its own it survives the per-date rank transform intact.
-MOMENTUM_WINDOWS = ((60, 5), (230, 20))
 AGE_CAP = 250  # trading days; the family's lookback covers it, so a capped age is exact
 # Sessions a bar window may span beyond its bars (halts, days missing from the feed) and
 # still have a value: a window reaching further back than the family's lookback is null.
@@ -127,14 +121,6 @@ _SPECS: tuple[FeatureSpec, ...] = (
     *(
         FeatureSpec(f"logret_{h}d", f"log return of the adjusted close over {h} traded bars", h)
         for h in RETURN_HORIZONS
-    ),
-    *(
-        FeatureSpec(
-            f"logret_{h}d_skip{k}",
-            f"log return of the adjusted close over the {h} traded bars ending {k} bars ago",
-            h + k,
-        )
-        for h, k in MOMENTUM_WINDOWS
     ),
     FeatureSpec("ret_1d", "simple return of the adjusted close over 1 traded bar", 1),
     FeatureSpec("ret_5d", "simple return of the adjusted close over 5 traded bars", 5),
@@ -223,10 +209,6 @@ def _series_features() -> list[pl.Expr]:
     high_60, low_60 = high.rolling_max(60), low.rolling_min(60)
     return [
         *(log_ratio(close, close.shift(h)).alias(f"logret_{h}d") for h in RETURN_HORIZONS),
-        *(
-            log_ratio(close.shift(k), close.shift(h + k)).alias(f"logret_{h}d_skip{k}")
-            for h, k in MOMENTUM_WINDOWS
-        ),
         ret_1d.alias("ret_1d"),
         (close / close.shift(5) - 1.0).alias("ret_5d"),
         (open_ / prev_close - 1.0).alias("gap_overnight"),

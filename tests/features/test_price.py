@@ -45,9 +45,6 @@ def series_reference(s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     mean = np.mean
     ref = {f"logret_{k}d": np.log(c / lag(c, k)) for k in price.RETURN_HORIZONS}
     ref |= {
-        f"logret_{h}d_skip{k}": np.log(lag(c, k) / lag(c, h + k)) for h, k in price.MOMENTUM_WINDOWS
-    }
-    ref |= {
         "ret_1d": ret,
         "ret_5d": c / lag(c, 5) - 1.0,
         "gap_overnight": o / prev - 1.0,
