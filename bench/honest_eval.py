@@ -7,6 +7,11 @@ setup, and with ``--legacy`` also the former raw-return setup) and ridge on
 train 2015-06 → 2017-05, selects on val 2017-06 → 2017-12, and prints per model, split and
 horizon: the health section (coverage, constant-prediction dates, stocks per date) and the
 metrics with standard errors, as the evaluation report writes them (``--out``).
+
+``--atft`` also trains ATFT-GAT-FAN (the model and training configuration of ``--config``, one
+run per ``--seeds`` entry) on the same train / val windows and adds its rows after each
+training phase (``atft_temporal`` … ``atft_full``, as in ``bench quality``); with several seeds
+each seed is its own model name (``atft_full_s0`` …), so the spread between seeds is visible.
 """
 
 from __future__ import annotations
@@ -18,11 +23,15 @@ from pathlib import Path
 
 import polars as pl
 
+from atft_pipeline.config import load_config
 from atft_pipeline.dataset.assemble import assemble_dataset, build_meta
 from atft_pipeline.dataset.raw_frames import raw_frames_from_tables
+from atft_pipeline.dataset.splits import DateWindow, SplitConfig
 from atft_pipeline.dataset.targets import compute_targets
 from atft_pipeline.evaluation import baselines
 from atft_pipeline.evaluation.health import prediction_health
+from atft_pipeline.evaluation.metrics import PREDICTION_COLUMNS, QUANTILE_COLUMNS
+from atft_pipeline.evaluation.quality import atft_predictions
 from atft_pipeline.evaluation.report import build_report
 from atft_pipeline.features.catalog import META_COLUMNS, TARGET_COLUMNS
 from atft_pipeline.features.registry import compute_family, default_catalog
@@ -57,6 +66,23 @@ def build_dataset(replay: Path) -> pl.DataFrame:
     return assemble_dataset(meta, families, targets, catalog, list(families))
 
 
+def atft_rows(dataset: pl.DataFrame, config_path: Path, seeds: list[int], run_dir: Path) -> list[pl.DataFrame]:
+    """ATFT-GAT-FAN's val / test predictions per training phase and seed, on ``WINDOWS``."""
+    config = load_config(config_path)
+    splits = SplitConfig(**{name: DateWindow(start=a, end=b) for name, (a, b) in WINDOWS.items()})
+    rows = []
+    for seed in seeds:
+        t = time.perf_counter()
+        frame = atft_predictions(dataset, splits, config, seed, run_dir / f"seed{seed}", (1, 5, 10, 20))
+        if len(seeds) > 1:
+            frame = frame.with_columns(pl.col("model") + f"_s{seed}")
+        # the report's contract: ATFT's quantile heads are not scored here
+        quantiles = {q: pl.lit(None, pl.Float64) for q in QUANTILE_COLUMNS}
+        rows.append(frame.with_columns(**quantiles).select(PREDICTION_COLUMNS))
+        print(f"ATFT-GAT-FAN seed {seed}: {time.perf_counter() - t:.0f}s", flush=True)
+    return rows
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench honest_eval")
     parser.add_argument("--replay", type=Path, default=Path("../shared/realdata/tse_2013_2018"))
@@ -65,6 +91,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--legacy", action="store_true", help="also fit the former LightGBM setup")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("honest_eval_report"), help="report folder")
+    parser.add_argument("--atft", action="store_true", help="also train and score ATFT-GAT-FAN")
+    parser.add_argument("--config", type=Path, default=Path("configs/demo.yaml"), help="for --atft")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="for --atft")
     args = parser.parse_args(argv)
     if args.cache is not None and args.cache.exists():
         dataset = pl.read_parquet(args.cache)
@@ -100,6 +129,8 @@ def main(argv: list[str]) -> int:
     print(f"ridge: {time.perf_counter() - t:.0f}s", flush=True)
     for split in ("val", "test"):
         predictions.append(baselines.momentum_reversal_rule(part[split], split=split))
+    if args.atft:
+        predictions.extend(atft_rows(dataset, args.config, args.seeds, args.out / "atft"))
     frame = pl.concat(predictions)
     report = build_report(frame, args.out, "Baselines on the real replay (tse_2013_2018)")
     markdown = report.markdown
