@@ -27,21 +27,25 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def test_definitions_load_fast_without_heavy_imports(tmp_path):
+# Loaded by the code server, the webserver's reloads and every run worker: what only training,
+# tracking or tuning needs is imported inside those steps. No wall-clock bound: the load took
+# 12 s on a 2-core machine at load average 8 and a few seconds idle, so a bound only tests the
+# machine.
+HEAVY_MODULES = ("torch", "mlflow", "lightgbm", "optuna", "sklearn")
+
+
+def test_definitions_load_without_heavy_imports(tmp_path):
     code = (
-        "import time, sys, json; t = time.perf_counter(); "
+        "import sys, json; "
         "from assets.definitions import defs; "
         "defs.get_repository_def().get_all_jobs(); "
-        "print(json.dumps({'seconds': time.perf_counter() - t, "
-        "'torch': 'torch' in sys.modules, 'mlflow': 'mlflow' in sys.modules}))"
+        f"print(json.dumps([m for m in {HEAVY_MODULES!r} if m in sys.modules]))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
         env=_env(ATFT_HOME=str(tmp_path)), check=True,
     )
-    report = json.loads(out.stdout.strip().splitlines()[-1])
-    assert report["seconds"] < 10, report
-    assert not report["torch"] and not report["mlflow"], report
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
 @pytest.mark.slow
