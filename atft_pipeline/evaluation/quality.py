@@ -205,7 +205,11 @@ def atft_predictions(
         directory.mkdir(parents=True, exist_ok=True)
         train(panel, splits, model_config, schedule, directory, JsonTracker(directory / "metrics.jsonl"))
         for phase in (p.name for p in schedule.phases):
-            model, _ = load_model(directory / best_name(phase), panel.device)
+            path = directory / best_name(phase)
+            if not path.exists():  # the phase never had a defined validation RankIC
+                log.warning("%s: no best checkpoint of phase %s; its row is left out", directory, phase)
+                continue
+            model, _ = load_model(path, panel.device)
             for split in ("val", "test"):
                 window = getattr(splits, split)
                 dates = panel.date_indices(window.start, window.end)
