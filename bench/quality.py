@@ -18,9 +18,11 @@ import os
 import resource
 import time
 from pathlib import Path
+from typing import get_args
 
 from atft_pipeline.config import load_config
 from atft_pipeline.evaluation.quality import (
+    AblationMode,
     QualityBenchConfig,
     log_to_mlflow,
     render_markdown,
@@ -42,7 +44,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(defaults.seeds))
     parser.add_argument("--families", nargs="*", default=None, help="feature families (default: all)")
     parser.add_argument("--no-atft", action="store_true", help="baselines only")
-    parser.add_argument("--ablation", choices=["staged", "equal_budget"], default=defaults.ablation)
+    parser.add_argument("--ablation", choices=get_args(AblationMode), default=defaults.ablation)
     parser.add_argument("--config", type=Path, default=Path("configs/demo.yaml"))
     parser.add_argument("--out", type=Path, default=Path("quality_report"))
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))

@@ -200,6 +200,10 @@ def atft_predictions(
         runs = {run_dir: training_config}
     else:
         runs = {run_dir / v: c for v, c in equal_budget_schedules(training_config).items()}
+    windows = {
+        split: panel.date_indices(getattr(splits, split).start, getattr(splits, split).end)
+        for split in ("val", "test")
+    }
     parts = []
     for directory, schedule in runs.items():
         directory.mkdir(parents=True, exist_ok=True)
@@ -210,9 +214,7 @@ def atft_predictions(
                 log.warning("%s: no best checkpoint of phase %s; its row is left out", directory, phase)
                 continue
             model, _ = load_model(path, panel.device)
-            for split in ("val", "test"):
-                window = getattr(splits, split)
-                dates = panel.date_indices(window.start, window.end)
+            for split, dates in windows.items():
                 parts.append(predict(model, panel, dates, split, ATFT_ABLATIONS[phase]))
     predictions = pl.concat(parts).filter(pl.col("horizon").is_in(list(horizons)))
     return _contract(predictions)
