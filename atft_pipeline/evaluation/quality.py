@@ -11,7 +11,10 @@ rows, targets and normalization statistics (train window only):
 * ``atft_temporal``, ``atft_fan``, ``atft_gat``, ``atft_full``: ATFT-GAT-FAN after each
   training phase (baseline → +FAN → +GAT → fine-tune; each phase starts from the previous
   phase's best weights), one training run per seed, the training configuration of the
-  pipeline config (the demo's budget by default).
+  pipeline config (the demo's budget by default);
+* ``atft_ensemble`` (with two or more seeds): the seeds' ``atft_full`` predictions averaged,
+  each z-scored per date first, as one model (what training several seeds and averaging
+  their forecasts would deliver).
 
 Reported per model, fold, horizon (test split): RankIC ± Newey–West SE, RankICIR, decile
 long-short Sharpe gross / net, share of the oracle's RankIC, and per planted signal the mean
@@ -54,6 +57,7 @@ ATFT_ABLATIONS = {"baseline": "atft_temporal", "fan": "atft_fan", "gat": "atft_g
 # epochs; the equal-budget one separates the two (its ``atft_gat`` is the whole architecture).
 AblationMode = Literal["staged", "equal_budget"]
 EQUAL_BUDGET_VARIANTS = ("baseline", "fan", "gat")
+ENSEMBLE_MODEL, ENSEMBLED_MODEL = "atft_ensemble", "atft_full"
 REPORTED = ("rank_ic", "rank_ic_se", "rank_icir", "sharpe_gross", "sharpe_net")
 
 
@@ -220,6 +224,27 @@ def atft_predictions(
     return _contract(predictions)
 
 
+def seed_ensemble(seeded: pl.DataFrame) -> pl.DataFrame:
+    """``atft_ensemble``: per split, date, code and horizon the mean over seeds of each seed's
+    ``atft_full`` prediction z-scored per date (so no seed weighs more for a wider spread).
+    ``seeded`` holds the long predictions of every seed (column ``seed``); a row is kept where
+    every seed predicted it."""
+    by_date = ["seed", "split", "date", "horizon"]
+    full = seeded.filter(pl.col("model") == ENSEMBLED_MODEL)
+    n_seeds = full["seed"].n_unique()
+    z = (pl.col("prediction") - pl.col("prediction").mean().over(by_date)) / pl.col(
+        "prediction"
+    ).std().over(by_date)
+    return _contract(
+        full.with_columns(z.fill_nan(None).alias("prediction"))
+        .group_by("split", "date", "code", "horizon")
+        .agg(pl.col("prediction").mean(), pl.col("target").first(), pl.len().alias("_n"))
+        .filter(pl.col("_n") == n_seeds)
+        .with_columns(pl.lit(ENSEMBLE_MODEL).alias("model"))
+        .sort("split", "date", "horizon", "code")
+    )
+
+
 def _fold_metrics(predictions: pl.DataFrame, cost_bp: float) -> pl.DataFrame:
     keys = ["model", "split", "horizon"]
     return evaluate(predictions.select(*keys, "date", "code", "prediction", "target"), cost_bp=cost_bp).select(
@@ -301,6 +326,8 @@ def run_quality_benchmark(
             seeded.append(frame.with_columns(pl.lit(seed, pl.Int64).alias("seed")))
             seconds[f"fold{k}_atft_seed{seed}"] = time.perf_counter() - t
             progress(f"fold {k}: ATFT seed {seed} {seconds[f'fold{k}_atft_seed{seed}']:.0f}s")
+        if len(seeded) >= 2:
+            predictions.append(seed_ensemble(pl.concat(seeded)))
         base = pl.concat(predictions).with_columns(pl.lit(None, pl.Int64).alias("seed"))
         everything = pl.concat([base, *seeded]) if seeded else base
         everything = everything.filter(pl.col("split") == "test")

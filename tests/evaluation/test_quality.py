@@ -77,3 +77,37 @@ def test_equal_budget_schedules_differ_only_in_the_path():
         assert phase.name == variant and phase.epochs == staged.total_epochs == 4
         assert phase.model_dump(exclude={"name", "epochs"}) == first.model_dump(exclude={"name", "epochs"})
         assert schedule.model_dump(exclude={"phases"}) == staged.model_dump(exclude={"phases"})
+
+
+def test_seed_ensemble_averages_per_date_z_scores_of_the_full_model():
+    from scipy.stats import zscore
+
+    from atft_pipeline.evaluation.quality import seed_ensemble
+
+    rng = np.random.default_rng(0)
+    dates = [dt.date(2023, 1, 4), dt.date(2023, 1, 5)]
+    codes = [f"{1000 + i}" for i in range(6)]
+    rows = []
+    raw = {seed: rng.normal(size=(2, 6)) for seed in (0, 1)}
+    for seed in (0, 1):
+        for d, day in enumerate(dates):
+            for c, code in enumerate(codes):
+                # seed 1's scale and level differ per date: the z-scores take both out
+                value = raw[seed][d, c] * (10.0 if seed else 1.0) + 3.0 * d
+                rows.append((seed, "atft_full", "test", day, code, 1, value, 0.01 * c))
+                rows.append((seed, "atft_fan", "test", day, code, 1, 99.0, 0.01 * c))
+    frame = pl.DataFrame(
+        rows, schema=["seed", "model", "split", "date", "code", "horizon", "prediction", "target"],
+        orient="row",
+    )
+    # a row only one seed predicted is left out
+    only_seed0 = (pl.col("seed") == 1) & (pl.col("code") == "1005") & (pl.col("date") == dates[1])
+    frame = frame.filter(~only_seed0)
+    out = seed_ensemble(frame).sort("date", "code")
+    assert set(out["model"]) == {"atft_ensemble"} and out.height == 11
+    expected = (zscore(raw[0], axis=1, ddof=1) + zscore(raw[1], axis=1, ddof=1)) / 2
+    day0 = out.filter(pl.col("date") == dates[0])
+    np.testing.assert_allclose(day0["prediction"].to_numpy(), expected[0], rtol=1e-12)
+    np.testing.assert_allclose(day0["target"].to_numpy(), 0.01 * np.arange(6))
+    day1 = out.filter(pl.col("date") == dates[1])
+    assert day1["code"].to_list() == codes[:5]
