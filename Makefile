@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast install lint bench clean serve
+.PHONY: demo test test-fast install lint bench clean serve bytecode
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -21,16 +21,23 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# The project's own modules are installed editable, so the install step does not compile them;
+# where PYTHONDONTWRITEBYTECODE is set, every process (each test worker, each Dagster
+# subprocess) would compile them again at import. Python reads __pycache__ either way; compileall
+# only recompiles files changed since the last run.
+bytecode: $(STAMP)
+	$(BIN)/python -m compileall -q -j 0 atft_pipeline assets resources bench tests >/dev/null
+
+demo: $(STAMP) bytecode
 	$(BIN)/atft demo
 
 # Every test, in parallel over the machine's cores (pytest-xdist, see pyproject.toml).
-test: $(STAMP)
+test: $(STAMP) bytecode
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
-# The edit loop: everything but the tests marked slow (whole-graph runs, model training,
-# real-data slices); under a minute on two cores.
-test-fast: $(STAMP)
+# The edit loop: everything but the tests marked slow (Dagster runs, started processes, model
+# training, real-data slices).
+test-fast: $(STAMP) bytecode
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not realdata"
 
 # Code server, webserver and daemon on the Postgres at ATFT_POSTGRES_URL (README "Deploying").

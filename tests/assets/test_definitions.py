@@ -34,6 +34,7 @@ def _env(**extra: str) -> dict[str, str]:
 HEAVY_MODULES = ("torch", "mlflow", "lightgbm", "optuna", "sklearn")
 
 
+@pytest.mark.slow
 def test_definitions_load_without_heavy_imports(tmp_path):
     code = (
         "import sys, json; "

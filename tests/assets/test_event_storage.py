@@ -77,6 +77,7 @@ def _state(instance: DagsterInstance) -> dict:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 @pytest.mark.parametrize("batch", ["10000", "7"])
 def test_batched_events_read_back_exactly_like_dagsters_own(monkeypatch, batch):

@@ -103,6 +103,7 @@ def test_sigterm_stops_the_whole_run_and_finalizes_its_run_state(tmp_path):
     assert not slots
 
 
+@pytest.mark.slow
 def test_failed_stage_skips_its_dependants_and_a_quarantined_partition_is_redone(tmp_path):
     _control(tmp_path, fail=["source"])
     failed = toy_pipeline.run(tmp_path)
@@ -129,6 +130,7 @@ def test_failed_stage_skips_its_dependants_and_a_quarantined_partition_is_redone
     assert store.quarantined("source") == {} and lost_partitions(store, "source", recorded) == []
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_home_is_refused_with_a_clear_message(tmp_path):
     assert CONCURRENCY[0].startswith("a second atft run")
     with open_instance(tmp_path) as instance, home_lock(instance.root_directory):
@@ -138,6 +140,7 @@ def test_a_second_run_on_the_same_home_is_refused_with_a_clear_message(tmp_path)
     assert toy_pipeline.run(tmp_path).success  # released with the holder
 
 
+@pytest.mark.slow
 def test_a_slot_held_by_a_live_run_fails_the_stage_after_a_bounded_wait(tmp_path):
     assert CONCURRENCY[2].startswith("a pool slot held by another live run")
     with open_instance(tmp_path) as instance:
