@@ -702,3 +702,34 @@ def test_validating_many_partitions_at_once_matches_one_by_one():
     bad = validate_raw_partitions("raw_daily_quotes", {DAY: _frame("raw_daily_quotes", bad_rows), PREV: other_day})
     assert [r.passed for r in bad] == [False, True]
     assert bad[0].message == validate_raw("raw_daily_quotes", DAY, _frame("raw_daily_quotes", bad_rows)).message
+
+
+def test_one_bad_day_among_many_is_found_by_halving_and_reported_as_alone(monkeypatch):
+    from atft_pipeline.calendar import trading_days
+    from atft_pipeline.validation import result as validation_result
+
+    days = trading_days(dt.date(2024, 4, 1), dt.date(2024, 5, 31))[:32]
+    good = _frame("raw_daily_quotes", _rows("raw_daily_quotes"))
+    frames = {d: good.with_columns(pl.lit(d).alias("Date")) for d in days}
+    bad_rows = _rows("raw_daily_quotes")
+    bad_rows[0]["H"] = 1.0  # below the low: a blocking row failure on one day
+    bad_day = days[21]
+    bad = _frame("raw_daily_quotes", bad_rows).with_columns(pl.lit(bad_day).alias("Date"))
+    frames[bad_day] = bad
+    one_by_one = [validate_raw("raw_daily_quotes", d, f) for d, f in frames.items()]
+
+    calls = []
+    original = validation_result.validate_raw
+
+    def counted(*args, **kwargs):
+        calls.append(args[1])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(validation_result, "validate_raw", counted)
+    batch = validation_result.validate_raw_partitions("raw_daily_quotes", frames)
+    assert [r.partition for r in batch] == days
+    assert [r.passed for r in batch] == [d != bad_day for d in days]
+    assert [r.message for r in batch] == [r.message for r in one_by_one]
+    # halving a 32-day batch: one pass of all 32 days, then two per level (16, 8, 4, 2 days),
+    # then the bad day and its neighbour on their own: 11 passes where one by one took 32
+    assert calls.count(None) == 9 and [c for c in calls if c is not None] == [days[20], bad_day]
