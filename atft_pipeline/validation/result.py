@@ -241,20 +241,22 @@ def validate_raw_partitions(
     """
     if not frames:
         return []
+    one_schema = len({tuple(f.schema.items()) for f in frames.values()}) == 1
+    repeated_within = any(f.height and f.is_duplicated().any() for f in frames.values())
+    if not one_schema or repeated_within:
+        # one day's wrong columns or repeated rows: concatenating would fail or hide them
+        return [validate_raw(asset, day, frame, plan) for day, frame in frames.items()]
     return _validate_batch(asset, raw_asset_spec(asset), list(frames.items()), plan)
 
 
 def _validate_batch(
     asset: str, spec: RawAssetSpec, items: list[tuple[dt.date, pl.DataFrame]], plan: Plan
 ) -> list[RawValidationResult]:
+    """``items`` share one schema and repeat no row within a partition (checked once by the
+    caller: both hold for every part of such a batch)."""
     if len(items) == 1:
         return [validate_raw(asset, items[0][0], items[0][1], plan)]
     non_empty = [f for _, f in items if f.height]
-    one_schema = len({tuple(f.schema.items()) for _, f in items}) == 1
-    repeated_within = any(f.is_duplicated().any() for f in non_empty)
-    if not one_schema or repeated_within:
-        # one day's wrong columns or repeated rows: concatenating would fail or hide them
-        return [validate_raw(asset, day, frame, plan) for day, frame in items]
     together = pl.concat(non_empty).unique(maintain_order=True) if non_empty else items[0][1]
     if validate_raw(asset, None, together, plan).failures:
         half = len(items) // 2
