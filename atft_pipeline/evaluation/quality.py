@@ -194,7 +194,8 @@ def atft_predictions(
     train_rows = dataset.filter(pl.col("universe") & pl.col("date").is_between(splits.train.start, splits.train.end))
     stats = compute_normalization_stats(train_rows.lazy(), features)
     model_config = config.model.build(len(features))
-    training_config = config.training.build().model_copy(update={"seed": seed})
+    # one model per seed: the seeds' ensemble is the benchmark's own row (``seed_ensemble``)
+    training_config = config.training.build().model_copy(update={"seed": seed, "ensemble_members": 1})
     # Only the dates the fold needs: its windows plus the input / graph lookback.
     panel = Panel.for_model(
         dataset, stats, model_config, return_column=config.training.graph_return_column,

@@ -2,6 +2,7 @@
 
 from atft_pipeline.model.atft_gat_fan import ATFTGATFAN, PHASES, ModelOutput, Phase
 from atft_pipeline.model.config import LossConfig, ModelConfig
+from atft_pipeline.model.ensemble import ATFTEnsemble
 from atft_pipeline.model.fan import FrequencyAdaptiveNormalization, fan_decompose
 from atft_pipeline.model.graph import GraphAttentionBlock
 from atft_pipeline.model.grn import GateAddNorm, GatedLinearUnit, GatedResidualNetwork
@@ -26,6 +27,7 @@ from atft_pipeline.model.temporal import (
 from atft_pipeline.model.variable_selection import VariableSelectionNetwork
 
 __all__ = [
+    "ATFTEnsemble",
     "ATFTGATFAN",
     "CombinedLoss",
     "FrequencyAdaptiveNormalization",

@@ -103,6 +103,11 @@ class ATFTGATFAN(nn.Module):
         except KeyError:
             raise ValueError(f"unknown phase {name!r}; phases: {list(PHASES)}") from None
 
+    @property
+    def needs_graph(self) -> bool:
+        """Whether a forward pass needs the batch graph (the phase runs the GAT)."""
+        return self.phase.uses_gat
+
     def parameter_count(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 

@@ -98,7 +98,7 @@ def train_atft(
     resume: bool = True,
 ) -> TrainedModel:
     """Train on the train window, select on validation; MLflow + JSON tracking, resumable."""
-    from atft_pipeline.training import JsonTracker, MlflowTracker, MultiTracker, train
+    from atft_pipeline.training import JsonTracker, MlflowTracker, MultiTracker, train_ensemble
     from atft_pipeline.training.mlflow_model import register_model, scoring_rows
     from atft_pipeline.training.tracking import run_name, tracked_run
 
@@ -119,7 +119,7 @@ def train_atft(
     tracker = MultiTracker([mlflow, JsonTracker(run_dir / "metrics.jsonl")])
     with tracked_run(tracker):  # the run ends FINISHED, FAILED or KILLED, never left RUNNING
         tracker.log_params({**tags, "parameters": model_config.parameter_count()})
-        result = train(
+        result = train_ensemble(
             panel, splits, model_config, training_config, run_dir, tracker, resume=resume
         )
         example = scoring_rows(dataset, splits.val.end, model_config.window)

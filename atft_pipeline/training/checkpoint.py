@@ -1,10 +1,12 @@
 """Checkpoint files: atomic writes, safe loads, RNG capture, and the model round trip.
 
-Two kinds live in a run directory:
+Three kinds live in a run directory:
 
 * ``best_<phase>.pt`` — the weights of a phase's best validation epoch plus everything needed
   to rebuild and use the model (model config, phase, the panel's feature columns, window,
   graph settings and normalization-stats hash);
+* ``ensemble.pt`` — with ``training.ensemble_members`` > 1, in the directory above the
+  members' run directories: every member's best weights and phase, and the shared metadata;
 * ``last.pt`` — written after every epoch: the same plus optimizer, LR schedule, the RNG
   states of torch / numpy / python and the trainer's progress (phase index, epoch, early
   stopping counters, history). Resuming from it continues bit-for-bit on CPU.
@@ -26,9 +28,12 @@ import torch
 
 from atft_pipeline.model.atft_gat_fan import ATFTGATFAN
 from atft_pipeline.model.config import ModelConfig
+from atft_pipeline.model.ensemble import ATFTEnsemble
 
 CHECKPOINT_VERSION = 1
 LAST = "last.pt"
+ENSEMBLE = "ensemble.pt"
+ENSEMBLE_MEMBERS = "members"
 
 
 def best_name(phase: str) -> str:
@@ -56,12 +61,52 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return payload
 
 
-def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[ATFTGATFAN, dict[str, Any]]:
-    """Rebuild the model of a checkpoint in its phase, in eval mode; returns it with the payload."""
+def load_model(
+    path: Path, device: str | torch.device = "cpu"
+) -> tuple[ATFTGATFAN | ATFTEnsemble, dict[str, Any]]:
+    """Rebuild the model of a checkpoint in its phase (an ensemble checkpoint: every member in
+    its own phase), in eval mode; returns it with the payload."""
     payload = load_checkpoint(path, map_location=device)
-    model = ATFTGATFAN(ModelConfig.model_validate(payload["model_config"]), phase=payload["phase"])
-    model.load_state_dict(payload["model"])
+    config = ModelConfig.model_validate(payload["model_config"])
+
+    def member(phase: str, weights: dict[str, Any]) -> ATFTGATFAN:
+        model = ATFTGATFAN(config, phase=phase)
+        model.load_state_dict(weights)
+        return model
+
+    if ENSEMBLE_MEMBERS in payload:
+        model: ATFTGATFAN | ATFTEnsemble = ATFTEnsemble(
+            [member(m["phase"], m["model"]) for m in payload[ENSEMBLE_MEMBERS]]
+        )
+    else:
+        model = member(payload["phase"], payload["model"])
     return model.to(device).eval(), payload
+
+
+def ensemble_payload(members: list[dict[str, Any]]) -> dict[str, Any]:
+    """An ensemble checkpoint's payload from its members' best-checkpoint payloads: the
+    members' shared metadata (model config, feature columns, window, graph, stats hash), and
+    per member its source, phase, epoch, validation metric and weights."""
+    shared = ("model_config", "feature_columns", "stats_hash", "window", "graph", "horizons")
+    first = members[0]
+    for key in shared:
+        if any(m[key] != first[key] for m in members[1:]):
+            raise ValueError(f"ensemble members differ in {key}; they must share it")
+    return {
+        **{key: first[key] for key in shared},
+        "training_config": first["training_config"],
+        "phase": "ensemble",
+        ENSEMBLE_MEMBERS: [
+            {
+                "seed": m["training_config"]["seed"],
+                "phase": m["phase"],
+                "epoch": m["epoch"],
+                "metric": m["metric"],
+                "model": m["model"],
+            }
+            for m in members
+        ],
+    }
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -56,6 +56,13 @@ class TrainingConfig(BaseModel):
     eval_dates_per_batch: int = Field(32, ge=1, description="dates per forward pass in validation")
     phases: tuple[PhaseConfig, ...] = Field(default_factory=default_phases, min_length=1)
     loss: LossConfig = Field(default_factory=LossConfig)
+    ensemble_members: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="independently seeded models (seeds seed, seed+1, ...) trained one after "
+        "the other; their mean forecast is the model (atft_pipeline.training.ensemble)",
+    )
     early_stopping_patience: int = Field(
         3, ge=1, description="epochs without a better validation RankIC (h=1) before a phase ends"
     )

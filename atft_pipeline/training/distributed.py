@@ -127,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         training_config = config.training.build().model_copy(
             update={"device": device_for(parallel)}
         )
+        if training_config.ensemble_members != 1:
+            raise ValueError(
+                f"training.ensemble_members is {training_config.ensemble_members}: distributed "
+                "training trains one model (run it once per seed, or train the ensemble with "
+                "`atft run`)"
+            )
         panel = Panel.for_model(
             dataset, stats, model_config, return_column=config.training.graph_return_column,
             span=(splits.train.start, splits.val.end),

@@ -42,6 +42,7 @@ from atft_pipeline.dataset.splits import SplitConfig
 from atft_pipeline.evaluation.metrics import METRIC_COLUMNS, evaluate
 from atft_pipeline.model.atft_gat_fan import ATFTGATFAN
 from atft_pipeline.model.config import UNIT_SCALE_TRANSFORMS, ModelConfig
+from atft_pipeline.model.ensemble import ATFTEnsemble
 from atft_pipeline.model.losses import CombinedLoss
 from atft_pipeline.progress import progress_extra
 from atft_pipeline.storage import atomic_write_text
@@ -96,7 +97,7 @@ class TrainResult:
     best_metric: float  # validation RankIC (h=1) of the best checkpoint
     history: list[dict[str, Any]]  # one record per epoch, in order
     final_metrics: dict[int, dict[str, float | None]]  # validation metrics per horizon, best model
-    model: ATFTGATFAN  # the best checkpoint's model, in its phase, eval mode
+    model: ATFTGATFAN | ATFTEnsemble  # the best checkpoint's model (phase, eval mode)
     run_id: str
     dates_per_batch: int  # after any out-of-memory back-off
 

@@ -3,7 +3,8 @@
 One row per (date, valid stock, horizon): ``date, code, horizon, prediction, q05 … q95,
 target, split, model``, with ``prediction`` the median quantile and ``target`` null where it is
 not known yet. The model runs in eval mode (no dropout, no edge dropout) without gradients,
-in whatever phase it is in (the graph is gathered only when that phase uses it).
+in whatever phase it is in (the graph is gathered only when that phase uses it); an
+:class:`ATFTEnsemble` predicts its members' mean.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 
 from atft_pipeline.evaluation.metrics import PREDICTION_COLUMNS, QUANTILE_COLUMNS, QUANTILE_LEVELS
 from atft_pipeline.model.atft_gat_fan import ATFTGATFAN
+from atft_pipeline.model.ensemble import ATFTEnsemble
 from atft_pipeline.progress import Counter
 from atft_pipeline.training.device import autocast, is_out_of_memory, release_memory
 from atft_pipeline.training.host_memory import reuse_freed_memory
@@ -37,7 +39,7 @@ PREDICTION_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def check_model_fits_panel(model: ATFTGATFAN, panel: Panel) -> None:
+def check_model_fits_panel(model: ATFTGATFAN | ATFTEnsemble, panel: Panel) -> None:
     """Raise unless the model was configured for this panel's inputs and outputs."""
     c = model.config
     problems = []
@@ -60,7 +62,7 @@ def check_model_fits_panel(model: ATFTGATFAN, panel: Panel) -> None:
 
 
 def predict(
-    model: ATFTGATFAN,
+    model: ATFTGATFAN | ATFTEnsemble,
     panel: Panel,
     date_indices: Sequence[int] | np.ndarray,
     split_name: str,
@@ -113,9 +115,9 @@ def predict(
 
 
 def _forward(
-    model: ATFTGATFAN, panel: Panel, chunk: np.ndarray, bf16: bool
+    model: ATFTGATFAN | ATFTEnsemble, panel: Panel, chunk: np.ndarray, bf16: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    batch = panel.gather(chunk, with_graph=model.phase.uses_gat)
+    batch = panel.gather(chunk, with_graph=model.needs_graph)
     with autocast(panel.device, bf16):
         out = model(batch.x, batch.static_ids, batch.date_index, batch.edge_index, batch.edge_attr)
     return (

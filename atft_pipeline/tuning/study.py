@@ -145,7 +145,8 @@ def run_study(
         config = apply_values(base, values)
         splits = trial_splits(config, days, base_splits)
         model_config = config.model.build(len(features))
-        training_config = config.training.build()
+        # a trial scores one model: an ensemble's members differ only in their seeds
+        training_config = config.training.build().model_copy(update={"ensemble_members": 1})
         # Trials that differ only in optimiser/loss/size settings share one panel (building
         # it ranks every feature per date: seconds at demo scale).
         key = (

@@ -29,9 +29,12 @@ from atft_pipeline.training.mlflow_model import REGISTERED_MODEL, scoring_rows, 
 from atft_pipeline.training.tracking import MlflowTracker, tracked_run
 
 MODEL_OVERRIDES = dict(hidden=16, attn_heads=2, gat_heads=(2, 2), fan_top_k=1, graph_k=4)
+# Two members: the registered model is then an ensemble checkpoint (a single model's is the
+# pipeline's default, registered by every whole-graph run).
 TRAINING_OVERRIDES = dict(
     device="cpu",
     dates_per_batch=8,
+    ensemble_members=2,
     phases=[
         {"name": "baseline", "epochs": 1, "lr": 3e-3},
         {"name": "gat", "epochs": 1, "lr": 3e-3},

@@ -35,8 +35,9 @@ from atft_pipeline.training import (
     load_model,
     predict,
     train,
+    train_ensemble,
 )
-from atft_pipeline.training.loop import WarmupCosine, seed_everything
+from atft_pipeline.training.loop import WarmupCosine, horizon_metrics, seed_everything
 from atft_pipeline.training.tracking import flatten_params
 from tests.helpers import RETURN_COLUMN, feature_columns, make_dataset, make_stats
 
@@ -621,3 +622,102 @@ def test_credentials_never_reach_the_trackers():
         {"jquants": {"JQUANTS_API_KEY": "secret-value", "plan": "premium"}, "seed": 1}
     )
     assert flat == {"jquants.plan": "premium", "seed": "1"}
+
+
+# --------------------------------------------------------------------------- ensembles
+
+
+class KillAtEpochEnd(TrainCallback):
+    """Raises at the ``n``-th epoch end seen, counted across an ensemble's members."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.seen = n, 0
+
+    def on_epoch_end(self, record):
+        self.seen += 1
+        if self.seen == self.n:
+            raise KeyboardInterrupt(f"killed at epoch end {self.n}")
+
+
+@pytest.fixture(scope="module")
+def ensemble_run(panel, splits, model_config, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("ensemble")
+    tracker = JsonTracker(run_dir / "metrics.jsonl")
+    cfg = config({"baseline": 1, "gat": 1}, ensemble_members=2)
+    return train_ensemble(panel, splits, model_config, cfg, run_dir, tracker), run_dir, tracker
+
+
+def test_ensemble_members_are_seeded_runs_and_it_predicts_their_mean(
+    ensemble_run, panel, splits, model_config, tmp_path
+):
+    result, run_dir, tracker = ensemble_run
+    assert result.best_checkpoint == run_dir / "ensemble.pt" and result.best_phase == "ensemble"
+    payload = load_checkpoint(result.best_checkpoint)
+    assert [m["seed"] for m in payload["members"]] == [7, 8]
+    assert [r["member"] for r in result.history] == [0, 0, 1, 1]
+
+    # member 1 is exactly an ordinary run with seed 8 (the member count changes nothing else)
+    alone = train(
+        panel, splits, model_config, config({"baseline": 1, "gat": 1}, seed=8), tmp_path,
+        JsonTracker(tmp_path / "alone.jsonl"),
+    )
+    loaded, _ = load_model(result.best_checkpoint)
+    first, second = loaded.members
+    for key, value in alone.model.state_dict().items():
+        assert torch.equal(value, second.state_dict()[key]), key
+    assert not all(torch.equal(v, first.state_dict()[k]) for k, v in second.state_dict().items())
+
+    # the ensemble's forecast is the mean of the members' quantiles, row for row
+    val_idx = panel.date_indices(splits.val.start, splits.val.end)
+    ours = predict(loaded, panel, val_idx, "val")
+    each = [predict(m, panel, val_idx, "val") for m in loaded.members]
+    for column in ("prediction", *QUANTILE_COLUMNS):
+        mean = (each[0][column].to_numpy() + each[1][column].to_numpy()) / 2
+        np.testing.assert_allclose(ours[column].to_numpy(), mean, rtol=1e-6, atol=1e-7)
+    assert ours.select("date", "code", "horizon").equals(each[0].select("date", "code", "horizon"))
+
+    # its final metrics are the ensemble's own validation metrics
+    assert_same_metrics(result.final_metrics, horizon_metrics(ours))
+    written = json.loads((run_dir / "final_metrics.json").read_text())
+    assert written["best_checkpoint"] == "ensemble.pt" and len(written["members"]) == 2
+    assert written["val"]["1"]["rank_ic"] == pytest.approx(result.final_metrics[1]["rank_ic"])
+
+    # one run, every member tracked under its prefix
+    names = set().union(*(e["metrics"] for e in tracker.records("metrics")))
+    assert {"member0_train_loss", "member1_train_loss", "ensemble_val_h1_rank_ic"} <= names
+    seeds = {
+        key: record["params"][key]
+        for record in tracker.records("params")
+        for key in ("member0.training.seed", "member1.training.seed")
+        if key in record["params"]
+    }
+    assert seeds == {"member0.training.seed": "7", "member1.training.seed": "8"}
+    assert {Path(r["path"]).name for r in tracker.records("artifact")} == {
+        "final_metrics.json", "ensemble.pt",
+    }
+
+
+def test_an_ensemble_killed_inside_its_second_member_resumes_to_the_same_models(
+    ensemble_run, panel, splits, model_config, tmp_path
+):
+    reference, _, _ = ensemble_run
+    cfg = config({"baseline": 1, "gat": 1}, ensemble_members=2)
+    with pytest.raises(KeyboardInterrupt):
+        train_ensemble(
+            panel, splits, model_config, cfg, tmp_path, JsonTracker(tmp_path / "a.jsonl"),
+            callbacks=[KillAtEpochEnd(3)],  # after member 1's first epoch
+        )
+    assert not (tmp_path / "ensemble.pt").exists()
+    resumed = train_ensemble(
+        panel, splits, model_config, cfg, tmp_path, JsonTracker(tmp_path / "b.jsonl"), resume=True
+    )
+    for a, b in zip(reference.model.members, resumed.model.members, strict=True):
+        for key, value in a.state_dict().items():
+            assert torch.equal(value, b.state_dict()[key]), key
+    assert_same_metrics(resumed.final_metrics, reference.final_metrics)
+
+
+def test_ensemble_size_is_validated():
+    for bad in (0, 17):
+        with pytest.raises(ValidationError, match="ensemble_members"):
+            config({"baseline": 1}, ensemble_members=bad)
