@@ -264,3 +264,13 @@ def test_real_data(realdata_dir):
     # real stocks correlate through the market: mean ρ well above 0, same-sector links common
     assert last["graph_mean_corr"].median() > 0.1
     assert last["graph_same_sector_share"].mean() > 0.1
+
+
+@pytest.mark.slow
+def test_dates_on_parallel_threads_give_the_serial_result(case, monkeypatch):
+    tables, days, out, _ = case
+    assert graph._cores() >= 1
+    for workers in (1, 3):
+        monkeypatch.setattr(graph, "_cores", lambda workers=workers: workers)
+        again = run(FAMILY, tables, days, days)
+        assert again.equals(out), workers
