@@ -14,12 +14,14 @@ resumes the member it was in (``resume=True``), the finished members reload in s
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from atft_pipeline.dataset.splits import SplitConfig
 from atft_pipeline.model.config import ModelConfig
+from atft_pipeline.progress import progress_extra
 from atft_pipeline.storage import atomic_write_text
 from atft_pipeline.training.checkpoint import (
     ENSEMBLE,
@@ -40,6 +42,8 @@ from atft_pipeline.training.loop import (
 from atft_pipeline.training.panel import Panel
 from atft_pipeline.training.predict import predict
 from atft_pipeline.training.tracking import Tracker
+
+log = logging.getLogger(__name__)
 
 
 def member_dir(run_dir: Path, index: int) -> Path:
@@ -98,6 +102,10 @@ def train_ensemble(
     members = []
     for index in range(n_members):
         config = training_config.model_copy(update={"seed": training_config.seed + index})
+        log.info(
+            "ensemble member %d of %d (seed %d)", index + 1, n_members, config.seed,
+            extra=progress_extra("ensemble", keep=True),
+        )
         result = train(
             panel, splits, model_config, config, member_dir(run_dir, index),
             MemberTracker(tracker, index), resume=resume, callbacks=callbacks,
