@@ -86,7 +86,8 @@ def load_model(
 def ensemble_payload(members: list[dict[str, Any]]) -> dict[str, Any]:
     """An ensemble checkpoint's payload from its members' best-checkpoint payloads: the
     members' shared metadata (model config, feature columns, window, graph, stats hash), and
-    per member its source, phase, epoch, validation metric and weights."""
+    per member its seed, phase, epoch, validation metric and weights (the caller adds the
+    ensemble's own training configuration)."""
     shared = ("model_config", "feature_columns", "stats_hash", "window", "graph", "horizons")
     first = members[0]
     for key in shared:
@@ -94,7 +95,6 @@ def ensemble_payload(members: list[dict[str, Any]]) -> dict[str, Any]:
             raise ValueError(f"ensemble members differ in {key}; they must share it")
     return {
         **{key: first[key] for key in shared},
-        "training_config": first["training_config"],
         "phase": "ensemble",
         ENSEMBLE_MEMBERS: [
             {

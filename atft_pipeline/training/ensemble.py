@@ -1,7 +1,8 @@
 """Training an ensemble of independently seeded models (``training.ensemble_members``).
 
-Member ``i`` is an ordinary :func:`~atft_pipeline.training.loop.train` run with seed
-``seed + i`` in ``run_dir/member<i>`` (its own checkpoints, ``last.pt`` and resume), tracked
+Member ``i`` is an ordinary one-model :func:`~atft_pipeline.training.loop.train` run with
+seed ``seed + i`` in ``run_dir/member<i>`` (its own checkpoints, ``last.pt`` and resume, so
+growing an ensemble with ``resume=True`` trains only the new members), tracked
 into the caller's run under the prefix ``member<i>``. The members' best checkpoints are then
 joined into ``run_dir/ensemble.pt``, the ensemble predicts every validation date once, and
 those metrics are the run's final ones (``run_dir/final_metrics.json``). With one member this
@@ -101,7 +102,10 @@ def train_ensemble(
     run_dir = Path(run_dir)
     members = []
     for index in range(n_members):
-        config = training_config.model_copy(update={"seed": training_config.seed + index})
+        # each member is a plain one-model run: a larger ensemble later resumes these
+        config = training_config.model_copy(
+            update={"seed": training_config.seed + index, "ensemble_members": 1}
+        )
         log.info(
             "ensemble member %d of %d (seed %d)", index + 1, n_members, config.seed,
             extra=progress_extra("ensemble", keep=True),
@@ -111,9 +115,10 @@ def train_ensemble(
             MemberTracker(tracker, index), resume=resume, callbacks=callbacks,
         )
         members.append(result)
+    payload = ensemble_payload([load_checkpoint(m.best_checkpoint) for m in members])
     path = save_checkpoint(
         run_dir / ENSEMBLE,
-        ensemble_payload([load_checkpoint(m.best_checkpoint) for m in members]),
+        {**payload, "training_config": training_config.model_dump(mode="json")},
     )
     model, _ = load_model(path, panel.device)
     val_idx = panel.date_indices(splits.val.start, splits.val.end)

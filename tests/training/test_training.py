@@ -717,6 +717,25 @@ def test_an_ensemble_killed_inside_its_second_member_resumes_to_the_same_models(
     assert_same_metrics(resumed.final_metrics, reference.final_metrics)
 
 
+def test_a_larger_ensemble_trains_only_its_new_members(
+    ensemble_run, panel, splits, model_config, tmp_path
+):
+    reference, _, _ = ensemble_run
+    two = config({"baseline": 1, "gat": 1}, ensemble_members=2)
+    train_ensemble(panel, splits, model_config, two, tmp_path, JsonTracker(tmp_path / "a.jsonl"))
+    counter = KillAtEpochEnd(0)  # never fires; counts the epochs run
+    three = train_ensemble(
+        panel, splits, model_config, two.model_copy(update={"ensemble_members": 3}), tmp_path,
+        JsonTracker(tmp_path / "b.jsonl"), resume=True, callbacks=[counter],
+    )
+    assert counter.seen == 2  # the third member's two epochs, nothing else
+    assert len(three.model.members) == 3
+    assert load_checkpoint(three.best_checkpoint)["training_config"]["ensemble_members"] == 3
+    for a, b in zip(reference.model.members, three.model.members[:2], strict=True):
+        for key, value in a.state_dict().items():
+            assert torch.equal(value, b.state_dict()[key]), key
+
+
 def test_ensemble_size_is_validated():
     for bad in (0, 17):
         with pytest.raises(ValidationError, match="ensemble_members"):
