@@ -18,7 +18,10 @@ from dagster import (
     MaterializeResult,
     asset,
 )
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
 from dagster._core.test_utils import instance_for_test
+from dagster._serdes import deserialize_value
+from sqlalchemy import sql as db
 
 from assets.event_storage import BatchingSqliteEventLogStorage
 from assets.instance import EVENT_BATCH_ENV
@@ -57,6 +60,16 @@ def _state(instance: DagsterInstance) -> dict:
         return [r.event_log_entry.dagster_event.partition for r in found]
 
     latest = instance.get_latest_materialization_event(key)
+    with storage.index_connection() as conn:  # one planned row per partition of each run
+        check_rows = conn.execute(
+            db.select(
+                AssetCheckExecutionsTable.c.partition,
+                AssetCheckExecutionsTable.c.execution_status,
+                AssetCheckExecutionsTable.c.evaluation_event,
+                AssetCheckExecutionsTable.c.run_id,
+            )
+        ).fetchall()
+    runs = {run_id: n for n, run_id in enumerate(dict.fromkeys(r[3] for r in check_rows))}
     check = storage.get_latest_asset_check_execution_by_key([AssetCheckKey(key, "rows_ok")])
     (record,) = instance.get_asset_records([key])
     return {
@@ -66,6 +79,10 @@ def _state(instance: DagsterInstance) -> dict:
         "latest": latest.dagster_event.partition,
         "record_latest": record.asset_entry.last_materialization.dagster_event.partition,
         "check": [(c.status.value, c.event.dagster_event.event_specific_data.passed) for c in check.values()],
+        "check_rows": sorted(
+            (runs[run_id], partition or "", status, deserialize_value(event).dagster_event_type.value)
+            for partition, status, event, run_id in check_rows
+        ),
         "failed": sorted(
             storage.get_latest_asset_partition_materialization_attempts_without_materializations(key)
         ),
@@ -99,6 +116,9 @@ def test_batched_events_read_back_exactly_like_dagsters_own(monkeypatch, batch):
     assert state["failed"] == [f"2024-02-{d:02d}" for d in range(6, 16)]
     assert state["latest"] == state["record_latest"] == "2024-02-05"
     assert state["check"] == [("FAILED", False)]  # the last run covered 17 partitions
+    kinds = [row[3] for row in state["check_rows"]]
+    assert kinds.count("ASSET_CHECK_EVALUATION_PLANNED") == 31 + 15 + 17  # a row per partition
+    assert kinds.count("ASSET_CHECK_EVALUATION") == 2  # the two runs that got to their check
 
 
 def test_a_batch_is_one_insert_per_shard(monkeypatch):
