@@ -246,13 +246,33 @@ def _checkpoint(store: PartitionStore) -> Path:
     return Path(store.read(MODEL_ASSET)["checkpoint"][0])
 
 
+def model_run_dir(
+    home: Path, catalog_hash: str, stats_digest: str, config: PipelineConfig, n_features: int
+) -> Path:
+    """``ATFT_HOME/models/atft_gat_fan/<catalog>-<stats>-<model and training config>``.
+
+    A killed training resumes from its directory only with the configuration that wrote it
+    (``train`` refuses any other), so every configuration gets its own: training again with
+    another configuration starts fresh instead of failing, and switching back resumes."""
+    from atft_pipeline.training.tracking import config_digest
+
+    digest = config_digest(
+        {
+            "model": config.model.build(n_features).model_dump(mode="json"),
+            "training": config.training.build().model_dump(mode="json"),
+        }
+    )
+    return Path(home).resolve() / "models" / ATFT_MODEL / f"{catalog_hash}-{stats_digest}-{digest}"
+
+
 def atft_model(store: PartitionStore, scope: PipelineScope, run_id: str) -> StageOutput:
     """Train ATFT-GAT-FAN (resumable, MLflow-tracked) under ``ATFT_HOME/models``; the output
     is the one-row checkpoint record."""
     dataset, days = stored_dataset(store)
     stats = store.read(STATS_ASSET)
     catalog_hash, stats_digest = scope.catalog_hash, stats_hash(stats)
-    run_dir = scope.settings.home.resolve() / "models" / ATFT_MODEL / f"{catalog_hash}-{stats_digest}"
+    run_dir = model_run_dir(scope.settings.home, catalog_hash, stats_digest, scope.config,
+                            len(scope.feature_columns))
     trained = train_atft(
         dataset, scope.feature_columns, stats, scope.config.splits.resolve(days), scope.config,
         run_dir, scope.settings.mlflow_uri,

@@ -60,10 +60,14 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
     return flat
 
 
+def config_digest(config: Mapping[str, Any]) -> str:
+    """The first 8 hex digits of the SHA-256 of the configuration as sorted JSON."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
 def run_name(model: str, config: Mapping[str, Any], start: dt.date, end: dt.date) -> str:
     """``<model>-<config hash>-<start>..<end>``: what was trained, how, on which dates."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
-    return f"{model}-{digest[:8]}-{start.isoformat()}..{end.isoformat()}"
+    return f"{model}-{config_digest(config)}-{start.isoformat()}..{end.isoformat()}"
 
 
 @contextmanager

@@ -740,3 +740,39 @@ def test_ensemble_size_is_validated():
     for bad in (0, 17):
         with pytest.raises(ValidationError, match="ensemble_members"):
             config({"baseline": 1}, ensemble_members=bad)
+
+
+def test_each_training_configuration_gets_its_own_run_directory(
+    panel, splits, model_config, tmp_path
+):
+    """A killed run resumes only with the configuration that wrote it; the pipeline's model
+    directory therefore carries the configuration, so training with another one starts fresh
+    instead of failing (and switching back finds its own checkpoints)."""
+    from atft_pipeline.config import PipelineConfig, TrainingSection
+    from atft_pipeline.stages.model import model_run_dir
+    from atft_pipeline.training.tracking import run_name
+
+    def pipeline(**training) -> PipelineConfig:
+        return PipelineConfig(training=TrainingSection(overrides=training))
+
+    base, other = pipeline(), pipeline(ensemble_members=2)
+    a = model_run_dir(tmp_path, "cat", "stats", base, 12)
+    assert a == model_run_dir(tmp_path, "cat", "stats", pipeline(), 12)
+    assert a.parent == (tmp_path / "models" / "atft_gat_fan").resolve()
+    assert a != model_run_dir(tmp_path, "cat", "stats", other, 12)
+    assert a != model_run_dir(tmp_path, "cat", "stats", base, 13)  # another feature set
+    assert a != model_run_dir(tmp_path, "cat2", "stats", base, 12)
+    # the directory's configuration hash is the one in the MLflow run name
+    dumped = {
+        "model": base.model.build(12).model_dump(mode="json"),
+        "training": base.training.build().model_dump(mode="json"),
+    }
+    digest = a.name.rsplit("-", 1)[1]
+    assert run_name("m", dumped, splits.train.start, splits.val.end).split("-")[1] == digest
+
+    # why: in one directory, a second configuration cannot resume the first one's run
+    first, second = config({"baseline": 1}), config({"baseline": 1}, seed=9)
+    train(panel, splits, model_config, first, tmp_path / "one", JsonTracker(tmp_path / "1.jsonl"))
+    with pytest.raises(ValueError, match="training_config differs"):
+        train(panel, splits, model_config, second, tmp_path / "one",
+              JsonTracker(tmp_path / "2.jsonl"), resume=True)
