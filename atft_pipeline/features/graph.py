@@ -19,12 +19,11 @@ neighbour statistics.
 
 This is the one family that steps through dates: each step is a BLAS product over the
 [window × N] return matrix of that date (never a loop over stocks), and memory stays at one
-window plus one block of scores per core (dates run on one thread per core).
+window plus one block of scores per thread (dates run on as many threads as torch may use).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -221,25 +220,22 @@ def compute_graph(inputs: FeatureInputs) -> pl.LazyFrame:
             for name, values in graph_features(graph, today, sector[lo:hi]).items():
                 columns[name][lo:hi] = values  # dates own disjoint row slices
 
-        # Dates are independent: one Python thread per core, each running single-threaded
+        # Dates are independent: as many Python threads as torch may use cores (its intra-op
+        # setting: OMP_NUM_THREADS or the machine's cores), each running single-threaded
         # torch / numpy kernels that release the GIL (1.9x on 2 idle cores at 4,000 stocks).
-        workers = min(len(slices), _cores())
-        with _single_intra_op_thread(), ThreadPoolExecutor(max(1, workers)) as pool:
-            for _ in pool.map(one_date, slices):
-                pass
+        with _single_intra_op_thread() as cores:
+            with ThreadPoolExecutor(max(1, min(len(slices), cores))) as pool:
+                for _ in pool.map(one_date, slices):
+                    pass
     frame = rows.select("date", "code").with_columns(
         pl.Series(name, values, dtype=pl.Float64) for name, values in columns.items()
     )
     return common.emit(frame.lazy(), FAMILY, inputs.dates)
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 @contextmanager
-def _single_intra_op_thread() -> Iterator[None]:
-    """Run torch ops single-threaded (restored afterwards).
+def _single_intra_op_thread() -> Iterator[int]:
+    """Run torch ops single-threaded (restored afterwards); yields the thread count before.
 
     One date's block product and passes are a few milliseconds each; torch's OpenMP workers
     synchronize after every op, and on shared cores waiting at those barriers cost 2-5x in
@@ -251,7 +247,7 @@ def _single_intra_op_thread() -> Iterator[None]:
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        yield previous
     finally:
         torch.set_num_threads(previous)
 
