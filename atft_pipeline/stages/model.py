@@ -107,13 +107,7 @@ def train_atft(
     panel = _panel(dataset, stats, config, model_config, (splits.train.start, splits.val.end))
     run_dir.mkdir(parents=True, exist_ok=True)
     name = run_name(
-        ATFT_MODEL,
-        {
-            "model": model_config.model_dump(mode="json"),
-            "training": training_config.model_dump(mode="json"),
-        },
-        splits.train.start,
-        splits.val.end,
+        ATFT_MODEL, _trained_as(config, len(features)), splits.train.start, splits.val.end
     )
     mlflow = MlflowTracker(tracking_uri, experiment=ATFT_MODEL, run_name=name, tags=tags)
     tracker = MultiTracker([mlflow, JsonTracker(run_dir / "metrics.jsonl")])
@@ -256,13 +250,17 @@ def model_run_dir(
     another configuration starts fresh instead of failing, and switching back resumes."""
     from atft_pipeline.training.tracking import config_digest
 
-    digest = config_digest(
-        {
-            "model": config.model.build(n_features).model_dump(mode="json"),
-            "training": config.training.build().model_dump(mode="json"),
-        }
-    )
+    digest = config_digest(_trained_as(config, n_features))
     return Path(home).resolve() / "models" / ATFT_MODEL / f"{catalog_hash}-{stats_digest}-{digest}"
+
+
+def _trained_as(config: PipelineConfig, n_features: int) -> dict[str, Any]:
+    """The resolved model and training configurations: what the MLflow run name and the
+    model directory hash (so both carry the same digest)."""
+    return {
+        "model": config.model.build(n_features).model_dump(mode="json"),
+        "training": config.training.build().model_dump(mode="json"),
+    }
 
 
 def atft_model(store: PartitionStore, scope: PipelineScope, run_id: str) -> StageOutput:
