@@ -1,10 +1,10 @@
 """Training throughput of the demo preset: the panel feed beside a plain DataLoader feed.
 
 ``python -m bench training`` builds a panel of random normalized features (the demo's shape
-by default: 1,025 stocks, 330 features, window 20) and times optimiser steps of
-``dates_per_batch`` whole dates — gather, forward, the combined loss, backward, gradient
-clipping, AdamW — for each model phase, with two feeds of the same model in the same
-process, interleaved:
+by default: 1,025 stocks, 330 features, the preset's window unless ``--window``) and times
+optimiser steps of ``dates_per_batch`` whole dates — gather, forward, the combined loss,
+backward, gradient clipping, AdamW — for each model phase, with two feeds of the same model
+in the same process, interleaved:
 
 * ``panel``: ``Panel.gather`` (a few indexing kernels on the dense panel), as ``train`` does;
 * ``dataloader``: a ``torch.utils.data.DataLoader`` over (date, stock) samples, each
@@ -163,9 +163,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--phases", nargs="*", default=["baseline", "fan", "gat"])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--default-heap", action="store_true")
+    parser.add_argument("--window", type=int, default=None, help="steps (default: the preset's)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    config = ModelConfig.demo(args.features)
+    window = {} if args.window is None else {"window": args.window}
+    config = ModelConfig.demo(args.features, **window)
     n_dates = config.graph_window + args.dates_per_batch * args.steps
     panel = synthetic_panel(n_dates, args.stocks, args.features, config)
     first = config.graph_window - 1
@@ -175,7 +177,7 @@ def main(argv: list[str]) -> int:
         panel.date_graph(int(t))
     heap = contextlib.nullcontext() if args.default_heap else reuse_freed_memory()
     print(
-        f"demo preset, {args.stocks} stocks x {args.features} features, "
+        f"demo preset, {args.stocks} stocks x {args.features} features, window {config.window}, "
         f"{args.dates_per_batch} dates/step, {args.threads} threads, "
         f"{'default' if args.default_heap else 'reused'} heap"
     )

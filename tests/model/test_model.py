@@ -122,7 +122,7 @@ def test_config_rejects_inconsistent_values(overrides, message):
 
 def test_presets_and_parameter_counts():
     demo, prod = ModelConfig.demo(330), ModelConfig.production(330)
-    assert (demo.hidden, demo.window) == (32, 20)
+    assert (demo.hidden, demo.window) == (32, 10)
     assert (prod.hidden, prod.window) == (256, 60)
     assert ModelConfig.demo(330, hidden=64).hidden == 64
     model = ATFTGATFAN(demo)
@@ -519,8 +519,8 @@ def test_forward_rejects_bad_inputs():
         model(x, sid, di, torch.tensor([[0], [99]]), ea[:1])
     with pytest.raises(ValueError, match="n_features=12"):
         model(x[..., :5], sid, di, ei, ea)
-    with pytest.raises(ValueError, match="window=20"):
-        model(x[:, :10], sid, di, ei, ea)
+    with pytest.raises(ValueError, match=f"window={config.window}"):
+        model(x[:, :-1], sid, di, ei, ea)
     bad = sid.clone()
     bad[0, 0] = config.n_sectors
     with pytest.raises(ValueError, match="sector ids"):
