@@ -12,7 +12,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -35,6 +35,10 @@ from atft_pipeline.stages import CheckOutcome, Markdown, StageOutput
 from atft_pipeline.stages.scope import PipelineScope
 from atft_pipeline.stages.windows import frames_by_partition, stored_keys
 from atft_pipeline.storage import PartitionStore, atomic_write_text
+
+if TYPE_CHECKING:  # the model package loads torch: only where a model is trained
+    from atft_pipeline.model.config import ModelConfig
+    from atft_pipeline.training.config import TrainingConfig
 
 PREDICTIONS_CHECK = "covers_every_val_date_without_nan"
 HEALTH_CHECK = "no_collapsed_model"  # constant predictions on too many dates
@@ -107,7 +111,7 @@ def train_atft(
     panel = _panel(dataset, stats, config, model_config, (splits.train.start, splits.val.end))
     run_dir.mkdir(parents=True, exist_ok=True)
     name = run_name(
-        ATFT_MODEL, _trained_as(config, len(features)), splits.train.start, splits.val.end
+        ATFT_MODEL, _trained_as(model_config, training_config), splits.train.start, splits.val.end
     )
     mlflow = MlflowTracker(tracking_uri, experiment=ATFT_MODEL, run_name=name, tags=tags)
     tracker = MultiTracker([mlflow, JsonTracker(run_dir / "metrics.jsonl")])
@@ -250,16 +254,16 @@ def model_run_dir(
     another configuration starts fresh instead of failing, and switching back resumes."""
     from atft_pipeline.training.tracking import config_digest
 
-    digest = config_digest(_trained_as(config, n_features))
+    digest = config_digest(_trained_as(config.model.build(n_features), config.training.build()))
     return Path(home).resolve() / "models" / ATFT_MODEL / f"{catalog_hash}-{stats_digest}-{digest}"
 
 
-def _trained_as(config: PipelineConfig, n_features: int) -> dict[str, Any]:
+def _trained_as(model_config: ModelConfig, training_config: TrainingConfig) -> dict[str, Any]:
     """The resolved model and training configurations: what the MLflow run name and the
     model directory hash (so both carry the same digest)."""
     return {
-        "model": config.model.build(n_features).model_dump(mode="json"),
-        "training": config.training.build().model_dump(mode="json"),
+        "model": model_config.model_dump(mode="json"),
+        "training": training_config.model_dump(mode="json"),
     }
 
 
