@@ -12,9 +12,9 @@ rows, targets and normalization statistics (train window only):
   training phase (baseline → +FAN → +GAT → fine-tune; each phase starts from the previous
   phase's best weights), one training run per seed, the training configuration of the
   pipeline config (the demo's budget by default);
-* ``atft_ensemble`` (with two or more seeds): the seeds' ``atft_full`` predictions averaged,
-  each z-scored per date first, as one model (what training several seeds and averaging
-  their forecasts would deliver).
+* ``atft_ensemble`` (with two or more seeds): the seeds' predictions after the schedule's last
+  phase (``ensembled_model``) averaged, each z-scored per date first, as one model (what
+  training several seeds and averaging their forecasts would deliver).
 
 Reported per model, fold, horizon (test split): RankIC ± Newey–West SE, RankICIR, decile
 long-short Sharpe gross / net, share of the oracle's RankIC, and per planted signal the mean
@@ -57,7 +57,7 @@ ATFT_ABLATIONS = {"baseline": "atft_temporal", "fan": "atft_fan", "gat": "atft_g
 # epochs; the equal-budget one separates the two (its ``atft_gat`` is the whole architecture).
 AblationMode = Literal["staged", "equal_budget"]
 EQUAL_BUDGET_VARIANTS = ("baseline", "fan", "gat")
-ENSEMBLE_MODEL, ENSEMBLED_MODEL = "atft_ensemble", "atft_full"
+ENSEMBLE_MODEL = "atft_ensemble"
 REPORTED = ("rank_ic", "rank_ic_se", "rank_icir", "sharpe_gross", "sharpe_net")
 
 
@@ -225,13 +225,23 @@ def atft_predictions(
     return _contract(predictions)
 
 
-def seed_ensemble(seeded: pl.DataFrame) -> pl.DataFrame:
+def ensembled_model(training: TrainingConfig, ablation: AblationMode) -> str:
+    """The ablation row the seeds' ensemble averages: the model after the schedule's last phase
+    (``atft_full`` after a fine-tune, ``atft_gat`` when the schedule ends with the GAT phase);
+    in the equal-budget mode the whole architecture."""
+    last = EQUAL_BUDGET_VARIANTS[-1] if ablation == "equal_budget" else training.phases[-1].name
+    return ATFT_ABLATIONS[last]
+
+
+def seed_ensemble(seeded: pl.DataFrame, model: str) -> pl.DataFrame:
     """``atft_ensemble``: per split, date, code and horizon the mean over seeds of each seed's
-    ``atft_full`` prediction z-scored per date (so no seed weighs more for a wider spread).
+    ``model`` prediction z-scored per date (so no seed weighs more for a wider spread).
     ``seeded`` holds the long predictions of every seed (column ``seed``); a row is kept where
     every seed predicted it."""
     by_date = ["seed", "split", "date", "horizon"]
-    full = seeded.filter(pl.col("model") == ENSEMBLED_MODEL)
+    full = seeded.filter(pl.col("model") == model)
+    if full.is_empty():
+        raise ValueError(f"no {model!r} predictions to ensemble; models: {sorted(seeded['model'].unique())}")
     n_seeds = full["seed"].n_unique()
     z = (pl.col("prediction") - pl.col("prediction").mean().over(by_date)) / pl.col(
         "prediction"
@@ -328,7 +338,8 @@ def run_quality_benchmark(
             seconds[f"fold{k}_atft_seed{seed}"] = time.perf_counter() - t
             progress(f"fold {k}: ATFT seed {seed} {seconds[f'fold{k}_atft_seed{seed}']:.0f}s")
         if len(seeded) >= 2:
-            predictions.append(seed_ensemble(pl.concat(seeded)))
+            averaged = ensembled_model(config.training.build(), bench.ablation)
+            predictions.append(seed_ensemble(pl.concat(seeded), averaged))
         base = pl.concat(predictions).with_columns(pl.lit(None, pl.Int64).alias("seed"))
         everything = pl.concat([base, *seeded]) if seeded else base
         everything = everything.filter(pl.col("split") == "test")

@@ -103,7 +103,7 @@ def test_seed_ensemble_averages_per_date_z_scores_of_the_full_model():
     # a row only one seed predicted is left out
     only_seed0 = (pl.col("seed") == 1) & (pl.col("code") == "1005") & (pl.col("date") == dates[1])
     frame = frame.filter(~only_seed0)
-    out = seed_ensemble(frame).sort("date", "code")
+    out = seed_ensemble(frame, "atft_full").sort("date", "code")
     assert set(out["model"]) == {"atft_ensemble"} and out.height == 11
     expected = (zscore(raw[0], axis=1, ddof=1) + zscore(raw[1], axis=1, ddof=1)) / 2
     day0 = out.filter(pl.col("date") == dates[0])
@@ -111,3 +111,21 @@ def test_seed_ensemble_averages_per_date_z_scores_of_the_full_model():
     np.testing.assert_allclose(day0["target"].to_numpy(), 0.01 * np.arange(6))
     day1 = out.filter(pl.col("date") == dates[1])
     assert day1["code"].to_list() == codes[:5]
+
+
+def test_the_ensemble_averages_the_schedules_last_phase():
+    from atft_pipeline.evaluation.quality import ensembled_model, seed_ensemble
+    from atft_pipeline.training.config import TrainingConfig
+
+    staged = TrainingConfig.demo()
+    assert ensembled_model(staged, "staged") == "atft_full"
+    without_finetune = staged.model_copy(update={"phases": staged.phases[:3]})
+    assert ensembled_model(without_finetune, "staged") == "atft_gat"
+    assert ensembled_model(staged, "equal_budget") == "atft_gat"
+    frame = pl.DataFrame(
+        {"seed": [0, 1], "model": ["atft_gat"] * 2, "split": ["test"] * 2,
+         "date": [dt.date(2023, 1, 4)] * 2, "code": ["1000"] * 2, "horizon": [1, 1],
+         "prediction": [0.1, 0.2], "target": [0.0, 0.0]}
+    )
+    with pytest.raises(ValueError, match="no 'atft_full' predictions to ensemble.*atft_gat"):
+        seed_ensemble(frame, "atft_full")
