@@ -40,38 +40,65 @@ def fan_decompose(x: Tensor, k: int, include_dc: bool = False) -> tuple[Tensor, 
     ``x`` (the bin choice is piecewise constant).
 
     The DFT of a window this short (tens of steps) is two small matrix products rather than
-    an FFT: the products take the ``[..., T, C]`` layout as it is, put the bins on the last
-    (contiguous) axis for the ranking, and cost a fraction of an FFT over a strided axis
-    plus a top-k along it. Bins whose amplitudes tie exactly (e.g. an all-zero channel,
-    where every choice gives ``x_non = 0``) go to the lower frequency.
+    an FFT, and they keep the time axis where it is: the spectrum comes out ``[B, 2·bins, C]``
+    and goes back to ``[B, T, C]`` without a transpose. Bins whose amplitudes tie exactly
+    (e.g. an all-zero channel, where every choice gives ``x_non = 0``) go to the lower
+    frequency.
     """
     steps, channels = x.shape[-2], x.shape[-1]
     n_bins = steps // 2 + 1
-    candidates = n_bins - (0 if include_dc else 1)
-    if not 1 <= k <= candidates:
+    first = 0 if include_dc else 1
+    if not 1 <= k <= n_bins - first:
         raise ValueError(
-            f"fan k={k} must be in [1, {candidates}] for a {steps}-step window "
+            f"fan k={k} must be in [1, {n_bins - first}] for a {steps}-step window "
             f"({'with' if include_dc else 'without'} the DC bin)"
         )
     signal = x.float()
     analysis, synthesis, amplitude_scale = _real_dft(steps, x.device)
     flat = signal.reshape(-1, steps, channels)
-    # [B, C, 2·bins]: real parts then imaginary parts of each channel's spectrum
-    spectrum = torch.matmul(flat.transpose(1, 2), analysis)
-    real, imag = spectrum.detach().split(n_bins, dim=-1)
+    # [B, 2·bins, C]: real parts then imaginary parts of each channel's spectrum
+    spectrum = torch.matmul(analysis.t(), flat)
+    real, imag = spectrum.detach().split(n_bins, dim=1)
     # Time-domain amplitude of each bin's sinusoid: 2|X|/T inside, |X|/T at DC and Nyquist.
-    amplitude = torch.sqrt(real * real + imag * imag) * amplitude_scale
-    if not include_dc:
-        amplitude[..., 0] = -1.0
-    # the k largest by repeated argmax: k passes over a short axis beat a general top-k
-    keep = torch.zeros_like(amplitude, dtype=torch.bool)
-    for _ in range(k):
-        best = amplitude.argmax(dim=-1, keepdim=True)
-        keep.scatter_(-1, best, True)
-        amplitude.scatter_(-1, best, -math.inf)
-    kept = (spectrum.unflatten(-1, (2, n_bins)) * keep.unsqueeze(-2)).flatten(-2)
-    x_non = torch.matmul(synthesis, kept.transpose(1, 2)).view_as(signal)  # [B, T, C]
+    amplitude = torch.sqrt(real * real + imag * imag) * amplitude_scale[:, None]
+    keep = _largest_bins(amplitude, k, first)
+    kept = spectrum * keep.repeat(1, 2, 1)
+    x_non = torch.matmul(synthesis, kept).view_as(signal)  # [B, T, C]
     return x_non.to(x.dtype), (signal - x_non).to(x.dtype)
+
+
+# Up to this many candidate bins, ranking by pairwise comparison beats repeated argmax.
+_PAIRWISE_MAX_CANDIDATES = 10
+
+
+def _largest_bins(amplitude: Tensor, k: int, first: int) -> Tensor:
+    """``keep [B, bins, C]``: whether bin i is among the ``k`` largest of bins ``first…`` of
+    its (instance, channel), ties to the lower bin (a strict order on (−amplitude, bin)).
+
+    With few candidates (short windows) each bin counts the candidates ranked above it:
+    c·(c − 1) comparisons of contiguous ``[B, C]`` slices, where an argmax over a tiny bin
+    axis would run one short reduction per (instance, channel). With many, k passes of
+    argmax along a contiguous bin axis are cheaper.
+    """
+    candidates = range(first, amplitude.shape[1])
+    keep = torch.zeros_like(amplitude, dtype=torch.bool)
+    if len(candidates) <= _PAIRWISE_MAX_CANDIDATES:
+        rows = amplitude.unbind(1)
+        for i in candidates:
+            above = torch.zeros_like(rows[i], dtype=torch.uint8)
+            for j in candidates:
+                if j != i:
+                    above += rows[j] >= rows[i] if j < i else rows[j] > rows[i]
+            keep[:, i] = above < k
+        return keep
+    ranked = amplitude.transpose(1, 2).contiguous()  # [B, C, bins]
+    ranked[..., :first] = -math.inf
+    chosen = keep.transpose(1, 2)  # a view: scattering into it fills ``keep``
+    for _ in range(k):
+        best = ranked.argmax(dim=-1, keepdim=True)
+        chosen.scatter_(-1, best, True)
+        ranked.scatter_(-1, best, -math.inf)
+    return keep
 
 
 def _real_dft(steps: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:

@@ -51,3 +51,21 @@ def test_all_zero_channels_have_no_frequency_part():
     assert (x_non[:, :, [0, 2, 3]] == 0).all()
     torch.testing.assert_close(x_non[:, :, 1], x[:, :, 1], atol=1e-5, rtol=0.0)
     torch.testing.assert_close(residual + x_non, x)
+
+
+@pytest.mark.parametrize("include_dc", [False, True])
+def test_pairwise_and_argmax_rankings_keep_the_same_bins(monkeypatch, include_dc):
+    """Short windows rank bins by pairwise comparison, long ones by repeated argmax: the same
+    bins either way, exact ties (all-zero and constant channels) to the lower frequency."""
+    from atft_pipeline.model import fan
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(-2, 3, (64, 12, 5), generator=g).float()
+    x[:8] = 0.0
+    x[8:16] = 1.5
+    pairwise = fan_decompose(x, 3, include_dc)
+    monkeypatch.setattr(fan, "_PAIRWISE_MAX_CANDIDATES", 0)
+    argmax = fan_decompose(x, 3, include_dc)
+    for a, b in zip(pairwise, argmax, strict=True):
+        assert torch.equal(a, b)
+    assert (pairwise[0][:8] == 0).all()
