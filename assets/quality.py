@@ -23,6 +23,7 @@ class QualityRunConfig(Config):
     n_folds: int = 3
     seeds: list[int] = [0, 1, 2]
     ablation: str = "staged"  # or "equal_budget"; QualityBenchConfig validates it
+    split: str = "test"  # or "val", the split to compare configurations on
     atft: bool = True
 
 
@@ -41,6 +42,7 @@ def build_quality_job(scope: PipelineScope):
             n_stocks=config.n_stocks, start=dt.date.fromisoformat(config.start),
             end=dt.date.fromisoformat(config.end), n_folds=config.n_folds,
             seeds=tuple(config.seeds), atft=config.atft, ablation=config.ablation,
+            split=config.split,
         )
         out = scope.settings.home.resolve() / "reports" / "quality" / context.run_id[:8]
         result = run_quality_benchmark(bench, scope.config, out / "runs", progress=context.log.info)

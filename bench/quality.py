@@ -45,6 +45,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--families", nargs="*", default=None, help="feature families (default: all)")
     parser.add_argument("--no-atft", action="store_true", help="baselines only")
     parser.add_argument("--ablation", choices=get_args(AblationMode), default=defaults.ablation)
+    parser.add_argument(
+        "--split", choices=["val", "test"], default=defaults.split,
+        help="the split the tables report (compare configurations on val)",
+    )
     parser.add_argument("--config", type=Path, default=Path("configs/demo.yaml"))
     parser.add_argument("--out", type=Path, default=Path("quality_report"))
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
@@ -54,7 +58,7 @@ def main(argv: list[str]) -> int:
         n_folds=args.folds, train_days=args.train_days, val_days=args.val_days,
         test_days=args.test_days, seeds=tuple(args.seeds),
         families=tuple(args.families) if args.families else None, atft=not args.no_atft,
-        ablation=args.ablation,
+        ablation=args.ablation, split=args.split,
     )
     config = load_config(args.config)
     wall = time.perf_counter()

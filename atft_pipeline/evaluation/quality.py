@@ -16,7 +16,8 @@ rows, targets and normalization statistics (train window only):
   phase (``ensembled_model``) averaged, each z-scored per date first, as one model (what
   training several seeds and averaging their forecasts would deliver).
 
-Reported per model, fold, horizon (test split): RankIC ± Newey–West SE, RankICIR, decile
+Reported per model, fold, horizon (the test split; ``split="val"`` reports the validation
+split instead, the one to choose between configurations on): RankIC ± Newey–West SE, RankICIR, decile
 long-short Sharpe gross / net, share of the oracle's RankIC, and per planted signal the mean
 per-date Spearman correlation of the predictions with that signal's oracle component ± SE.
 Neural models: metrics of each seed, averaged over seeds (``seed_sd`` their spread).
@@ -79,6 +80,10 @@ class QualityBenchConfig(BaseModel):
     horizons: tuple[int, ...] = (1, 5)
     families: tuple[str, ...] | None = Field(None, description="feature families (None: all)")
     atft: bool = Field(True, description="train ATFT-GAT-FAN (off: baselines only)")
+    split: Literal["val", "test"] = Field(
+        "test",
+        description="the split the tables report: compare configurations on val, report on test",
+    )
     ablation: AblationMode = Field(
         "staged",
         description=(
@@ -91,7 +96,7 @@ class QualityBenchConfig(BaseModel):
 
 @dataclass(frozen=True)
 class QualityResult:
-    table: pl.DataFrame  # model, fold, horizon, metrics (test split)
+    table: pl.DataFrame  # model, fold, horizon, metrics (the reported split)
     signals: pl.DataFrame  # model, fold, horizon, signal, corr, corr_se
     summary: pl.DataFrame  # model, horizon: means over folds
     seconds: dict[str, float]
@@ -342,7 +347,7 @@ def run_quality_benchmark(
             predictions.append(seed_ensemble(pl.concat(seeded), averaged))
         base = pl.concat(predictions).with_columns(pl.lit(None, pl.Int64).alias("seed"))
         everything = pl.concat([base, *seeded]) if seeded else base
-        everything = everything.filter(pl.col("split") == "test")
+        everything = everything.filter(pl.col("split") == bench.split)
         metrics, signals = [], []
         for (seed,), part in everything.group_by(["seed"], maintain_order=True):
             metrics.append(_fold_metrics(part.drop("seed"), config.evaluation.cost_bp).with_columns(pl.lit(seed, pl.Int64).alias("seed")))
@@ -390,13 +395,16 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+_SPLIT_NAMES = {"val": "Validation", "test": "Test"}
+
+
 def render_markdown(result: QualityResult, bench: QualityBenchConfig) -> str:
     """The summary, per-fold and per-signal tables as Markdown."""
     lines = [
         f"Sandbox market: {bench.n_stocks} stocks, {bench.start} → {bench.end} (seed {bench.market_seed}); "
         f"{bench.n_folds} walk-forward folds of {bench.train_days} train / {bench.val_days} val / "
         f"{bench.test_days} test sessions; ATFT seeds {list(bench.seeds)}, {bench.ablation} ablation. "
-        "Test split; SE Newey–West.",
+        f"{_SPLIT_NAMES[bench.split]} split; SE Newey–West.",
         "",
         "| model | h | RankIC ± SE (mean of folds) | RankICIR | Sharpe gross / net | share of oracle | folds above every baseline |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -428,7 +436,7 @@ def render_markdown(result: QualityResult, bench: QualityBenchConfig) -> str:
     lines += [
         "",
         "Correlation of predictions with each planted signal's oracle component (mean per-date "
-        "Spearman over test dates, mean of folds ± SE):",
+        f"Spearman over {bench.split} dates, mean of folds ± SE):",
         "",
         f"| model | h | {' | '.join(SIGNALS)} |",
         "|---|---:|" + "---:|" * len(SIGNALS),

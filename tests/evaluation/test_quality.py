@@ -61,7 +61,15 @@ def test_baseline_benchmark_tables(tmp_path):
     assert (oracle_rev["corr"] > 0.2).all() and (rule_rev["corr"] > 0.1).all()
     assert set(result.summary["folds"]) == {2}
     markdown = render_markdown(result, bench)
-    assert "| oracle | 1 |" in markdown and "reversal" in markdown
+    assert "| oracle | 1 |" in markdown and "reversal" in markdown and "Test split" in markdown
+    # the validation split's tables: the same models on other dates
+    on_val = bench.model_copy(update={"split": "val"})
+    val = run_quality_benchmark(on_val, PipelineConfig(evaluation=fast), tmp_path / "val", progress=lambda _: None)
+    assert set(val.table["model"]) == models
+    for model in ("oracle", "rule"):
+        ics = [r.table.filter(pl.col("model") == model).sort("fold", "horizon")["rank_ic"] for r in (result, val)]
+        assert not np.allclose(ics[0].to_numpy(), ics[1].to_numpy())
+    assert "Validation split" in render_markdown(val, on_val)
 
 
 def test_equal_budget_schedules_differ_only_in_the_path():
