@@ -11,7 +11,9 @@ metrics with standard errors, as the evaluation report writes them (``--out``).
 ``--atft`` also trains ATFT-GAT-FAN (the model and training configuration of ``--config``, one
 run per ``--seeds`` entry) on the same train / val windows and adds its rows after each
 training phase (``atft_temporal`` … ``atft_full``, as in ``bench quality``); with several seeds
-each seed is its own model name (``atft_full_s0`` …), so the spread between seeds is visible.
+each seed is its own model name (``atft_gat_s0`` …), so the spread between seeds is visible,
+and ``atft_ensemble`` is their average after the schedule's last phase (as in ``bench
+quality``; with ``ensemble_members: 2`` in the config, two seeds are the pipeline's model).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from atft_pipeline.dataset.targets import compute_targets
 from atft_pipeline.evaluation import baselines
 from atft_pipeline.evaluation.health import prediction_health
 from atft_pipeline.evaluation.metrics import PREDICTION_COLUMNS, QUANTILE_COLUMNS
-from atft_pipeline.evaluation.quality import atft_predictions
+from atft_pipeline.evaluation.quality import atft_predictions, ensembled_model, seed_ensemble
 from atft_pipeline.evaluation.report import build_report
 from atft_pipeline.features.catalog import META_COLUMNS, TARGET_COLUMNS
 from atft_pipeline.features.registry import compute_family, default_catalog
@@ -70,16 +72,21 @@ def atft_rows(dataset: pl.DataFrame, config_path: Path, seeds: list[int], run_di
     """ATFT-GAT-FAN's val / test predictions per training phase and seed, on ``WINDOWS``."""
     config = load_config(config_path)
     splits = SplitConfig(**{name: DateWindow(start=a, end=b) for name, (a, b) in WINDOWS.items()})
-    rows = []
+    # the report's contract: ATFT's quantile heads are not scored here
+    quantiles = {q: pl.lit(None, pl.Float64) for q in QUANTILE_COLUMNS}
+    rows, seeded = [], []
     for seed in seeds:
         t = time.perf_counter()
         frame = atft_predictions(dataset, splits, config, seed, run_dir / f"seed{seed}", (1, 5, 10, 20))
+        seeded.append(frame.with_columns(pl.lit(seed, pl.Int64).alias("seed")))
         if len(seeds) > 1:
             frame = frame.with_columns(pl.col("model") + f"_s{seed}")
-        # the report's contract: ATFT's quantile heads are not scored here
-        quantiles = {q: pl.lit(None, pl.Float64) for q in QUANTILE_COLUMNS}
         rows.append(frame.with_columns(**quantiles).select(PREDICTION_COLUMNS))
         print(f"ATFT-GAT-FAN seed {seed}: {time.perf_counter() - t:.0f}s", flush=True)
+    if len(seeds) > 1:
+        averaged = ensembled_model(config.training.build(), "staged")
+        ensemble = seed_ensemble(pl.concat(seeded), averaged)
+        rows.append(ensemble.with_columns(**quantiles).select(PREDICTION_COLUMNS))
     return rows
 
 
